@@ -1,0 +1,137 @@
+//! `qlinear`: CPU info, backend comparison benchmarks and torch conformance runs.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use qlinear_api::{available_backends, conformance, cpu_info, resolve, Backend};
+
+mod bench;
+
+#[derive(Parser)]
+#[command(
+    name = "qlinear",
+    version,
+    about = "Exact int8 linear layers: info, bench, conformance"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// CPU model, detected features, available backends and Auto's choice.
+    Info,
+    /// Replay conformance vectors (qlinear-conformance/1) bit for bit.
+    Conformance {
+        /// `all` (every available backend), `auto`, or a backend name; comma-separated.
+        #[arg(long, default_value = "all")]
+        backend: String,
+        /// Conformance files.
+        #[arg(required = true)]
+        files: Vec<std::path::PathBuf>,
+    },
+    /// Compare backends: GMAC/s, fraction of measured peak, exactness.
+    Bench(bench::BenchArgs),
+}
+
+/// Parses `all|auto|NAME[,NAME]` into concrete backends (Auto resolved, so reports name
+/// the backend that really ran).
+pub(crate) fn parse_backends(spec: &str) -> Result<Vec<Backend>, String> {
+    let mut out = Vec::new();
+    for part in spec.split(',') {
+        let part = part.trim();
+        if part.eq_ignore_ascii_case("all") {
+            out.extend(available_backends());
+            continue;
+        }
+        let b: Backend = part.parse().map_err(|e| format!("{e}"))?;
+        let engine = resolve(b).map_err(|e| format!("{e}"))?;
+        out.push(engine.backend());
+    }
+    out.dedup();
+    Ok(out)
+}
+
+fn info() -> ExitCode {
+    let cpu = cpu_info();
+    println!("cpu: {}", cpu.model);
+    println!("arch: {}", std::env::consts::ARCH);
+    let feats: Vec<String> = cpu
+        .features
+        .iter()
+        .map(|(name, on)| format!("{name}={}", if *on { "yes" } else { "no" }))
+        .collect();
+    println!("features: {}", feats.join(" "));
+    let avail: Vec<&str> = available_backends().iter().map(|b| b.name()).collect();
+    println!("available backends: {}", avail.join(", "));
+    for k in qlinear_api::compiled_kernels() {
+        println!(
+            "kernel: {} ({})",
+            k.name,
+            if (k.is_supported)() {
+                "supported"
+            } else {
+                "not supported on this CPU"
+            }
+        );
+    }
+    match resolve(Backend::Auto) {
+        Ok(e) => {
+            println!("auto: {}", e.backend());
+            println!("auto kernel: {}", e.kernel_name());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_conformance(backend: &str, files: &[std::path::PathBuf]) -> ExitCode {
+    let backends = match parse_backends(backend) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut cases = Vec::new();
+    for f in files {
+        let text = match std::fs::read_to_string(f) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("error: {}: {e}", f.display());
+                return ExitCode::from(2);
+            }
+        };
+        match conformance::parse(&text) {
+            Ok(c) => cases.extend(c),
+            Err(e) => {
+                eprintln!("error: {}: {e}", f.display());
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let mut failed = false;
+    for b in backends {
+        let report = conformance::run(&cases, b);
+        failed |= !report.failures.is_empty();
+        print!("{report}");
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Info => info(),
+        Command::Conformance { backend, files } => run_conformance(&backend, &files),
+        Command::Bench(args) => bench::run(args),
+    }
+}

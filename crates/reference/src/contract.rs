@@ -1,0 +1,365 @@
+//! # The kernel contract
+//!
+//! What every optimized kernel (x86 or ARM) implements, and nothing more. The API crate
+//! validates user input, packs the weight once with the kernel's [`PackedLayout`], folds
+//! all quantization parameters into per-column constants ([`StaticEpilogue`],
+//! [`DynamicEpilogue`]) and then makes one indirect call per thread chunk through the
+//! [`KernelDesc`] function pointers.
+//!
+//! ## Integer core, folded
+//!
+//! A kernel never subtracts zero points inside its inner loop. It computes the plain
+//! product `acc[m,n] = sum_k a[m,k] * w[n,k]` (u8 x i8, exact in i32: at most
+//! `255 * 128 * 33_025 < 2^31`) and recovers the contract's `raw` with
+//!
+//! ```text
+//! raw[m,n] = acc[m,n] + col_offset[n] - row_zp[n] * row_sum[m]        (i32, wrapping)
+//!   col_offset[n] = qbias[n] - zp_x * col_sum[n] + K * zp_x * zp_w[n]
+//!   row_zp[n]     = zp_w[n],   row_sum[m] = sum_k a[m,k]
+//! ```
+//!
+//! Wrapping arithmetic is a ring, and the true `raw` fits an i32, so this is exact.
+//! `col_sum` depends on the weight only (pack time); `row_sum` is computed per call and
+//! only when some `zp_w != 0` (otherwise the kernel gets a null pointer and skips the
+//! term). qnnpack's quantized bias rides along in `col_offset` for free.
+//!
+//! ## Epilogues, folded
+//!
+//! Static (u8 out), both profiles in one formula:
+//!
+//! ```text
+//! xf  = fma(bias_a[n], bias_b[n], i2f(raw))     fbgemm per-tensor: (bias, rcp)
+//!                                               fbgemm per-channel: (f(bias/atws), 1.0)
+//!                                               qnnpack / no bias:  (0, 0)
+//! y   = f(xf * mult[n])
+//! out = clamp(cvt(y) + zp_y, lo, 255)
+//! ```
+//!
+//! `fma(b, 1, x) = f(x + b)` and `fma(0, 0, x) = x` exactly, so this equals the literal
+//! formulas; [`StaticEpilogue::apply`] is the scalar statement of it and this crate's
+//! tests check it against [`crate::static_linear`]. For a vector kernel: clamping `y` to
+//! `[-512, 512]` before converting changes no output, and NaN (possible only with
+//! absurd scales) must convert to 0 as Rust's `as` does.
+//!
+//! Dynamic (f32 out): `out = fma(i2f(raw), mult[n], bias[n])` when `fused_bias`
+//! (fbgemm; bias 0 when absent, which equals the unfused `f(i2f(raw) * m)`), else
+//! `out = f(f(mult[n] * i2f(raw)) + bias[n])` (qnnpack); ReLU is `x > 0 ? x : 0`.
+//!
+//! ## Kernel calls
+//!
+//! A kernel entry computes rows `[0, m)` and columns `[n_begin, n_end)` of the output
+//! ([`GemmArgs`]); it picks its own loop order, tile and M = 1 (GEMV) path. The API
+//! splits work across threads by calling it on disjoint row / column ranges, and since
+//! every output element is a function of its own row and column only, any split gives
+//! identical bits.
+
+use crate::params::{ActQParams, Profile, WeightQParams};
+use crate::{cvt, relu_f32};
+
+/// How a kernel family lays out the packed weight.
+///
+/// ```text
+/// N x K weight (row n = output channel)      packed: panels of NR columns, K in groups of KR
+///
+///  n0 [w00 w01 w02 w03 w04 ...]              panel 0 = columns 0..NR, kpad = round_up(K, KR)
+///  n1 [w10 w11 w12 w13 w14 ...]              +------------------------------------------+
+///  ..                                        | k-group 0: n0[k0..k3] n1[k0..k3] .. nNR-1  |  NR*KR bytes
+///                                            | k-group 1: n0[k4..k7] n1[k4..k7] ..        |
+///                                            | ...                                      |
+///                                            +------------------------------------------+
+///                                            panel 1 = columns NR..2NR, same shape ...
+/// ```
+///
+/// Bytes past `K` in the last k-group and columns past `N` in the last panel are zero,
+/// so a kernel may always read whole k-groups and whole panels. With `KR = 4` one
+/// k-group of 16 columns is exactly one `vpdpbusd zmm` operand (16 lanes x 4 bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PackedLayout {
+    /// Columns per panel.
+    pub nr: usize,
+    /// Consecutive K values per column inside a k-group.
+    pub kr: usize,
+}
+
+impl PackedLayout {
+    /// Plain row-major `N x K` (the reference backend's layout).
+    pub const ROW_MAJOR: PackedLayout = PackedLayout { nr: 1, kr: 1 };
+
+    /// `K` rounded up to whole k-groups.
+    pub fn k_padded(&self, k: usize) -> usize {
+        k.div_ceil(self.kr) * self.kr
+    }
+    /// `N` rounded up to whole panels.
+    pub fn n_padded(&self, n: usize) -> usize {
+        n.div_ceil(self.nr) * self.nr
+    }
+    /// Bytes of one panel.
+    pub fn panel_bytes(&self, k: usize) -> usize {
+        self.k_padded(k) * self.nr
+    }
+    /// Total packed bytes for an `n x k` weight.
+    pub fn packed_len(&self, n: usize, k: usize) -> usize {
+        self.n_padded(n) * self.k_padded(k)
+    }
+    /// Byte offset of weight element `(n, k)` in a packing of in_features `k_total`.
+    #[inline]
+    pub fn offset(&self, n: usize, k: usize, k_total: usize) -> usize {
+        (n / self.nr) * self.panel_bytes(k_total)
+            + (k / self.kr) * (self.nr * self.kr)
+            + (n % self.nr) * self.kr
+            + k % self.kr
+    }
+}
+
+/// Arguments of one kernel call: output rows `[0, m)`, columns `[n_begin, n_end)`.
+///
+/// All pointers address element (0, 0) of their matrix; the kernel indexes absolute
+/// columns. `T` is `u8` (static) or `f32` (dynamic).
+#[derive(Debug)]
+pub struct GemmArgs<T> {
+    /// Activations: row `i` is `k` bytes at `a + i * a_stride`. Kernels read no byte
+    /// outside those rows.
+    pub a: *const u8,
+    /// Row stride of `a` in bytes.
+    pub a_stride: usize,
+    /// Rows to compute (may be any value >= 1).
+    pub m: usize,
+    /// Logical in_features.
+    pub k: usize,
+    /// Start of the packed weight (panel 0), in the kernel's [`PackedLayout`].
+    pub packed: *const u8,
+    /// First output column, a multiple of the layout's `nr`.
+    pub n_begin: usize,
+    /// One past the last output column (`<= N`).
+    pub n_end: usize,
+    /// `m` row sums of `a`, or null when every weight zero point is 0.
+    pub row_sums: *const i32,
+    /// Output: element `(i, n)` at `out + i * out_stride + n`. Only columns
+    /// `[n_begin, n_end)` of rows `[0, m)` are written.
+    pub out: *mut T,
+    /// Row stride of `out` in elements.
+    pub out_stride: usize,
+}
+
+impl<T> Clone for GemmArgs<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for GemmArgs<T> {}
+
+/// A static (u8 output) kernel entry point.
+///
+/// # Safety
+/// The CPU supports the kernel's ISA; `args` describes valid memory as documented on
+/// [`GemmArgs`], `packed` is a packing of at least `n_end` columns in the kernel's
+/// layout, and the epilogue's column arrays hold at least `round_up(n_end, nr)` entries.
+pub type GemmU8Fn = unsafe fn(args: &GemmArgs<u8>, epi: &StaticEpilogue);
+
+/// A dynamic (f32 output) kernel entry point. Same contract as [`GemmU8Fn`].
+///
+/// # Safety
+/// As for [`GemmU8Fn`].
+pub type GemmF32Fn = unsafe fn(args: &GemmArgs<f32>, epi: &DynamicEpilogue);
+
+/// One optimized kernel: the only interface between the API and a kernel file.
+#[derive(Debug, Clone, Copy)]
+pub struct KernelDesc {
+    /// `"<isa>/gemm_<MR>x<NR>c<KR>"`, the one name used in tests, benches and logs.
+    pub name: &'static str,
+    /// The backend (ISA family) name a user selects: `avx512vnni`, `neondot`, ...
+    pub backend: &'static str,
+    /// Rows of the register tile.
+    pub mr: usize,
+    /// Packed weight layout (`nr`, `kr`).
+    pub layout: PackedLayout,
+    /// Runtime check that this CPU can run the kernel (cached by the caller).
+    pub is_supported: fn() -> bool,
+    /// Static u8 entry.
+    pub gemm_u8: GemmU8Fn,
+    /// Dynamic f32 entry.
+    pub gemm_f32: GemmF32Fn,
+}
+
+fn padded<T: Copy>(mut v: Vec<T>, n_pad: usize, fill: T) -> Vec<T> {
+    v.resize(n_pad.max(v.len()), fill);
+    v
+}
+
+/// `col_offset[n] = qbias[n] - zp_x * col_sum[n] + K * zp_x * zp_w[n]`, wrapping.
+fn column_offsets(
+    k: usize,
+    zp_x: i32,
+    col_sums: &[i32],
+    wq: &WeightQParams,
+    qbias: impl Fn(usize) -> i32,
+) -> Vec<i32> {
+    let k = k as i32;
+    col_sums
+        .iter()
+        .enumerate()
+        .map(|(j, &cs)| {
+            qbias(j)
+                .wrapping_sub(zp_x.wrapping_mul(cs))
+                .wrapping_add(k.wrapping_mul(zp_x).wrapping_mul(wq.zero_point(j)))
+        })
+        .collect()
+}
+
+/// Folded parameters of a static (u8 -> u8) layer. Column arrays are padded with
+/// zeros to `n_pad` so vector kernels may read whole panels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StaticEpilogue {
+    /// Integer correction per column (zero points and qnnpack bias folded).
+    pub col_offset: Vec<i32>,
+    /// Weight zero point per column, multiplied by the row sum.
+    pub row_zp: Vec<i32>,
+    /// First fma operand of the bias term.
+    pub bias_a: Vec<f32>,
+    /// Second fma operand of the bias term.
+    pub bias_b: Vec<f32>,
+    /// Requantization multiplier per column.
+    pub mult: Vec<f32>,
+    /// Output zero point.
+    pub zp_y: i32,
+    /// Lower clamp: `zp_y` with fused ReLU, else 0.
+    pub lo: i32,
+}
+
+impl StaticEpilogue {
+    /// Folds a static layer's parameters (already validated) for `n` columns.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        profile: Profile,
+        x: ActQParams,
+        wq: &WeightQParams,
+        col_sums: &[i32],
+        k: usize,
+        bias: Option<&[f32]>,
+        y: ActQParams,
+        relu: bool,
+        n_pad: usize,
+    ) -> Self {
+        let n = col_sums.len();
+        let sx = x.scale;
+        let (col_offset, bias_a, bias_b, mult) = match profile {
+            Profile::Fbgemm => {
+                let atws = |j: usize| sx * wq.scale(j);
+                let mult = (0..n).map(|j| atws(j) / y.scale).collect();
+                let (ba, bb) = match bias {
+                    None => (vec![0.0; n], vec![0.0; n]),
+                    Some(b) if wq.is_per_channel() => {
+                        ((0..n).map(|j| b[j] / atws(j)).collect(), vec![1.0; n])
+                    }
+                    Some(b) => {
+                        let rcp = (1.0f64 / atws(0) as f64) as f32;
+                        (b.to_vec(), vec![rcp; n])
+                    }
+                };
+                let off = column_offsets(k, x.zero_point, col_sums, wq, |_| 0);
+                (off, ba, bb, mult)
+            }
+            Profile::Qnnpack => {
+                let inv_y = 1.0f32 / y.scale;
+                let mult = (0..n).map(|j| (wq.scale(j) * sx) * inv_y).collect();
+                let off = column_offsets(k, x.zero_point, col_sums, wq, |j| {
+                    bias.map_or(0, |b| {
+                        crate::linear::qnnpack_quantized_bias(b[j], wq.scale(j), sx)
+                    })
+                });
+                (off, vec![0.0; n], vec![0.0; n], mult)
+            }
+        };
+        StaticEpilogue {
+            col_offset: padded(col_offset, n_pad, 0),
+            row_zp: padded((0..n).map(|j| wq.zero_point(j)).collect(), n_pad, 0),
+            bias_a: padded(bias_a, n_pad, 0.0),
+            bias_b: padded(bias_b, n_pad, 0.0),
+            mult: padded(mult, n_pad, 0.0),
+            zp_y: y.zero_point,
+            lo: if relu { y.zero_point } else { 0 },
+        }
+    }
+
+    /// The folded epilogue for one element, in scalar code: the statement every vector
+    /// epilogue reproduces. `row_sum` is ignored when `row_zp[n] == 0`.
+    #[inline]
+    pub fn apply(&self, acc: i32, row_sum: i32, n: usize) -> u8 {
+        let raw = acc
+            .wrapping_add(self.col_offset[n])
+            .wrapping_sub(self.row_zp[n].wrapping_mul(row_sum));
+        let xf = self.bias_a[n].mul_add(self.bias_b[n], raw as f32);
+        let y = xf * self.mult[n];
+        (cvt(y) as i64 + self.zp_y as i64).clamp(self.lo as i64, 255) as u8
+    }
+}
+
+/// Folded parameters of one dynamic call (they depend on the call's input qparams).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DynamicEpilogue {
+    /// Integer correction per column.
+    pub col_offset: Vec<i32>,
+    /// Weight zero point per column.
+    pub row_zp: Vec<i32>,
+    /// Output multiplier per column (`f(s * scale_w)`).
+    pub mult: Vec<f32>,
+    /// Bias per column (0 when the layer has none).
+    pub bias: Vec<f32>,
+    /// fbgemm: `fma(i2f(raw), mult, bias)`; qnnpack: `f(f(mult * i2f(raw)) + bias)`.
+    pub fused_bias: bool,
+    /// Fused ReLU.
+    pub relu: bool,
+}
+
+impl DynamicEpilogue {
+    /// Folds a dynamic call's parameters for `n` columns.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        profile: Profile,
+        scale_x: f32,
+        zp_x: i32,
+        wq: &WeightQParams,
+        col_sums: &[i32],
+        k: usize,
+        bias: Option<&[f32]>,
+        relu: bool,
+        n_pad: usize,
+    ) -> Self {
+        let n = col_sums.len();
+        let mult = match profile {
+            Profile::Fbgemm => (0..n).map(|j| scale_x * wq.scale(j)).collect(),
+            Profile::Qnnpack => (0..n).map(|j| wq.scale(j) * scale_x).collect(),
+        };
+        DynamicEpilogue {
+            col_offset: padded(column_offsets(k, zp_x, col_sums, wq, |_| 0), n_pad, 0),
+            row_zp: padded((0..n).map(|j| wq.zero_point(j)).collect(), n_pad, 0),
+            mult: padded(mult, n_pad, 0.0),
+            bias: padded(
+                bias.map_or_else(|| vec![0.0; n], |b| b.to_vec()),
+                n_pad,
+                0.0,
+            ),
+            fused_bias: profile == Profile::Fbgemm,
+            relu,
+        }
+    }
+
+    /// The folded epilogue for one element, in scalar code.
+    #[inline]
+    pub fn apply(&self, acc: i32, row_sum: i32, n: usize) -> f32 {
+        let raw = acc
+            .wrapping_add(self.col_offset[n])
+            .wrapping_sub(self.row_zp[n].wrapping_mul(row_sum));
+        let xf = raw as f32;
+        let v = if self.fused_bias {
+            xf.mul_add(self.mult[n], self.bias[n])
+        } else {
+            self.mult[n] * xf + self.bias[n]
+        };
+        if self.relu {
+            relu_f32(v)
+        } else {
+            v
+        }
+    }
+}

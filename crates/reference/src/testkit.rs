@@ -1,0 +1,197 @@
+//! Deterministic test data shared by every kernel's tests: a tiny RNG, random static and
+//! dynamic cases with outputs spread over the u8 range (not all saturated), worst-case
+//! cases, and the edge catalogue of shapes around a kernel's tile sizes.
+
+use crate::params::{ActQParams, Profile, WeightQParams};
+
+/// splitmix64: small, fast, good enough for test data, identical on every platform.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// Seeded generator.
+    pub fn new(seed: u64) -> Self {
+        Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
+    }
+    /// Next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in `[0, n)` (`n > 0`).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+    /// Uniform in `[lo, hi]`.
+    pub fn range_i32(&mut self, lo: i32, hi: i32) -> i32 {
+        lo + self.below((hi - lo + 1) as usize) as i32
+    }
+    /// Uniform in `[0, 1)`.
+    pub fn unit_f32(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
+    }
+    /// Log-uniform positive value in `[lo, hi]`.
+    pub fn log_uniform(&mut self, lo: f32, hi: f32) -> f32 {
+        (lo.ln() + (hi.ln() - lo.ln()) * self.unit_f32()).exp()
+    }
+    /// A coin flip.
+    pub fn coin(&mut self) -> bool {
+        self.next_u64() & 1 == 1
+    }
+    /// `len` random bytes.
+    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| self.next_u64() as u8).collect()
+    }
+    /// `len` random i8.
+    pub fn i8s(&mut self, len: usize) -> Vec<i8> {
+        (0..len).map(|_| self.next_u64() as i8).collect()
+    }
+    /// `len` floats in `[-amp, amp]`.
+    pub fn f32s(&mut self, len: usize, amp: f32) -> Vec<f32> {
+        (0..len)
+            .map(|_| (self.unit_f32() * 2.0 - 1.0) * amp)
+            .collect()
+    }
+}
+
+/// A complete static-layer test case (u8 activations with a row stride).
+#[derive(Debug, Clone)]
+pub struct StaticCase {
+    /// Rows.
+    pub m: usize,
+    /// in_features.
+    pub k: usize,
+    /// out_features.
+    pub n: usize,
+    /// Activations, `m` rows of `a_stride` bytes (only the first `k` of each are used).
+    pub a: Vec<u8>,
+    /// Row stride of `a`.
+    pub a_stride: usize,
+    /// Input qparams.
+    pub x: ActQParams,
+    /// `n x k` weight.
+    pub w: Vec<i8>,
+    /// Weight qparams.
+    pub wq: WeightQParams,
+    /// Optional bias.
+    pub bias: Option<Vec<f32>>,
+    /// Output qparams.
+    pub y: ActQParams,
+    /// Fused ReLU.
+    pub relu: bool,
+    /// Arithmetic profile.
+    pub profile: Profile,
+}
+
+impl StaticCase {
+    /// Random parameters of every kind; the output scale is chosen so outputs spread
+    /// over the u8 range.
+    pub fn random(rng: &mut Rng, m: usize, k: usize, n: usize) -> Self {
+        let a_stride = k + if rng.coin() { rng.below(9) } else { 0 };
+        let a = rng.bytes(m.saturating_sub(1) * a_stride + k.max(1) * (m > 0) as usize);
+        let x = ActQParams {
+            scale: rng.log_uniform(1e-3, 1.0),
+            zero_point: rng.range_i32(0, 255),
+        };
+        let w = rng.i8s(n * k);
+        let per_channel = rng.coin();
+        let zp = |rng: &mut Rng| match rng.below(4) {
+            0 => 0,
+            1 => -128,
+            2 => 127,
+            _ => rng.range_i32(-128, 127),
+        };
+        let wq = if per_channel {
+            WeightQParams::PerChannel {
+                scales: (0..n).map(|_| rng.log_uniform(1e-4, 1e-1)).collect(),
+                zero_points: (0..n).map(|_| zp(rng)).collect(),
+            }
+        } else {
+            WeightQParams::PerTensor {
+                scale: rng.log_uniform(1e-4, 1e-1),
+                zero_point: zp(rng),
+            }
+        };
+        let spread = 5476.0 * (k as f32).sqrt() * x.scale * wq.scale(0);
+        let bias_amp = spread * 0.02 * rng.log_uniform(0.1, 10.0);
+        let bias = rng.coin().then(|| rng.f32s(n, bias_amp));
+        let y = ActQParams {
+            scale: spread / 40.0 * rng.log_uniform(0.3, 3.0),
+            zero_point: rng.range_i32(0, 255),
+        };
+        let profile = if rng.coin() {
+            Profile::Fbgemm
+        } else {
+            Profile::Qnnpack
+        };
+        StaticCase {
+            m,
+            k,
+            n,
+            a,
+            a_stride,
+            x,
+            w,
+            wq,
+            bias,
+            y,
+            relu: rng.coin(),
+            profile,
+        }
+    }
+
+    /// Largest magnitudes everywhere: activations 255 with zero point 0, weights
+    /// alternating -128 / 127 (sign chosen per column) with zero point 0 or 127,
+    /// so `|raw|` approaches `65_025 * K`.
+    pub fn extreme(m: usize, k: usize, n: usize, rng: &mut Rng) -> Self {
+        let mut c = StaticCase::random(rng, m, k, n);
+        c.a.iter_mut()
+            .for_each(|v| *v = if rng.below(8) == 0 { 0 } else { 255 });
+        c.x.zero_point = if rng.coin() { 0 } else { 255 };
+        let high_zp = rng.coin();
+        for (idx, v) in c.w.iter_mut().enumerate() {
+            let col = idx / k.max(1);
+            *v = if high_zp || col % 2 == 0 { -128 } else { 127 };
+        }
+        c.wq = WeightQParams::PerTensor {
+            scale: 1e-3,
+            zero_point: if high_zp { 127 } else { 0 },
+        };
+        c.y.scale = 65_025.0 * k as f32 * c.x.scale * 1e-3 / 100.0;
+        c
+    }
+}
+
+/// Shapes around a kernel's tile: every partial M up to `2 * mr + 1`, N around `nr`
+/// multiples, K below / at / above / multiples of the k-group and a few long K.
+pub fn edge_shapes(mr: usize, nr: usize, kr: usize) -> Vec<(usize, usize, usize)> {
+    let mut shapes = Vec::new();
+    let ks = [
+        1,
+        kr.saturating_sub(1).max(1),
+        kr,
+        kr + 1,
+        2 * kr + 3,
+        16 * kr,
+        16 * kr + 1,
+        127,
+        256,
+        1000,
+    ];
+    let ns = [1, nr - 1, nr, nr + 1, 2 * nr + 3, 3 * nr];
+    for m in 1..=(2 * mr + 1) {
+        shapes.push((m, ks[m % ks.len()], ns[m % ns.len()]));
+    }
+    for &k in &ks {
+        for &n in &ns {
+            shapes.push((mr + 1, k, n));
+        }
+    }
+    shapes.push((1, 4096, 2 * nr + 5));
+    shapes.push((3 * mr + 2, 333, 5 * nr + 7));
+    shapes.dedup();
+    shapes
+}
