@@ -1,10 +1,47 @@
-//! x86-64 kernels (filled in by the x86 kernel work).
-#![cfg_attr(not(target_arch = "x86_64"), allow(unused))]
+//! # qlinear-kernels-x86
+//!
+//! The x86-64 kernels of qlinear, one file per ISA, each a
+//! [`KernelDesc`] implementing the contract of [`qlinear_reference::contract`]:
+//!
+//! | kernel | core instruction | exactness |
+//! |---|---|---|
+//! | `avx512vnni/gemm_8x32c4` | `vpdpbusd zmm` | exact (non-saturating form) |
+//! | `avxvnni/gemm_6x16c4` | `vpdpbusd ymm` (VEX) | exact |
+//! | `avx2/gemm_6x8c4` | `vpmovsxbw` + `vpmaddwd` + `vpaddd` | exact: no `vpmaddubsw` |
+//!
+//! All three share the packed layout family "panels of NR columns, k-groups of 4"
+//! (see [`qlinear_reference::contract::PackedLayout`]) and the loop nest of
+//! [`blocking`]. The list is empty on other architectures.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 use qlinear_reference::contract::KernelDesc;
 
-/// Every kernel of this crate, best first. Empty on other architectures.
-pub fn kernels() -> &'static [KernelDesc] {
-    &[]
+#[cfg(target_arch = "x86_64")]
+mod isa;
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod blocking;
+
+/// The kernel registry: one line per kernel, best first. Generates [`kernels()`].
+macro_rules! kernel_registry {
+    ($($(#[$meta:meta])* $module:ident),* $(,)?) => {
+        $( $(#[$meta])* #[cfg(target_arch = "x86_64")] pub mod $module; )*
+
+        /// Every kernel of this crate, best first. Empty on other architectures.
+        pub fn kernels() -> &'static [KernelDesc] {
+            #[cfg(target_arch = "x86_64")]
+            {
+                static KERNELS: &[KernelDesc] = &[$($module::KERNEL),*];
+                KERNELS
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            {
+                &[]
+            }
+        }
+    };
+}
+
+kernel_registry! {
+    avx512vnni,
 }

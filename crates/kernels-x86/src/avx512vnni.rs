@@ -1,0 +1,377 @@
+//! # `avx512vnni/gemm_8x32c4`: AVX-512 VNNI, 8 x 32 register tile
+//!
+//! `vpdpbusd zmm` multiplies 64 u8 activations by 64 i8 weights and adds each group of
+//! four products into one of 16 i32 lanes, exactly (no intermediate saturation: that is
+//! the `vpdpbusds` variant, which we never use). One zmm of packed weights is one k-group
+//! (4 values of K) of 16 output columns.
+//!
+//! ## Register budget (32 zmm)
+//!
+//! ```text
+//! accumulators  8 rows x 2 zmm (32 columns)   16
+//! weights       2 zmm (one k-group, 32 cols)   2
+//! activation    1 zmm (4 bytes broadcast)      1   -> 19 of 32, the rest for the epilogue
+//! ```
+//!
+//! Per k-group: 2 weight loads + 8 broadcast loads feed 16 `vpdpbusd` (1024 MACs), i.e.
+//! 0.6 loads per `vpdpbusd`; Zen 4/5 issue 2 `vpdpbusd zmm` per cycle and sustain the
+//! loads. 16 independent accumulators cover the instruction's latency at that rate.
+//! M = 1 (GEMV) takes a separate path that keeps 4 k-groups in flight (8 accumulators),
+//! since a single row would otherwise be bound by the `vpdpbusd` dependency chain.
+//!
+//! ## Packed layout (`nr = 32`, `kr = 4`)
+//!
+//! ```text
+//! panel p (columns 32p .. 32p+31), kpad = round_up(K, 4):
+//!   byte 0    : [c0 k0..k3][c1 k0..k3] ... [c15 k0..k3] | [c16 k0..k3] ... [c31 k0..k3]
+//!               \______________ zmm 0 (64 B) __________/   \________ zmm 1 (64 B) ____/
+//!   byte 128  : same for k4..k7
+//!   ...         kpad / 4 k-groups; panel size kpad * 32 bytes; padding is zero
+//! ```
+//!
+//! ## Reads and writes
+//!
+//! Activations: exactly the `k` bytes of each row (the last `k % 4` bytes are read one by
+//! one into a zero-padded lane). Weights: whole k-groups of whole panels (inside the
+//! packing). Epilogue arrays: whole panels (padded by the API). Outputs: only columns
+//! `[n_begin, n_end)`, through AVX-512 store masks.
+
+use core::arch::x86_64::*;
+
+use qlinear_reference::contract::{
+    DynamicEpilogue, GemmArgs, KernelDesc, PackedLayout, StaticEpilogue,
+};
+
+use crate::blocking::{for_each_tile, load_tail_u32, Tile};
+use crate::isa::{avx512vnni_isa, detect, target_fn};
+
+/// Rows of the register tile.
+pub const MR: usize = 8;
+/// Columns of the register tile (two zmm of 16 i32 lanes).
+pub const NR: usize = 32;
+/// K values per column in a k-group (one `vpdpbusd` lane).
+pub const KR: usize = 4;
+const VECS: usize = NR / 16;
+const K_GROUP_BYTES: usize = NR * KR;
+const _: () = assert!(MR * VECS + VECS + 1 <= 32, "tile must fit the 32 zmm registers");
+const _: () = assert!(K_GROUP_BYTES == VECS * 64, "one k-group is VECS full zmm loads");
+
+/// The kernel descriptor.
+pub static KERNEL: KernelDesc = KernelDesc {
+    name: "avx512vnni/gemm_8x32c4",
+    backend: "avx512vnni",
+    mr: MR,
+    layout: PackedLayout { nr: NR, kr: KR },
+    is_supported,
+    gemm_u8,
+    gemm_f32,
+};
+
+fn is_supported() -> bool {
+    avx512vnni_isa!(detect! {})
+}
+
+avx512vnni_isa!(target_fn! {
+    /// Static entry point (see [`qlinear_reference::contract::GemmU8Fn`]).
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512 F/BW/VL/VNNI; `args`, the packing and `epi` satisfy the
+    /// contract of [`qlinear_reference::contract::GemmU8Fn`].
+    unsafe fn gemm_u8(args: &GemmArgs<u8>, epi: &StaticEpilogue) {
+        // SAFETY: forwarded caller contract; the features are enabled in this function.
+        unsafe { drive(args, &StaticOut::new(epi)) }
+    }
+});
+
+avx512vnni_isa!(target_fn! {
+    /// Dynamic entry point (see [`qlinear_reference::contract::GemmF32Fn`]).
+    ///
+    /// # Safety
+    /// As for [`gemm_u8`].
+    unsafe fn gemm_f32(args: &GemmArgs<f32>, epi: &DynamicEpilogue) {
+        // SAFETY: forwarded caller contract; the features are enabled in this function.
+        unsafe { drive(args, &DynamicOut(epi)) }
+    }
+});
+
+/// How a finished tile row becomes output: the static and dynamic epilogues.
+trait Output {
+    type T;
+    /// Writes one row of a tile.
+    ///
+    /// # Safety
+    /// AVX-512 enabled in the caller; `out_row` valid for the masked columns of
+    /// `[n0, n0 + NR)`; epilogue arrays hold at least `n0 + NR` entries.
+    unsafe fn store(
+        &self,
+        acc: [__m512i; VECS],
+        row_sum: Option<i32>,
+        n0: usize,
+        masks: [__mmask16; VECS],
+        out_row: *mut Self::T,
+    );
+}
+
+struct StaticOut<'a> {
+    epi: &'a StaticEpilogue,
+}
+
+impl<'a> StaticOut<'a> {
+    fn new(epi: &'a StaticEpilogue) -> Self {
+        StaticOut { epi }
+    }
+}
+
+/// `raw = acc + col_offset - row_zp * row_sum` for 16 columns starting at `n`.
+///
+/// # Safety
+/// AVX-512F enabled; `col_offset` and `row_zp` valid for 16 reads at `n`.
+#[inline(always)]
+unsafe fn fold_raw(
+    acc: __m512i,
+    col_offset: *const i32,
+    row_zp: *const i32,
+    row_sum: Option<i32>,
+    n: usize,
+) -> __m512i {
+    // SAFETY: the caller guarantees 16 readable entries at `n` in both arrays.
+    unsafe {
+        let raw = _mm512_add_epi32(acc, _mm512_loadu_si512(col_offset.add(n).cast()));
+        match row_sum {
+            None => raw,
+            Some(s) => _mm512_sub_epi32(
+                raw,
+                _mm512_mullo_epi32(
+                    _mm512_loadu_si512(row_zp.add(n).cast()),
+                    _mm512_set1_epi32(s),
+                ),
+            ),
+        }
+    }
+}
+
+impl Output for StaticOut<'_> {
+    type T = u8;
+    #[inline(always)]
+    unsafe fn store(
+        &self,
+        acc: [__m512i; VECS],
+        row_sum: Option<i32>,
+        n0: usize,
+        masks: [__mmask16; VECS],
+        out_row: *mut u8,
+    ) {
+        let e = self.epi;
+        for (v, (&acc, &mask)) in acc.iter().zip(&masks).enumerate() {
+            let n = n0 + 16 * v;
+            // SAFETY: the epilogue arrays are padded to whole panels (>= n0 + NR
+            // entries); the store is masked to the valid columns of this row.
+            unsafe {
+                let raw = fold_raw(acc, e.col_offset.as_ptr(), e.row_zp.as_ptr(), row_sum, n);
+                // xf = fma(bias_a, bias_b, i2f(raw)); y = f(xf * mult)
+                let xf = _mm512_fmadd_ps(
+                    _mm512_loadu_ps(e.bias_a.as_ptr().add(n)),
+                    _mm512_loadu_ps(e.bias_b.as_ptr().add(n)),
+                    _mm512_cvtepi32_ps(raw),
+                );
+                let y = _mm512_mul_ps(xf, _mm512_loadu_ps(e.mult.as_ptr().add(n)));
+                // NaN -> 0 (Rust `as`), then clamp to +-512: no clamped output changes.
+                let y = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_ORD_Q>(y, y), y);
+                let y = _mm512_min_ps(_mm512_max_ps(y, _mm512_set1_ps(-512.0)), _mm512_set1_ps(512.0));
+                let q = _mm512_add_epi32(_mm512_cvtps_epi32(y), _mm512_set1_epi32(e.zp_y));
+                let q = _mm512_min_epi32(_mm512_max_epi32(q, _mm512_set1_epi32(e.lo)), _mm512_set1_epi32(255));
+                _mm_mask_storeu_epi8(out_row.add(n).cast(), mask, _mm512_cvtepi32_epi8(q));
+            }
+        }
+    }
+}
+
+struct DynamicOut<'a>(&'a DynamicEpilogue);
+
+impl Output for DynamicOut<'_> {
+    type T = f32;
+    #[inline(always)]
+    unsafe fn store(
+        &self,
+        acc: [__m512i; VECS],
+        row_sum: Option<i32>,
+        n0: usize,
+        masks: [__mmask16; VECS],
+        out_row: *mut f32,
+    ) {
+        let e = self.0;
+        for (v, (&acc, &mask)) in acc.iter().zip(&masks).enumerate() {
+            let n = n0 + 16 * v;
+            // SAFETY: as in `StaticOut::store`.
+            unsafe {
+                let raw = fold_raw(acc, e.col_offset.as_ptr(), e.row_zp.as_ptr(), row_sum, n);
+                let xf = _mm512_cvtepi32_ps(raw);
+                let mult = _mm512_loadu_ps(e.mult.as_ptr().add(n));
+                let bias = _mm512_loadu_ps(e.bias.as_ptr().add(n));
+                let mut out = if e.fused_bias {
+                    _mm512_fmadd_ps(xf, mult, bias)
+                } else {
+                    _mm512_add_ps(_mm512_mul_ps(mult, xf), bias)
+                };
+                if e.relu {
+                    // maxps returns the second operand for NaN and for +-0: x > 0 ? x : +0.
+                    out = _mm512_max_ps(out, _mm512_setzero_ps());
+                }
+                _mm512_mask_storeu_ps(out_row.add(n), mask, out);
+            }
+        }
+    }
+}
+
+/// Store masks for the first `nc` of `NR` columns.
+#[inline(always)]
+fn column_masks(nc: usize) -> [__mmask16; VECS] {
+    let mut m = [0; VECS];
+    for (v, mask) in m.iter_mut().enumerate() {
+        let valid = nc.saturating_sub(16 * v).min(16);
+        *mask = ((1u32 << valid) - 1) as __mmask16;
+    }
+    m
+}
+
+/// The register tile: `R` rows x 32 columns over the whole of K.
+///
+/// # Safety
+/// AVX-512 VNNI enabled; rows `a + r * a_stride` hold `k` readable bytes for `r < R`;
+/// `panel` points at a full packed panel for this `k`.
+#[inline(always)]
+unsafe fn accumulate<const R: usize>(
+    a: *const u8,
+    a_stride: usize,
+    k: usize,
+    panel: *const u8,
+) -> [[__m512i; VECS]; R] {
+    // SAFETY: all reads stay inside the rows (first `k` bytes) and the panel.
+    unsafe {
+        let mut acc = [[_mm512_setzero_si512(); VECS]; R];
+        let groups = k / KR;
+        let mut b = panel;
+        for g in 0..groups {
+            let w0 = _mm512_loadu_si512(b.cast());
+            let w1 = _mm512_loadu_si512(b.add(64).cast());
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let x = _mm512_set1_epi32(a.add(r * a_stride + g * KR).cast::<i32>().read_unaligned());
+                acc[0] = _mm512_dpbusd_epi32(acc[0], x, w0);
+                acc[1] = _mm512_dpbusd_epi32(acc[1], x, w1);
+            }
+            b = b.add(K_GROUP_BYTES);
+        }
+        let tail = k % KR;
+        if tail != 0 {
+            let w0 = _mm512_loadu_si512(b.cast());
+            let w1 = _mm512_loadu_si512(b.add(64).cast());
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let x = _mm512_set1_epi32(load_tail_u32(a.add(r * a_stride + groups * KR), tail));
+                acc[0] = _mm512_dpbusd_epi32(acc[0], x, w0);
+                acc[1] = _mm512_dpbusd_epi32(acc[1], x, w1);
+            }
+        }
+        acc
+    }
+}
+
+/// One row (GEMV): four k-groups in flight on separate accumulators, summed at the end,
+/// so the loop is bound by loads (the weight stream), not by `vpdpbusd` latency.
+///
+/// # Safety
+/// As for [`accumulate`] with `R = 1`.
+#[inline(always)]
+unsafe fn accumulate_row(a: *const u8, k: usize, panel: *const u8) -> [[__m512i; VECS]; 1] {
+    const UNROLL: usize = 4;
+    // SAFETY: reads stay inside the row's `k` bytes and the panel.
+    unsafe {
+        let mut acc = [[_mm512_setzero_si512(); VECS]; UNROLL];
+        let groups = k / KR;
+        let mut b = panel;
+        let mut g = 0;
+        while g + UNROLL <= groups {
+            for (u, acc) in acc.iter_mut().enumerate() {
+                let x = _mm512_set1_epi32(a.add((g + u) * KR).cast::<i32>().read_unaligned());
+                let wb = b.add(u * K_GROUP_BYTES);
+                acc[0] = _mm512_dpbusd_epi32(acc[0], x, _mm512_loadu_si512(wb.cast()));
+                acc[1] = _mm512_dpbusd_epi32(acc[1], x, _mm512_loadu_si512(wb.add(64).cast()));
+            }
+            b = b.add(UNROLL * K_GROUP_BYTES);
+            g += UNROLL;
+        }
+        while g < groups {
+            let x = _mm512_set1_epi32(a.add(g * KR).cast::<i32>().read_unaligned());
+            acc[0][0] = _mm512_dpbusd_epi32(acc[0][0], x, _mm512_loadu_si512(b.cast()));
+            acc[0][1] = _mm512_dpbusd_epi32(acc[0][1], x, _mm512_loadu_si512(b.add(64).cast()));
+            b = b.add(K_GROUP_BYTES);
+            g += 1;
+        }
+        let tail = k % KR;
+        if tail != 0 {
+            let x = _mm512_set1_epi32(load_tail_u32(a.add(groups * KR), tail));
+            acc[1][0] = _mm512_dpbusd_epi32(acc[1][0], x, _mm512_loadu_si512(b.cast()));
+            acc[1][1] = _mm512_dpbusd_epi32(acc[1][1], x, _mm512_loadu_si512(b.add(64).cast()));
+        }
+        let mut sum = [_mm512_setzero_si512(); VECS];
+        for acc in &acc {
+            for (s, &v) in sum.iter_mut().zip(acc) {
+                *s = _mm512_add_epi32(*s, v);
+            }
+        }
+        [sum]
+    }
+}
+
+/// Runs one tile of `R` rows and writes its outputs.
+///
+/// # Safety
+/// AVX-512 VNNI enabled; `args` and the epilogue satisfy the kernel contract; `t` lies
+/// inside `args`.
+#[inline(always)]
+unsafe fn run_tile<const R: usize, O: Output>(args: &GemmArgs<O::T>, o: &O, t: Tile) {
+    // SAFETY: `t` is inside the call's rows/columns, so the row and panel pointers and
+    // the output rows are inside the caller's buffers.
+    unsafe {
+        let a = args.a.add(t.row * args.a_stride);
+        let panel_bytes = args.k.div_ceil(KR) * KR * NR;
+        let panel = args.packed.add(t.panel * panel_bytes);
+        let acc = if R == 1 {
+            let one = accumulate_row(a, args.k, panel);
+            let mut acc = [[_mm512_setzero_si512(); VECS]; R];
+            acc[0] = one[0];
+            acc
+        } else {
+            accumulate::<R>(a, args.a_stride, args.k, panel)
+        };
+        let masks = column_masks(t.nc);
+        for (r, acc) in acc.into_iter().enumerate() {
+            let i = t.row + r;
+            let row_sum = (!args.row_sums.is_null()).then(|| *args.row_sums.add(i));
+            o.store(acc, row_sum, t.n0, masks, args.out.add(i * args.out_stride));
+        }
+    }
+}
+
+/// The loop nest (see [`crate::blocking`]) with this kernel's tile.
+///
+/// # Safety
+/// AVX-512 VNNI enabled; kernel contract on `args` / epilogue.
+#[inline(always)]
+unsafe fn drive<O: Output>(args: &GemmArgs<O::T>, o: &O) {
+    for_each_tile(args.m, args.k, args.n_begin, args.n_end, MR, NR, |t| {
+        // SAFETY: `for_each_tile` yields tiles inside the call's range with
+        // 1 <= rows <= MR; the features are enabled in the calling entry point.
+        unsafe {
+            match t.rows {
+                1 => run_tile::<1, O>(args, o, t),
+                2 => run_tile::<2, O>(args, o, t),
+                3 => run_tile::<3, O>(args, o, t),
+                4 => run_tile::<4, O>(args, o, t),
+                5 => run_tile::<5, O>(args, o, t),
+                6 => run_tile::<6, O>(args, o, t),
+                7 => run_tile::<7, O>(args, o, t),
+                _ => run_tile::<8, O>(args, o, t),
+            }
+        }
+    });
+}
