@@ -6,6 +6,9 @@ use clap::{Parser, Subcommand};
 use qlinear_api::{available_backends, conformance, cpu_info, resolve, Backend};
 
 mod bench;
+mod plot;
+mod probe;
+mod suites;
 
 #[derive(Parser)]
 #[command(
