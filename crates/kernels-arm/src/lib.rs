@@ -1,10 +1,132 @@
-//! aarch64 kernels (filled in by the ARM kernel work).
+//! aarch64 kernels for qlinear: plain NEON, NEON dot product and I8MM.
+//!
+//! | kernel                 | backend   | instruction            | MACs / instruction |
+//! |------------------------|-----------|------------------------|--------------------|
+//! | `i8mm/gemm_4x16c8`     | `i8mm`    | `usmmla` (u8 x s8)     | 32                 |
+//! | `neondot/gemm_4x16c4`  | `neondot` | `sdot` (a ^ 0x80)      | 16                 |
+//! | `neon/gemm_4x16c1`     | `neon`    | `smlal` by lane (i16)  | 4                  |
+//!
+//! Every kernel computes the exact integer product `sum_k a[m,k] * w[n,k]` of the kernel
+//! contract ([`qlinear_reference::contract`]) for one panel of 16 columns and up to 4 rows
+//! at a time, then runs the shared vectorized epilogue (`common.rs`), which reproduces
+//! `StaticEpilogue::apply` / `DynamicEpilogue::apply` bit for bit. Each kernel file's
+//! header documents its tile, register budget, packed layout, read extent and instruction
+//! mix.
+//!
+//! The crate is empty on other architectures: [`kernels`] returns an empty slice.
+//!
+//! Adding a kernel is one file plus one name in the [`kernel_registry!`] invocation below,
+//! which generates the module declaration, the kernel table and the per-kernel tests.
 #![cfg_attr(not(target_arch = "aarch64"), allow(unused))]
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 use qlinear_reference::contract::KernelDesc;
 
+/// Generates a kernel module's two entry points and its runtime check from one feature
+/// list, so `#[target_feature]` and `is_aarch64_feature_detected!` can never disagree.
+///
+/// `entry_points!(["neon", "dotprod"], body)` expects `body<E: Epilogue>(&GemmArgs<E::Out>,
+/// &E)` in scope, an `#[inline(always)] unsafe fn`.
+#[cfg(target_arch = "aarch64")]
+macro_rules! entry_points {
+    ([$($feature:tt),+], $body:ident) => {
+        /// Static (u8 output) entry point.
+        ///
+        /// # Safety
+        /// The contract of [`qlinear_reference::contract::GemmU8Fn`] for this kernel's
+        /// layout, and the CPU has every feature [`is_supported`] checks.
+        $(#[target_feature(enable = $feature)])+
+        pub unsafe fn gemm_u8(
+            args: &qlinear_reference::contract::GemmArgs<u8>,
+            epi: &qlinear_reference::contract::StaticEpilogue,
+        ) {
+            // SAFETY: forwarded from this function's contract; the features are enabled.
+            unsafe { $body(args, epi) }
+        }
+
+        /// Dynamic (f32 output) entry point.
+        ///
+        /// # Safety
+        /// As for [`gemm_u8`] ([`qlinear_reference::contract::GemmF32Fn`]).
+        $(#[target_feature(enable = $feature)])+
+        pub unsafe fn gemm_f32(
+            args: &qlinear_reference::contract::GemmArgs<f32>,
+            epi: &qlinear_reference::contract::DynamicEpilogue,
+        ) {
+            // SAFETY: forwarded from this function's contract; the features are enabled.
+            unsafe { $body(args, epi) }
+        }
+
+        /// Whether this CPU has every feature the entry points are compiled for
+        /// (std caches the detection).
+        pub fn is_supported() -> bool {
+            true $(&& std::arch::is_aarch64_feature_detected!($feature))+
+        }
+    };
+}
+
+/// The kernel registry: declares each kernel module, builds [`kernels`]'s table (in the
+/// order given, which must be best first) and generates each kernel's test module.
+macro_rules! kernel_registry {
+    ($($module:ident),+ $(,)?) => {
+        $(
+            #[cfg(target_arch = "aarch64")]
+            pub mod $module;
+        )+
+
+        #[cfg(target_arch = "aarch64")]
+        static KERNELS: &[KernelDesc] = &[$($module::DESC),+];
+        #[cfg(not(target_arch = "aarch64"))]
+        static KERNELS: &[KernelDesc] = &[];
+
+        #[cfg(all(test, target_arch = "aarch64"))]
+        mod kernel_tests {
+            $(
+                mod $module {
+                    use crate::testing as t;
+                    use proptest::prelude::*;
+                    const D: &qlinear_reference::contract::KernelDesc = &crate::$module::DESC;
+
+                    #[test]
+                    fn descriptor() {
+                        t::descriptor(D);
+                    }
+                    #[test]
+                    fn edge_catalogue_static() {
+                        t::edge_static(D);
+                    }
+                    #[test]
+                    fn edge_catalogue_dynamic() {
+                        t::edge_dynamic(D);
+                    }
+                    #[test]
+                    fn extreme_long_k() {
+                        t::extreme(D);
+                    }
+                    #[test]
+                    fn split_calls_and_strides() {
+                        t::splits(D);
+                    }
+                    proptest! {
+                        #[test]
+                        fn random_cases(seed in any::<u64>(), m in 1usize..11, k in 1usize..300, n in 1usize..70) {
+                            t::random(D, seed, m, k, n);
+                        }
+                    }
+                }
+            )+
+        }
+    };
+}
+
+#[cfg(target_arch = "aarch64")]
+mod common;
+#[cfg(all(test, target_arch = "aarch64"))]
+mod testing;
+
+kernel_registry!(i8mm, neondot, neon);
+
 /// Every kernel of this crate, best first. Empty on other architectures.
 pub fn kernels() -> &'static [KernelDesc] {
-    &[]
+    KERNELS
 }

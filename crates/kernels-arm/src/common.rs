@@ -1,0 +1,242 @@
+//! What the three aarch64 kernels share: the panel width, the panel/row-tile driver and
+//! the vectorized epilogues.
+//!
+//! Every kernel of this crate produces, for one row and one panel, sixteen exact i32
+//! accumulators `acc[n] = sum_k a[k] * w[n,k]` in four `int32x4_t` ([`Acc`]). From there
+//! the work is identical, so it lives here once:
+//!
+//! * [`drive`] walks the column panels of `[n_begin, n_end)` (outer) and the rows of
+//!   `[0, m)` in tiles of at most `MR` (inner), hands each tile to the kernel's closure and
+//!   each finished row to the epilogue. The first tile of every panel is flagged so a
+//!   kernel can compute per-panel data (the dotprod kernel's column sums) on the way.
+//! * [`Epilogue`] is implemented for [`StaticEpilogue`] (u8 out) and [`DynamicEpilogue`]
+//!   (f32 out) with NEON code that reproduces their scalar `apply` bit for bit:
+//!
+//! ```text
+//! raw = acc + col_offset - row_zp * row_sum          add / mul / sub  (wrapping, like apply)
+//! static:  xf = fma(bias_a, bias_b, i2f(raw))        scvtf, fmla (fused, as mul_add)
+//!          y  = xf * mult                            fmul
+//!          q  = sat_add(cvt(y), zp_y)                fcvtns (ties-even, saturating,
+//!                                                    NaN -> 0, exactly Rust's `as`), sqadd
+//!          out = clamp(q, lo, 255)                   smax, smin, xtn, sqxtun
+//! dynamic: fused:   fma(i2f(raw), mult, bias)        fmla
+//!          unfused: (mult * i2f(raw)) + bias         fmul, fadd (never contracted by rustc)
+//!          relu:    x > 0 ? x : 0                    fcmgt + bsl (NaN, -0.0 -> +0.0)
+//! ```
+//!
+//! `sat_add` is exact here: the scalar code adds in i64 and clamps into `[lo, 255]`, a
+//! sub-range of i32, so saturating at the i32 limits first changes no output. A null
+//! `row_sums` pointer is treated as `row_sum = 0`, which makes the row term vanish exactly
+//! as skipping it would.
+//!
+//! The column arrays of both epilogues are padded to whole panels (the contract), so an
+//! epilogue always reads sixteen entries; it *writes* only the `nc` valid columns.
+
+use core::arch::aarch64::*;
+
+use qlinear_reference::contract::{DynamicEpilogue, GemmArgs, StaticEpilogue};
+
+/// Columns per packed panel, shared by every kernel of this crate.
+pub(crate) const NR: usize = 16;
+
+/// Sixteen i32 accumulators of one row: columns `4q..4q+4` in `acc[q]`.
+pub(crate) type Acc = [int32x4_t; 4];
+
+/// A zeroed accumulator row.
+#[inline(always)]
+pub(crate) fn zero_acc() -> Acc {
+    // SAFETY: `vdupq_n_s32` only needs NEON, which is baseline on aarch64.
+    unsafe { [vdupq_n_s32(0); 4] }
+}
+
+/// A vectorized epilogue: turns one row's accumulators into output elements.
+pub(crate) trait Epilogue {
+    /// Output element type.
+    type Out;
+
+    /// Applies the epilogue to columns `n0..n0 + nc` of one row and stores them at
+    /// `out_row + n0 ..`.
+    ///
+    /// # Safety
+    /// NEON is available; the epilogue's column arrays hold at least `n0 + 16` entries;
+    /// `out_row + n0 .. out_row + n0 + nc` is valid for writes; `nc <= 16`.
+    unsafe fn store_row(
+        &self,
+        acc: &Acc,
+        row_sum: i32,
+        n0: usize,
+        nc: usize,
+        out_row: *mut Self::Out,
+    );
+}
+
+/// `acc + col_offset - row_zp * row_sum`, wrapping, for columns `n..n+4`.
+///
+/// # Safety
+/// NEON; `col_offset` and `row_zp` hold at least `n + 4` entries.
+#[inline(always)]
+unsafe fn raw4(
+    acc: int32x4_t,
+    col_offset: &[i32],
+    row_zp: &[i32],
+    row_sum: i32,
+    n: usize,
+) -> int32x4_t {
+    debug_assert!(col_offset.len() >= n + 4 && row_zp.len() >= n + 4);
+    // SAFETY: the caller guarantees four readable entries from `n` in both arrays.
+    unsafe {
+        let off = vld1q_s32(col_offset.as_ptr().add(n));
+        let zp = vld1q_s32(row_zp.as_ptr().add(n));
+        vsubq_s32(vaddq_s32(acc, off), vmulq_n_s32(zp, row_sum))
+    }
+}
+
+impl Epilogue for StaticEpilogue {
+    type Out = u8;
+
+    #[inline(always)]
+    unsafe fn store_row(&self, acc: &Acc, row_sum: i32, n0: usize, nc: usize, out_row: *mut u8) {
+        debug_assert!(nc <= 16 && self.mult.len() >= n0 + 16);
+        // SAFETY: the caller guarantees 16 readable column entries from `n0` (arrays are
+        // padded to whole panels) and `nc` writable bytes at `out_row + n0`.
+        unsafe {
+            let zp_y = vdupq_n_s32(self.zp_y);
+            let lo = vdupq_n_s32(self.lo);
+            let hi = vdupq_n_s32(255);
+            let mut q = [vdupq_n_s32(0); 4];
+            for (j, qj) in q.iter_mut().enumerate() {
+                let n = n0 + 4 * j;
+                let raw = raw4(acc[j], &self.col_offset, &self.row_zp, row_sum, n);
+                let ba = vld1q_f32(self.bias_a.as_ptr().add(n));
+                let bb = vld1q_f32(self.bias_b.as_ptr().add(n));
+                let mult = vld1q_f32(self.mult.as_ptr().add(n));
+                // fma(bias_a, bias_b, i2f(raw)): vfmaq_f32(x, a, b) = x + a * b, fused.
+                let xf = vfmaq_f32(vcvtq_f32_s32(raw), ba, bb);
+                let y = vmulq_f32(xf, mult);
+                let c = vqaddq_s32(vcvtnq_s32_f32(y), zp_y);
+                *qj = vminq_s32(vmaxq_s32(c, lo), hi);
+            }
+            // Every lane is in [lo, 255] with lo = 0 or zp_y in [0, 255]: the narrowing
+            // below is exact.
+            let h0 = vcombine_s16(vmovn_s32(q[0]), vmovn_s32(q[1]));
+            let h1 = vcombine_s16(vmovn_s32(q[2]), vmovn_s32(q[3]));
+            let bytes = vcombine_u8(vqmovun_s16(h0), vqmovun_s16(h1));
+            let dst = out_row.add(n0);
+            if nc == 16 {
+                vst1q_u8(dst, bytes);
+            } else {
+                let mut tmp = [0u8; 16];
+                vst1q_u8(tmp.as_mut_ptr(), bytes);
+                core::ptr::copy_nonoverlapping(tmp.as_ptr(), dst, nc);
+            }
+        }
+    }
+}
+
+impl Epilogue for DynamicEpilogue {
+    type Out = f32;
+
+    #[inline(always)]
+    unsafe fn store_row(&self, acc: &Acc, row_sum: i32, n0: usize, nc: usize, out_row: *mut f32) {
+        debug_assert!(nc <= 16 && self.mult.len() >= n0 + 16);
+        // SAFETY: as for the static epilogue: 16 readable column entries from `n0`, `nc`
+        // writable floats at `out_row + n0`.
+        unsafe {
+            let zero = vdupq_n_f32(0.0);
+            for (j, &acc_j) in acc.iter().enumerate() {
+                let n = n0 + 4 * j;
+                let raw = raw4(acc_j, &self.col_offset, &self.row_zp, row_sum, n);
+                let xf = vcvtq_f32_s32(raw);
+                let mult = vld1q_f32(self.mult.as_ptr().add(n));
+                let bias = vld1q_f32(self.bias.as_ptr().add(n));
+                let mut v = if self.fused_bias {
+                    // xf.mul_add(mult, bias) = bias + xf * mult, fused.
+                    vfmaq_f32(bias, xf, mult)
+                } else {
+                    vaddq_f32(vmulq_f32(mult, xf), bias)
+                };
+                if self.relu {
+                    v = vbslq_f32(vcgtq_f32(v, zero), v, zero);
+                }
+                let dst = out_row.add(n);
+                if 4 * j + 4 <= nc {
+                    vst1q_f32(dst, v);
+                } else if 4 * j < nc {
+                    let mut tmp = [0f32; 4];
+                    vst1q_f32(tmp.as_mut_ptr(), v);
+                    core::ptr::copy_nonoverlapping(tmp.as_ptr(), dst, nc - 4 * j);
+                }
+            }
+        }
+    }
+}
+
+/// The loop nest shared by all kernels: panels of [`NR`] columns outer, row tiles of at
+/// most `mr` rows inner, one epilogue call per finished row.
+///
+/// `tile(a_rows, rows, panel, first_tile_of_panel, acc)` must fill `acc[..rows]` with the
+/// exact products of rows `a_rows .. a_rows + rows * a_stride` against `panel`.
+///
+/// # Safety
+/// `args` and `epi` satisfy the contract of [`qlinear_reference::contract::GemmU8Fn`] for a
+/// packing with `panel_bytes` bytes per panel; `tile` is safe to call with them.
+#[inline(always)]
+pub(crate) unsafe fn drive<E, F>(
+    args: &GemmArgs<E::Out>,
+    epi: &E,
+    mr: usize,
+    panel_bytes: usize,
+    mut tile: F,
+) where
+    E: Epilogue,
+    F: FnMut(*const u8, usize, *const u8, bool, &mut [Acc; 4]),
+{
+    debug_assert!(mr <= 4 && args.n_begin % NR == 0);
+    let (m, n_end) = (args.m, args.n_end);
+    let mut n0 = args.n_begin;
+    while n0 < n_end {
+        let nc = NR.min(n_end - n0);
+        // SAFETY: panel n0 / NR exists: the packing holds at least n_end > n0 columns.
+        let panel = unsafe { args.packed.add((n0 / NR) * panel_bytes) };
+        let mut i = 0;
+        while i < m {
+            let rows = mr.min(m - i);
+            let mut acc = [zero_acc(); 4];
+            // SAFETY: rows i .. i + rows < m are valid rows of `a`.
+            let a_rows = unsafe { args.a.add(i * args.a_stride) };
+            tile(a_rows, rows, panel, i == 0, &mut acc);
+            for (r, acc_r) in acc.iter().enumerate().take(rows) {
+                // SAFETY: row i + r < m: `row_sums` (when non-null) has m entries and the
+                // output row is valid for columns [n_begin, n_end) ⊇ [n0, n0 + nc); the
+                // epilogue arrays are padded to whole panels, so n0 + 16 entries exist.
+                unsafe {
+                    let row_sum = if args.row_sums.is_null() {
+                        0
+                    } else {
+                        *args.row_sums.add(i + r)
+                    };
+                    let out_row = args.out.add((i + r) * args.out_stride);
+                    epi.store_row(acc_r, row_sum, n0, nc, out_row);
+                }
+            }
+            i += rows;
+        }
+        n0 += NR;
+    }
+}
+
+/// Loads the `len < 16` bytes at `src` into the low lanes of a vector, zero filling the rest
+/// (never reading past `src + len`).
+///
+/// # Safety
+/// NEON; `src .. src + len` is readable; `len <= 16`.
+#[inline(always)]
+pub(crate) unsafe fn load_partial_u8x16(src: *const u8, len: usize) -> uint8x16_t {
+    debug_assert!(len <= 16);
+    let mut tmp = [0u8; 16];
+    // SAFETY: the caller guarantees `len` readable bytes; `tmp` has 16 >= len.
+    unsafe {
+        core::ptr::copy_nonoverlapping(src, tmp.as_mut_ptr(), len);
+        vld1q_u8(tmp.as_ptr())
+    }
+}

@@ -1,0 +1,316 @@
+//! Kernel-level tests, generated for every registered kernel by `kernel_registry!`.
+//!
+//! Each kernel entry is called directly (no API layer) on weights packed by the generic
+//! packer into the kernel's layout, with epilogues folded by the reference crate, and the
+//! outputs are compared bit for bit: static outputs against
+//! [`qlinear_reference::static_linear`] (the literal oracle), dynamic outputs against the
+//! scalar [`DynamicEpilogue::apply`] fed with exact integer products (the reference crate
+//! proves `apply` equal to its literal dynamic layer). Outputs sit in a buffer with canary
+//! bytes before, after and between rows (the row stride exceeds `n`), and calls are split
+//! over rows and panels as the API's thread driver may split them.
+#![allow(clippy::print_stderr)]
+
+use qlinear_reference::contract::{DynamicEpilogue, GemmArgs, KernelDesc, StaticEpilogue};
+use qlinear_reference::pack::{column_sums, pack, row_sum};
+use qlinear_reference::testkit::{edge_shapes, Rng, StaticCase};
+use qlinear_reference::{static_linear, MatRef};
+
+const CANARY_U8: u8 = 0xA5;
+const CANARY_F32: u32 = 0x7FC0_DEAD;
+const GUARD: usize = 64;
+
+/// Whether the kernel can run here; a skip becomes a failure when its backend is listed
+/// in `QLINEAR_REQUIRE`.
+fn available(d: &KernelDesc) -> bool {
+    if (d.is_supported)() {
+        return true;
+    }
+    let required = std::env::var("QLINEAR_REQUIRE").unwrap_or_default();
+    assert!(
+        !required.split(',').any(|b| b.trim() == d.backend),
+        "{} is required by QLINEAR_REQUIRE but this CPU lacks it",
+        d.name
+    );
+    eprintln!("skipping {}: not supported by this CPU", d.name);
+    false
+}
+
+/// How one logical GEMM is cut into kernel calls: a row split point and a panel split.
+#[derive(Clone, Copy)]
+struct Split {
+    row: usize,
+    panel: usize,
+}
+
+/// Calls `f` once per (row chunk, column chunk) of `split`, with adjusted arguments.
+fn for_each_chunk<T>(args: GemmArgs<T>, nr: usize, split: Split, mut f: impl FnMut(&GemmArgs<T>)) {
+    let row_cut = split.row.min(args.m);
+    let col_cut = (split.panel * nr).min(args.n_end);
+    for (r0, r1) in [(0, row_cut), (row_cut, args.m)] {
+        for (c0, c1) in [(0, col_cut), (col_cut, args.n_end)] {
+            if r0 == r1 || c0 == c1 {
+                continue;
+            }
+            let mut c = args;
+            c.a = args.a.wrapping_add(r0 * args.a_stride);
+            c.out = args.out.wrapping_add(r0 * args.out_stride);
+            if !args.row_sums.is_null() {
+                c.row_sums = args.row_sums.wrapping_add(r0);
+            }
+            c.m = r1 - r0;
+            c.n_begin = c0;
+            c.n_end = c1;
+            f(&c);
+        }
+    }
+}
+
+struct Packed {
+    data: Vec<u8>,
+    col_sums: Vec<i32>,
+    n_pad: usize,
+    row_sums: Vec<i32>,
+}
+
+fn prepare(d: &KernelDesc, c: &StaticCase) -> Packed {
+    let data = pack(&c.w, c.n, c.k, d.layout);
+    let col_sums = column_sums(&c.w, c.n, c.k);
+    let row_sums = if c.wq.all_zero_points_zero() {
+        Vec::new()
+    } else {
+        (0..c.m)
+            .map(|i| row_sum(&c.a[i * c.a_stride..i * c.a_stride + c.k]))
+            .collect()
+    };
+    Packed {
+        data,
+        col_sums,
+        n_pad: d.layout.n_padded(c.n),
+        row_sums,
+    }
+}
+
+fn args<T>(c: &StaticCase, p: &Packed, out: *mut T, out_stride: usize) -> GemmArgs<T> {
+    GemmArgs {
+        a: c.a.as_ptr(),
+        a_stride: c.a_stride,
+        m: c.m,
+        k: c.k,
+        packed: p.data.as_ptr(),
+        n_begin: 0,
+        n_end: c.n,
+        row_sums: if p.row_sums.is_empty() {
+            std::ptr::null()
+        } else {
+            p.row_sums.as_ptr()
+        },
+        out,
+        out_stride,
+    }
+}
+
+/// Runs the static entry and checks it against the oracle and the canaries.
+fn check_static(d: &KernelDesc, c: &StaticCase, split: Split, extra_stride: usize) {
+    let p = prepare(d, c);
+    let epi = StaticEpilogue::new(
+        c.profile,
+        c.x,
+        &c.wq,
+        &p.col_sums,
+        c.k,
+        c.bias.as_deref(),
+        c.y,
+        c.relu,
+        p.n_pad,
+    );
+    let a = MatRef::new(&c.a, c.m, c.k, c.a_stride).unwrap();
+    let want = static_linear(
+        &a,
+        c.x,
+        &c.w,
+        c.n,
+        &c.wq,
+        c.bias.as_deref(),
+        c.y,
+        c.relu,
+        c.profile,
+    )
+    .unwrap();
+    let stride = c.n + extra_stride;
+    let mut buf = vec![CANARY_U8; 2 * GUARD + c.m * stride];
+    let out = buf[GUARD..].as_mut_ptr();
+    let all = args(c, &p, out, stride);
+    for_each_chunk(all, d.layout.nr, split, |ch| {
+        // SAFETY: the chunk covers rows and columns of valid buffers built above; the
+        // packing and epilogue are in the kernel's layout; the kernel is supported.
+        unsafe { (d.gemm_u8)(ch, &epi) }
+    });
+    for (idx, &b) in buf.iter().enumerate() {
+        let inside = idx >= GUARD && (idx - GUARD) / stride < c.m && (idx - GUARD) % stride < c.n;
+        if inside {
+            let (i, j) = ((idx - GUARD) / stride, (idx - GUARD) % stride);
+            assert_eq!(
+                b,
+                want[i * c.n + j],
+                "{}: static m={} k={} n={} at ({i},{j}) profile {:?}",
+                d.name,
+                c.m,
+                c.k,
+                c.n,
+                c.profile
+            );
+        } else {
+            assert_eq!(
+                b, CANARY_U8,
+                "{}: stray write at byte {idx} (m={} k={} n={})",
+                d.name, c.m, c.k, c.n
+            );
+        }
+    }
+}
+
+/// Runs the dynamic entry (activations = the case's bytes, input qparams = the case's)
+/// and checks it against `DynamicEpilogue::apply` on exact products, and the canaries.
+fn check_dynamic(d: &KernelDesc, c: &StaticCase, split: Split, extra_stride: usize) {
+    let p = prepare(d, c);
+    let epi = DynamicEpilogue::new(
+        c.profile,
+        c.x.scale,
+        c.x.zero_point,
+        &c.wq,
+        &p.col_sums,
+        c.k,
+        c.bias.as_deref(),
+        c.relu,
+        p.n_pad,
+    );
+    let stride = c.n + extra_stride;
+    let mut buf = vec![f32::from_bits(CANARY_F32); 2 * GUARD + c.m * stride];
+    let out = buf[GUARD..].as_mut_ptr();
+    let all = args(c, &p, out, stride);
+    for_each_chunk(all, d.layout.nr, split, |ch| {
+        // SAFETY: as in `check_static`.
+        unsafe { (d.gemm_f32)(ch, &epi) }
+    });
+    for (idx, &v) in buf.iter().enumerate() {
+        let inside = idx >= GUARD && (idx - GUARD) / stride < c.m && (idx - GUARD) % stride < c.n;
+        if inside {
+            let (i, j) = ((idx - GUARD) / stride, (idx - GUARD) % stride);
+            let row = &c.a[i * c.a_stride..i * c.a_stride + c.k];
+            let wrow = &c.w[j * c.k..(j + 1) * c.k];
+            let acc = row
+                .iter()
+                .zip(wrow)
+                .fold(0i32, |s, (&x, &y)| s.wrapping_add(x as i32 * y as i32));
+            let want = epi.apply(acc, row_sum(row), j);
+            assert_eq!(
+                v.to_bits(),
+                want.to_bits(),
+                "{}: dynamic m={} k={} n={} at ({i},{j}): {v} vs {want}",
+                d.name,
+                c.m,
+                c.k,
+                c.n
+            );
+        } else {
+            assert_eq!(
+                v.to_bits(),
+                CANARY_F32,
+                "{}: stray write at element {idx}",
+                d.name
+            );
+        }
+    }
+}
+
+const WHOLE: Split = Split { row: 0, panel: 0 };
+
+pub(crate) fn descriptor(d: &KernelDesc) {
+    let name = format!(
+        "{}/gemm_{}x{}c{}",
+        d.backend, d.mr, d.layout.nr, d.layout.kr
+    );
+    assert_eq!(d.name, name);
+    assert!(crate::kernels().iter().any(|k| k.name == d.name));
+}
+
+pub(crate) fn edge_static(d: &KernelDesc) {
+    if !available(d) {
+        return;
+    }
+    let mut rng = Rng::new(1);
+    for (m, k, n) in edge_shapes(d.mr, d.layout.nr, d.layout.kr) {
+        let c = StaticCase::random(&mut rng, m, k, n);
+        check_static(d, &c, WHOLE, rng.below(3));
+    }
+}
+
+pub(crate) fn edge_dynamic(d: &KernelDesc) {
+    if !available(d) {
+        return;
+    }
+    let mut rng = Rng::new(2);
+    for (m, k, n) in edge_shapes(d.mr, d.layout.nr, d.layout.kr) {
+        let c = StaticCase::random(&mut rng, m, k, n);
+        check_dynamic(d, &c, WHOLE, rng.below(3));
+    }
+}
+
+/// Activations 255 / weights -128 and 127 / zero points at the extremes over the
+/// contract's longest K, plus K just around the kernels' blocks.
+pub(crate) fn extreme(d: &KernelDesc) {
+    if !available(d) {
+        return;
+    }
+    let mut rng = Rng::new(3);
+    for &(m, k, n) in &[
+        (5, 33_025, 19),
+        (1, 33_025, 17),
+        (4, 33_024, 16),
+        (3, 4099, 33),
+        (9, 17, 35),
+    ] {
+        for _ in 0..2 {
+            let mut c = StaticCase::extreme(m, k, n, &mut rng);
+            check_static(d, &c, WHOLE, 1);
+            // All-255 activations too (extreme() leaves some zeros).
+            c.a.iter_mut().for_each(|v| *v = 255);
+            check_static(d, &c, WHOLE, 0);
+            check_dynamic(d, &c, WHOLE, 2);
+        }
+    }
+}
+
+/// Row and panel splits of one call (the API's thread driver), strided in and out.
+pub(crate) fn splits(d: &KernelDesc) {
+    if !available(d) {
+        return;
+    }
+    let mut rng = Rng::new(4);
+    for &(m, k, n) in &[(11, 45, 53), (7, 300, 70), (2, 9, 33), (13, 64, 16)] {
+        for split in [
+            Split { row: 1, panel: 1 },
+            Split { row: 5, panel: 2 },
+            Split { row: 3, panel: 0 },
+        ] {
+            let c = StaticCase::random(&mut rng, m, k, n);
+            check_static(d, &c, split, 5);
+            check_dynamic(d, &c, split, 3);
+        }
+    }
+}
+
+/// One proptest case: random shape and parameters, both outputs.
+pub(crate) fn random(d: &KernelDesc, seed: u64, m: usize, k: usize, n: usize) {
+    if !available(d) {
+        return;
+    }
+    let mut rng = Rng::new(seed);
+    let c = StaticCase::random(&mut rng, m, k, n);
+    let split = Split {
+        row: rng.below(m + 1),
+        panel: rng.below(n.div_ceil(d.layout.nr) + 1),
+    };
+    check_static(d, &c, split, rng.below(4));
+    check_dynamic(d, &c, split, rng.below(4));
+}
