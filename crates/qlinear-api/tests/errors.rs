@@ -1,0 +1,925 @@
+//! Every error variant reachable from the public API, each asserted exactly with
+//! `matches!` (variant and the fields that identify the cause). Nothing may panic.
+
+use qlinear_api::{
+    available_backends, resolve, ActQParams, Backend, DynamicLinear, Error, Linear, MatMut, MatRef,
+    Observer, PackedWeights, QuantizedWeight, WeightQParams, K_LIMIT,
+};
+use qlinear_reference::contract::PackedLayout;
+
+fn pt(scale: f32, zero_point: i32) -> WeightQParams {
+    WeightQParams::PerTensor { scale, zero_point }
+}
+
+fn weight(n: usize, k: usize) -> QuantizedWeight {
+    let data = (0..n * k).map(|i| (i as i32 % 251 - 125) as i8).collect();
+    QuantizedWeight::new(data, n, k, pt(0.01, 3)).unwrap()
+}
+
+fn act(scale: f32, zero_point: i32) -> ActQParams {
+    ActQParams { scale, zero_point }
+}
+
+/// Reference, Auto and everything else available, once each.
+fn backends() -> Vec<Backend> {
+    let mut v = vec![Backend::Reference, Backend::Auto];
+    for b in available_backends() {
+        if !v.contains(&b) {
+            v.push(b);
+        }
+    }
+    v
+}
+
+fn static_layer(n: usize, k: usize, b: Backend) -> Linear {
+    Linear::builder(weight(n, k), act(0.1, 128), act(0.2, 10))
+        .backend(b)
+        .build()
+        .unwrap()
+}
+
+fn dynamic_layer(n: usize, k: usize, b: Backend) -> DynamicLinear {
+    DynamicLinear::builder(weight(n, k))
+        .backend(b)
+        .build()
+        .unwrap()
+}
+
+// ---------------------------------------------------------------------------------------
+// Shape
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn shape_input_columns() {
+    let (n, k) = (5, 7);
+    for b in backends() {
+        let a = vec![0u8; 2 * (k + 1)];
+        let mut out = vec![0u8; 2 * n];
+        let r = static_layer(n, k, b).forward(
+            MatRef::dense(&a, 2, k + 1).unwrap(),
+            MatMut::dense(&mut out, 2, n).unwrap(),
+        );
+        assert!(
+            matches!(r, Err(Error::Shape { expected: 7, got: 8, what }) if what.contains("input")),
+            "{b}: {r:?}"
+        );
+        let x = vec![0f32; 2 * (k - 1)];
+        let mut fout = vec![0f32; 2 * n];
+        let r = dynamic_layer(n, k, b).forward(
+            MatRef::dense(&x, 2, k - 1).unwrap(),
+            MatMut::dense(&mut fout, 2, n).unwrap(),
+        );
+        assert!(
+            matches!(
+                r,
+                Err(Error::Shape {
+                    expected: 7,
+                    got: 6,
+                    ..
+                })
+            ),
+            "{b}: {r:?}"
+        );
+        // forward_vec with a buffer that is not m * k long.
+        let r = static_layer(n, k, b).forward_vec(&a[..k + 2], 1);
+        assert!(matches!(r, Ok(_) | Err(Error::BufferTooSmall { .. })));
+        let r = static_layer(n, k, b).forward_vec(&a[..k - 1], 1);
+        assert!(matches!(r, Err(Error::BufferTooSmall { .. })), "{b}: {r:?}");
+    }
+}
+
+#[test]
+fn shape_output_rows_and_columns() {
+    let (n, k) = (5, 7);
+    for b in backends() {
+        let a = vec![0u8; 3 * k];
+        let mut out = vec![0u8; 4 * (n + 1)];
+        let l = static_layer(n, k, b);
+        let r = l.forward(
+            MatRef::dense(&a, 3, k).unwrap(),
+            MatMut::dense(&mut out, 2, n).unwrap(),
+        );
+        assert!(
+            matches!(r, Err(Error::Shape { expected: 3, got: 2, what }) if what.contains("rows")),
+            "{b}: {r:?}"
+        );
+        let r = l.forward(
+            MatRef::dense(&a, 3, k).unwrap(),
+            MatMut::dense(&mut out, 3, n + 1).unwrap(),
+        );
+        assert!(
+            matches!(r, Err(Error::Shape { expected: 5, got: 6, what }) if what.contains("columns")),
+            "{b}: {r:?}"
+        );
+        let x = vec![0f32; 3 * k];
+        let mut fout = vec![0f32; 4 * n];
+        let dl = dynamic_layer(n, k, b);
+        let r = dl.forward(
+            MatRef::dense(&x, 3, k).unwrap(),
+            MatMut::dense(&mut fout, 4, n).unwrap(),
+        );
+        assert!(
+            matches!(
+                r,
+                Err(Error::Shape {
+                    expected: 3,
+                    got: 4,
+                    ..
+                })
+            ),
+            "{b}: {r:?}"
+        );
+        let r = dl.forward(
+            MatRef::dense(&x, 3, k).unwrap(),
+            MatMut::dense(&mut fout, 3, n - 1).unwrap(),
+        );
+        assert!(
+            matches!(
+                r,
+                Err(Error::Shape {
+                    expected: 5,
+                    got: 4,
+                    ..
+                })
+            ),
+            "{b}: {r:?}"
+        );
+    }
+}
+
+#[test]
+fn shape_bias_length() {
+    for b in backends() {
+        for len in [4, 6, 0] {
+            let r = Linear::builder(weight(5, 3), act(0.1, 0), act(0.1, 0))
+                .bias(vec![0.0; len])
+                .backend(b)
+                .build();
+            assert!(
+                matches!(&r, Err(Error::Shape { what: "bias length", expected: 5, got }) if *got == len),
+                "{b}: {:?}",
+                r.err()
+            );
+            let r = DynamicLinear::builder(weight(5, 3))
+                .bias(vec![0.0; len])
+                .backend(b)
+                .build();
+            assert!(
+                matches!(&r, Err(Error::Shape { what: "bias length", expected: 5, got }) if *got == len),
+                "{b}: {:?}",
+                r.err()
+            );
+        }
+    }
+}
+
+#[test]
+fn shape_per_channel_lengths() {
+    let data = vec![0i8; 4 * 3];
+    let r = QuantizedWeight::new(
+        data.clone(),
+        4,
+        3,
+        WeightQParams::PerChannel {
+            scales: vec![0.1; 3],
+            zero_points: vec![0; 4],
+        },
+    );
+    assert!(
+        matches!(
+            r,
+            Err(Error::Shape {
+                what: "per-channel weight scales",
+                expected: 4,
+                got: 3
+            })
+        ),
+        "{r:?}"
+    );
+    let r = QuantizedWeight::new(
+        data,
+        4,
+        3,
+        WeightQParams::PerChannel {
+            scales: vec![0.1; 4],
+            zero_points: vec![0; 5],
+        },
+    );
+    assert!(
+        matches!(
+            r,
+            Err(Error::Shape {
+                what: "per-channel weight zero points",
+                expected: 4,
+                got: 5
+            })
+        ),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn shape_weight_length() {
+    let r = QuantizedWeight::new(vec![0; 11], 4, 3, pt(0.1, 0));
+    assert!(
+        matches!(
+            r,
+            Err(Error::Shape {
+                expected: 12,
+                got: 11,
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    let r = QuantizedWeight::from_float(&[0.5; 13], 4, 3, Observer::PER_TENSOR_SYMMETRIC);
+    assert!(
+        matches!(
+            r,
+            Err(Error::Shape {
+                expected: 12,
+                got: 13,
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    let r = Linear::from_float(
+        &[0.5; 13],
+        4,
+        3,
+        Observer::default(),
+        act(0.1, 0),
+        act(0.1, 0),
+    );
+    assert!(matches!(r, Err(Error::Shape { .. })));
+    let r = DynamicLinear::from_float(&[0.5; 11], 4, 3, Observer::default());
+    assert!(matches!(r, Err(Error::Shape { .. })));
+}
+
+// ---------------------------------------------------------------------------------------
+// Views
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn buffer_too_small() {
+    let buf = [0u8; 10];
+    // 3 rows of stride 4, last row 3 wide: needs 2 * 4 + 3 = 11.
+    let r = MatRef::new(&buf, 3, 3, 4);
+    assert!(
+        matches!(
+            r,
+            Err(Error::BufferTooSmall {
+                needed: 11,
+                len: 10,
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    assert!(MatRef::new(&buf[..], 3, 2, 4).is_ok()); // needs 10: exactly enough
+    let r = MatRef::dense(&buf[..5], 2, 3);
+    assert!(
+        matches!(
+            r,
+            Err(Error::BufferTooSmall {
+                needed: 6,
+                len: 5,
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    let mut out = [0f32; 7];
+    let r = MatMut::new(&mut out, 2, 4, 4);
+    assert!(
+        matches!(
+            r,
+            Err(Error::BufferTooSmall {
+                needed: 8,
+                len: 7,
+                what: "output"
+            })
+        ),
+        "{r:?}"
+    );
+    let mut out = [0u8; 5];
+    let r = MatMut::dense(&mut out, 1, 6);
+    assert!(matches!(
+        r,
+        Err(Error::BufferTooSmall {
+            needed: 6,
+            len: 5,
+            ..
+        })
+    ));
+    // The convenience forwards report it too.
+    let l = static_layer(3, 4, Backend::Reference);
+    let r = l.forward_vec(&[1, 2, 3, 4, 5], 2);
+    assert!(
+        matches!(
+            r,
+            Err(Error::BufferTooSmall {
+                needed: 8,
+                len: 5,
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    let dl = dynamic_layer(3, 4, Backend::Reference);
+    let r = dl.forward_vec(&[1.0; 7], 2);
+    assert!(
+        matches!(
+            r,
+            Err(Error::BufferTooSmall {
+                needed: 8,
+                len: 7,
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn stride_smaller_than_row() {
+    let buf = [0u8; 64];
+    let r = MatRef::new(&buf, 2, 5, 4);
+    assert!(
+        matches!(
+            r,
+            Err(Error::Stride {
+                stride: 4,
+                cols: 5,
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    let mut out = [0f32; 64];
+    let r = MatMut::new(&mut out, 3, 8, 7);
+    assert!(
+        matches!(
+            r,
+            Err(Error::Stride {
+                stride: 7,
+                cols: 8,
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Scales and zero points
+// ---------------------------------------------------------------------------------------
+
+const BAD_SCALES: [f32; 6] = [0.0, -0.0, -1.0, f32::NAN, f32::INFINITY, f32::NEG_INFINITY];
+
+fn is_invalid_scale<T>(r: &Result<T, Error>, want_what: &str, v: f32) -> bool {
+    matches!(r, Err(Error::InvalidScale { what, value })
+        if *what == want_what && (value.to_bits() == v.to_bits() || (value.is_nan() && v.is_nan())))
+}
+
+#[test]
+fn invalid_scales() {
+    for v in BAD_SCALES {
+        let r = ActQParams::new(v, 0);
+        assert!(matches!(r, Err(Error::InvalidScale { .. })), "{v}: {r:?}");
+        for b in backends() {
+            let r = Linear::builder(weight(2, 3), act(v, 0), act(0.1, 0))
+                .backend(b)
+                .build();
+            assert!(
+                is_invalid_scale(&r, "input", v),
+                "{b} input {v}: {:?}",
+                r.err()
+            );
+            let r = Linear::builder(weight(2, 3), act(0.1, 0), act(v, 0))
+                .backend(b)
+                .build();
+            assert!(
+                is_invalid_scale(&r, "output", v),
+                "{b} output {v}: {:?}",
+                r.err()
+            );
+            let mut l = static_layer(2, 3, b);
+            let r = l.set_output_qparams(act(v, 0));
+            assert!(
+                is_invalid_scale(&r, "output", v),
+                "{b} set_output {v}: {r:?}"
+            );
+        }
+        let r = QuantizedWeight::new(vec![0; 6], 2, 3, pt(v, 0));
+        assert!(is_invalid_scale(&r, "weight scale", v), "weight {v}: {r:?}");
+        let r = QuantizedWeight::new(
+            vec![0; 6],
+            2,
+            3,
+            WeightQParams::PerChannel {
+                scales: vec![0.5, v],
+                zero_points: vec![0, 0],
+            },
+        );
+        assert!(
+            is_invalid_scale(&r, "weight scale", v),
+            "per-channel {v}: {r:?}"
+        );
+    }
+}
+
+#[test]
+fn zero_points_out_of_range() {
+    for z in [-1, 256, i32::MIN, i32::MAX] {
+        let r = ActQParams::new(0.1, z);
+        assert!(
+            matches!(r, Err(Error::ZeroPointOutOfRange { value, min: 0, max: 255, .. }) if value == z as i64),
+            "{z}: {r:?}"
+        );
+        for b in backends() {
+            let r = Linear::builder(weight(2, 3), act(0.1, z), act(0.1, 0))
+                .backend(b)
+                .build();
+            assert!(
+                matches!(&r, Err(Error::ZeroPointOutOfRange { what: "input", value, .. }) if *value == z as i64),
+                "{b}: {:?}",
+                r.err()
+            );
+            let r = Linear::builder(weight(2, 3), act(0.1, 0), act(0.1, z))
+                .backend(b)
+                .build();
+            assert!(
+                matches!(&r, Err(Error::ZeroPointOutOfRange { what: "output", value, .. }) if *value == z as i64),
+                "{b}: {:?}",
+                r.err()
+            );
+            let mut l = static_layer(2, 3, b);
+            let r = l.set_output_qparams(act(0.1, z));
+            assert!(matches!(r, Err(Error::ZeroPointOutOfRange { .. })), "{b}");
+        }
+    }
+    for z in [-129, 128, i32::MIN, i32::MAX] {
+        let r = QuantizedWeight::new(vec![0; 6], 2, 3, pt(0.1, z));
+        assert!(
+            matches!(r, Err(Error::ZeroPointOutOfRange { value, min: -128, max: 127, .. }) if value == z as i64),
+            "{z}: {r:?}"
+        );
+        let r = QuantizedWeight::new(
+            vec![0; 6],
+            2,
+            3,
+            WeightQParams::PerChannel {
+                scales: vec![0.1; 2],
+                zero_points: vec![127, z],
+            },
+        );
+        assert!(
+            matches!(r, Err(Error::ZeroPointOutOfRange { value, min: -128, max: 127, .. }) if value == z as i64),
+            "{z}: {r:?}"
+        );
+    }
+    // The boundaries themselves are fine.
+    assert!(ActQParams::new(0.1, 0).is_ok() && ActQParams::new(0.1, 255).is_ok());
+    assert!(QuantizedWeight::new(vec![0; 6], 2, 3, pt(0.1, -128)).is_ok());
+    assert!(QuantizedWeight::new(vec![0; 6], 2, 3, pt(0.1, 127)).is_ok());
+}
+
+// ---------------------------------------------------------------------------------------
+// K, dimensions
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn k_too_large() {
+    let k = 33_026;
+    assert_eq!(K_LIMIT, 33_025);
+    let r = QuantizedWeight::new(vec![0; k], 1, k, pt(0.1, 0));
+    assert!(
+        matches!(
+            r,
+            Err(Error::KTooLarge {
+                k: 33_026,
+                limit: 33_025
+            })
+        ),
+        "{r:?}"
+    );
+    let r = QuantizedWeight::from_float(&vec![0.25; k], 1, k, Observer::default());
+    assert!(
+        matches!(r, Err(Error::KTooLarge { k: 33_026, .. })),
+        "{r:?}"
+    );
+    // K_LIMIT itself is accepted and exact at the worst case on every backend.
+    let w = QuantizedWeight::new(vec![-128; K_LIMIT], 1, K_LIMIT, pt(1e-3, 127)).unwrap();
+    for b in backends() {
+        let l = Linear::builder(w.clone(), act(1.0, 0), act(1e4, 0))
+            .backend(b)
+            .build()
+            .unwrap();
+        // raw = 255 * (-255) * K = -2_147_460_375; y = raw * 1e-3 / 1e4 ~ -214.7 -> 0.
+        assert_eq!(
+            l.forward_vec(&vec![255; K_LIMIT], 1).unwrap(),
+            vec![0],
+            "{b}"
+        );
+        let l = Linear::builder(w.clone(), act(1.0, 255), act(1e4, 0))
+            .backend(b)
+            .build()
+            .unwrap();
+        // raw = (-255) * (-255) * K = +2_147_460_375 -> y ~ 214.7 -> 215.
+        assert_eq!(
+            l.forward_vec(&vec![0; K_LIMIT], 1).unwrap(),
+            vec![215],
+            "{b}"
+        );
+    }
+}
+
+#[test]
+fn zero_dimensions() {
+    let r = QuantizedWeight::new(vec![], 0, 3, pt(0.1, 0));
+    assert!(matches!(r, Err(Error::Dimension(_))), "{r:?}");
+    let r = QuantizedWeight::new(vec![], 3, 0, pt(0.1, 0));
+    assert!(matches!(r, Err(Error::Dimension(_))), "{r:?}");
+    let r = QuantizedWeight::from_float(&[], 0, 4, Observer::default());
+    assert!(matches!(r, Err(Error::Dimension(_))), "{r:?}");
+    let r = QuantizedWeight::from_float(&[], 4, 0, Observer::PER_CHANNEL_SYMMETRIC);
+    assert!(matches!(r, Err(Error::Dimension(_))), "{r:?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Non-finite values
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn non_finite_dynamic_input_reports_flat_index() {
+    let (n, k, m) = (3, 5, 4);
+    let stride = k + 3;
+    for b in backends() {
+        let l = dynamic_layer(n, k, b);
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            for (row, col) in [(0, 0), (2, 3), (3, 4)] {
+                // Strided input: the index is row * k + col (logical), not the offset.
+                let mut x = vec![0.5f32; (m - 1) * stride + k];
+                x[row * stride + col] = bad;
+                // A later non-finite value must not be the one reported.
+                x[(m - 1) * stride + k - 1] = f32::NAN;
+                if (row, col) == (m - 1, k - 1) {
+                    x[(m - 1) * stride + k - 1] = bad;
+                }
+                let mut out = vec![0f32; m * n];
+                let r = l.forward(
+                    MatRef::new(&x, m, k, stride).unwrap(),
+                    MatMut::dense(&mut out, m, n).unwrap(),
+                );
+                let want = row * k + col;
+                assert!(
+                    matches!(r, Err(Error::NonFinite { what: "input", index }) if index == want),
+                    "{b} {bad} at ({row},{col}): {r:?}"
+                );
+                let r = l.forward_with_threads(
+                    MatRef::new(&x, m, k, stride).unwrap(),
+                    MatMut::dense(&mut out, m, n).unwrap(),
+                    2,
+                );
+                assert!(
+                    matches!(r, Err(Error::NonFinite { index, .. }) if index == want),
+                    "{b}: {r:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn non_finite_bias_and_float_weight() {
+    for b in backends() {
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let r = Linear::builder(weight(4, 3), act(0.1, 0), act(0.1, 0))
+                .bias(vec![0.0, 1.0, bad, 2.0])
+                .backend(b)
+                .build();
+            assert!(
+                matches!(
+                    &r,
+                    Err(Error::NonFinite {
+                        what: "bias",
+                        index: 2
+                    })
+                ),
+                "{b}: {:?}",
+                r.err()
+            );
+            let r = DynamicLinear::builder(weight(4, 3))
+                .bias(vec![bad, 0.0, 0.0, 0.0])
+                .backend(b)
+                .build();
+            assert!(
+                matches!(
+                    &r,
+                    Err(Error::NonFinite {
+                        what: "bias",
+                        index: 0
+                    })
+                ),
+                "{b}: {:?}",
+                r.err()
+            );
+        }
+    }
+    for obs in [
+        Observer::default(),
+        Observer::PER_CHANNEL_SYMMETRIC,
+        Observer::PER_TENSOR_SYMMETRIC,
+    ] {
+        let mut w = vec![0.5f32; 12];
+        w[7] = f32::INFINITY;
+        let r = QuantizedWeight::from_float(&w, 4, 3, obs);
+        assert!(
+            matches!(r, Err(Error::NonFinite { index: 7, .. })),
+            "{obs:?}: {r:?}"
+        );
+        let r = Linear::from_float(&w, 4, 3, obs, act(0.1, 0), act(0.1, 0));
+        assert!(matches!(r, Err(Error::NonFinite { index: 7, .. })));
+        w[7] = 0.0;
+        w[11] = f32::NAN;
+        let r = DynamicLinear::from_float(&w, 4, 3, obs);
+        assert!(matches!(r, Err(Error::NonFinite { index: 11, .. })));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Backends
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn unknown_backend() {
+    let r = "foo".parse::<Backend>();
+    assert!(
+        matches!(&r, Err(Error::UnknownBackend(s)) if s == "foo"),
+        "{r:?}"
+    );
+    assert!(matches!(
+        "".parse::<Backend>(),
+        Err(Error::UnknownBackend(_))
+    ));
+    // Known names parse, case- and whitespace-insensitively.
+    for b in std::iter::once(Backend::Auto).chain(Backend::PREFERENCE) {
+        assert_eq!(b.name().parse::<Backend>().unwrap(), b);
+        assert_eq!(
+            format!(" {} ", b.name().to_uppercase())
+                .parse::<Backend>()
+                .unwrap(),
+            b
+        );
+    }
+}
+
+/// A backend whose ISA this CPU certainly lacks.
+fn foreign_backend() -> Backend {
+    if cfg!(target_arch = "aarch64") {
+        Backend::Avx2
+    } else {
+        Backend::Neon
+    }
+}
+
+#[test]
+fn backend_unavailable() {
+    let b = foreign_backend();
+    let r = resolve(b);
+    assert!(
+        matches!(&r, Err(Error::BackendUnavailable(s)) if s == b.name()),
+        "{r:?}"
+    );
+    assert!(!available_backends().contains(&b));
+    let r = Linear::builder(weight(2, 3), act(0.1, 0), act(0.1, 0))
+        .backend(b)
+        .build();
+    assert!(matches!(r, Err(Error::BackendUnavailable(_))));
+    let r = DynamicLinear::builder(weight(2, 3)).backend(b).build();
+    assert!(matches!(r, Err(Error::BackendUnavailable(_))));
+    let r = PackedWeights::new(&weight(2, 3), b);
+    assert!(matches!(r, Err(Error::BackendUnavailable(_))));
+    let p = PackedWeights::new(&weight(2, 3), Backend::Reference).unwrap();
+    assert!(matches!(p.repack(b), Err(Error::BackendUnavailable(_))));
+    let r = Linear::from_packed(p, act(0.1, 0), act(0.1, 0))
+        .backend(b)
+        .build();
+    assert!(matches!(r, Err(Error::BackendUnavailable(_))));
+    // Every backend that is not available reports exactly this.
+    for c in Backend::PREFERENCE {
+        if !available_backends().contains(&c) {
+            assert!(
+                matches!(resolve(c), Err(Error::BackendUnavailable(_))),
+                "{c}"
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Corrupt packed weights
+// ---------------------------------------------------------------------------------------
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// Rewrites the trailing checksum so only the intended corruption remains.
+fn reseal(mut bytes: Vec<u8>) -> Vec<u8> {
+    let body = bytes.len() - 8;
+    let sum = fnv1a(&bytes[..body]);
+    bytes[body..].copy_from_slice(&sum.to_le_bytes());
+    bytes
+}
+
+fn corrupt(r: Result<PackedWeights, Error>) -> Option<&'static str> {
+    match r {
+        Err(Error::CorruptPacked(why)) => Some(why),
+        _ => None,
+    }
+}
+
+/// Header offsets of a serialization: (name_len, offset of n, offset of packed data).
+fn header(bytes: &[u8]) -> (usize, usize) {
+    let name_len = u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize;
+    (name_len, 12 + name_len)
+}
+
+#[test]
+fn corrupt_packed_basic() {
+    for b in backends() {
+        let p = PackedWeights::new(&weight(5, 6), b).unwrap();
+        let good = p.to_bytes();
+        assert!(PackedWeights::from_bytes(&good).is_ok());
+        // Our checksum matches the library's.
+        assert_eq!(reseal(good.clone()), good);
+
+        // Truncated anywhere (and empty).
+        for cut in [0, 1, 7, 8, 20, good.len() / 2, good.len() - 1] {
+            assert!(
+                corrupt(PackedWeights::from_bytes(&good[..cut])).is_some(),
+                "{b}: truncated to {cut}"
+            );
+            // Truncated and resealed: the structure itself must be rejected.
+            if cut > 8 {
+                let t = reseal(good[..cut].to_vec());
+                assert!(
+                    corrupt(PackedWeights::from_bytes(&t)).is_some(),
+                    "{b}: resealed truncation at {cut}"
+                );
+            }
+        }
+        // Any flipped byte breaks the checksum.
+        for pos in [0, 5, good.len() / 2, good.len() - 9, good.len() - 1] {
+            let mut f = good.clone();
+            f[pos] ^= 0x40;
+            assert_eq!(
+                corrupt(PackedWeights::from_bytes(&f)),
+                Some("checksum mismatch"),
+                "{b}: flip at {pos}"
+            );
+        }
+        // Bad magic with a valid checksum.
+        let mut m = good.clone();
+        m[0] = b'X';
+        assert_eq!(
+            corrupt(PackedWeights::from_bytes(&reseal(m))),
+            Some("bad magic"),
+            "{b}"
+        );
+        // Unsupported version.
+        let mut v = good.clone();
+        v[4] = 2;
+        assert!(
+            corrupt(PackedWeights::from_bytes(&reseal(v))).is_some(),
+            "{b}"
+        );
+        // Trailing bytes before the checksum.
+        let mut t = good[..good.len() - 8].to_vec();
+        t.push(0);
+        t.extend_from_slice(&[0; 8]);
+        assert!(
+            corrupt(PackedWeights::from_bytes(&reseal(t))).is_some(),
+            "{b}"
+        );
+
+        let (name_len, off) = header(&good);
+        assert_eq!(&good[12..off], p.kernel_name().as_bytes());
+        // n = 0 (dimension out of range).
+        let mut z = good.clone();
+        z[off..off + 8].copy_from_slice(&0u64.to_le_bytes());
+        assert!(
+            corrupt(PackedWeights::from_bytes(&reseal(z))).is_some(),
+            "{b}"
+        );
+        // k above the limit.
+        let mut kk = good.clone();
+        kk[off + 8..off + 16].copy_from_slice(&(K_LIMIT as u64 + 1).to_le_bytes());
+        assert!(
+            corrupt(PackedWeights::from_bytes(&reseal(kk))).is_some(),
+            "{b}"
+        );
+        // Layout (nr) that does not match the kernel.
+        let mut l = good.clone();
+        let nr = u32::from_le_bytes(l[off + 16..off + 20].try_into().unwrap());
+        l[off + 16..off + 20].copy_from_slice(&(nr + 1).to_le_bytes());
+        assert!(
+            corrupt(PackedWeights::from_bytes(&reseal(l))).is_some(),
+            "{b}"
+        );
+        // per_channel flag other than 0/1.
+        let mut pc = good.clone();
+        pc[off + 24] = 2;
+        assert!(
+            corrupt(PackedWeights::from_bytes(&reseal(pc))).is_some(),
+            "{b}"
+        );
+        // Weight scale NaN and zero point 200 (qparams out of range).
+        let mut s = good.clone();
+        s[off + 25..off + 29].copy_from_slice(&f32::NAN.to_le_bytes());
+        assert!(
+            corrupt(PackedWeights::from_bytes(&reseal(s))).is_some(),
+            "{b}"
+        );
+        let mut zp = good.clone();
+        zp[off + 29..off + 33].copy_from_slice(&200i32.to_le_bytes());
+        assert!(
+            corrupt(PackedWeights::from_bytes(&reseal(zp))).is_some(),
+            "{b}"
+        );
+        // Unknown kernel name of the same length.
+        let mut nm = good.clone();
+        nm[12..12 + name_len].fill(b'z');
+        assert!(
+            corrupt(PackedWeights::from_bytes(&reseal(nm))).is_some(),
+            "{b}: unknown kernel name"
+        );
+        // Packed length field that disagrees with the shape.
+        let len_off = off + 33;
+        let mut pl = good.clone();
+        let len = u64::from_le_bytes(pl[len_off..len_off + 8].try_into().unwrap());
+        assert_eq!(len as usize, p.packed_len());
+        pl[len_off..len_off + 8].copy_from_slice(&(len - 1).to_le_bytes());
+        assert!(
+            corrupt(PackedWeights::from_bytes(&reseal(pl))).is_some(),
+            "{b}"
+        );
+    }
+}
+
+/// A non-zero padding byte (with a recomputed checksum) is rejected. Only layouts with
+/// padding can carry it: the reference layout (nr = kr = 1) has none, so this runs on
+/// every available kernel backend whose layout pads the chosen shape.
+#[test]
+fn corrupt_packed_non_zero_padding() {
+    let (n, k) = (5, 6);
+    let mut tested = 0;
+    for b in available_backends() {
+        let p = PackedWeights::new(&weight(n, k), b).unwrap();
+        if p.packed_len() == n * k {
+            continue;
+        }
+        let good = p.to_bytes();
+        let (_, off) = header(&good);
+        let nr = u32::from_le_bytes(good[off + 16..off + 20].try_into().unwrap()) as usize;
+        let kr = u32::from_le_bytes(good[off + 20..off + 24].try_into().unwrap()) as usize;
+        let layout = PackedLayout { nr, kr };
+        assert_eq!(layout.packed_len(n, k), p.packed_len());
+        let data = good.len() - 8 - p.packed_len();
+        let mut used = vec![false; p.packed_len()];
+        for col in 0..n {
+            for kk in 0..k {
+                used[layout.offset(col, kk, k)] = true;
+            }
+        }
+        for (pad, _) in used.iter().enumerate().filter(|(_, &u)| !u).take(40) {
+            let mut bad = good.clone();
+            assert_eq!(bad[data + pad], 0, "{b}: padding byte {pad} not zero");
+            bad[data + pad] = 1;
+            assert_eq!(
+                corrupt(PackedWeights::from_bytes(&reseal(bad))),
+                Some("non-zero padding"),
+                "{b}: padding byte {pad}"
+            );
+            tested += 1;
+        }
+        // And a changed weight byte (not padding) is accepted as a different weight.
+        let first = layout.offset(0, 0, k);
+        let mut w2 = good.clone();
+        w2[data + first] = w2[data + first].wrapping_add(1);
+        let q = PackedWeights::from_bytes(&reseal(w2)).unwrap();
+        assert_eq!(
+            q.unpack().data()[0],
+            weight(n, k).data()[0].wrapping_add(1),
+            "{b}"
+        );
+    }
+    if tested == 0 {
+        eprintln!("note: no available backend pads a {n}x{k} weight; padding check skipped");
+    }
+}
