@@ -42,7 +42,7 @@ use qlinear_reference::contract::{
     DynamicEpilogue, GemmArgs, KernelDesc, PackedLayout, StaticEpilogue,
 };
 
-use crate::blocking::{for_each_tile, load_tail_u32, Tile};
+use crate::blocking::{load_tail_u32, Tile, Tiles};
 use crate::isa::{avx512vnni_isa, detect, target_fn};
 
 /// Rows of the register tile.
@@ -53,7 +53,7 @@ pub const NR: usize = 32;
 pub const KR: usize = 4;
 const VECS: usize = NR / 16;
 const K_GROUP_BYTES: usize = NR * KR;
-const _: () = assert!(MR * VECS + VECS + 1 <= 32, "tile must fit the 32 zmm registers");
+const _: () = assert!(MR * VECS + VECS < 32, "tile must fit the 32 zmm registers");
 const _: () = assert!(K_GROUP_BYTES == VECS * 64, "one k-group is VECS full zmm loads");
 
 /// The kernel descriptor.
@@ -122,11 +122,12 @@ impl<'a> StaticOut<'a> {
     }
 }
 
+avx512vnni_isa!(target_fn! {
 /// `raw = acc + col_offset - row_zp * row_sum` for 16 columns starting at `n`.
 ///
 /// # Safety
 /// AVX-512F enabled; `col_offset` and `row_zp` valid for 16 reads at `n`.
-#[inline(always)]
+#[inline]
 unsafe fn fold_raw(
     acc: __m512i,
     col_offset: *const i32,
@@ -149,10 +150,12 @@ unsafe fn fold_raw(
         }
     }
 }
+});
 
 impl Output for StaticOut<'_> {
     type T = u8;
-    #[inline(always)]
+    avx512vnni_isa!(target_fn! {
+    #[inline]
     unsafe fn store(
         &self,
         acc: [__m512i; VECS],
@@ -184,13 +187,15 @@ impl Output for StaticOut<'_> {
             }
         }
     }
+    });
 }
 
 struct DynamicOut<'a>(&'a DynamicEpilogue);
 
 impl Output for DynamicOut<'_> {
     type T = f32;
-    #[inline(always)]
+    avx512vnni_isa!(target_fn! {
+    #[inline]
     unsafe fn store(
         &self,
         acc: [__m512i; VECS],
@@ -221,10 +226,11 @@ impl Output for DynamicOut<'_> {
             }
         }
     }
+    });
 }
 
 /// Store masks for the first `nc` of `NR` columns.
-#[inline(always)]
+#[inline]
 fn column_masks(nc: usize) -> [__mmask16; VECS] {
     let mut m = [0; VECS];
     for (v, mask) in m.iter_mut().enumerate() {
@@ -234,12 +240,13 @@ fn column_masks(nc: usize) -> [__mmask16; VECS] {
     m
 }
 
+avx512vnni_isa!(target_fn! {
 /// The register tile: `R` rows x 32 columns over the whole of K.
 ///
 /// # Safety
 /// AVX-512 VNNI enabled; rows `a + r * a_stride` hold `k` readable bytes for `r < R`;
 /// `panel` points at a full packed panel for this `k`.
-#[inline(always)]
+#[inline]
 unsafe fn accumulate<const R: usize>(
     a: *const u8,
     a_stride: usize,
@@ -274,13 +281,15 @@ unsafe fn accumulate<const R: usize>(
         acc
     }
 }
+});
 
+avx512vnni_isa!(target_fn! {
 /// One row (GEMV): four k-groups in flight on separate accumulators, summed at the end,
 /// so the loop is bound by loads (the weight stream), not by `vpdpbusd` latency.
 ///
 /// # Safety
 /// As for [`accumulate`] with `R = 1`.
-#[inline(always)]
+#[inline]
 unsafe fn accumulate_row(a: *const u8, k: usize, panel: *const u8) -> [[__m512i; VECS]; 1] {
     const UNROLL: usize = 4;
     // SAFETY: reads stay inside the row's `k` bytes and the panel.
@@ -321,13 +330,15 @@ unsafe fn accumulate_row(a: *const u8, k: usize, panel: *const u8) -> [[__m512i;
         [sum]
     }
 }
+});
 
+avx512vnni_isa!(target_fn! {
 /// Runs one tile of `R` rows and writes its outputs.
 ///
 /// # Safety
 /// AVX-512 VNNI enabled; `args` and the epilogue satisfy the kernel contract; `t` lies
 /// inside `args`.
-#[inline(always)]
+#[inline]
 unsafe fn run_tile<const R: usize, O: Output>(args: &GemmArgs<O::T>, o: &O, t: Tile) {
     // SAFETY: `t` is inside the call's rows/columns, so the row and panel pointers and
     // the output rows are inside the caller's buffers.
@@ -351,16 +362,18 @@ unsafe fn run_tile<const R: usize, O: Output>(args: &GemmArgs<O::T>, o: &O, t: T
         }
     }
 }
+});
 
+avx512vnni_isa!(target_fn! {
 /// The loop nest (see [`crate::blocking`]) with this kernel's tile.
 ///
 /// # Safety
 /// AVX-512 VNNI enabled; kernel contract on `args` / epilogue.
-#[inline(always)]
+#[inline]
 unsafe fn drive<O: Output>(args: &GemmArgs<O::T>, o: &O) {
-    for_each_tile(args.m, args.k, args.n_begin, args.n_end, MR, NR, |t| {
-        // SAFETY: `for_each_tile` yields tiles inside the call's range with
-        // 1 <= rows <= MR; the features are enabled in the calling entry point.
+    for t in Tiles::new(args.m, args.k, args.n_begin, args.n_end, MR, NR) {
+        // SAFETY: `Tiles` yields tiles inside the call's range with 1 <= rows <= MR;
+        // the features are enabled here.
         unsafe {
             match t.rows {
                 1 => run_tile::<1, O>(args, o, t),
@@ -373,5 +386,6 @@ unsafe fn drive<O: Output>(args: &GemmArgs<O::T>, o: &O) {
                 _ => run_tile::<8, O>(args, o, t),
             }
         }
-    });
+    }
 }
+});

@@ -26,40 +26,79 @@ pub(crate) struct Tile {
     pub panel: usize,
 }
 
-/// Calls `f` for every tile of rows `[0, m)` x columns `[n_begin, n_end)` in the order
-/// above. `n_begin` must be a multiple of `nr`.
-#[inline(always)]
-pub(crate) fn for_each_tile(
+/// Every tile of rows `[0, m)` x columns `[n_begin, n_end)`, in the order above.
+/// `n_begin` must be a multiple of `nr`. (An iterator rather than a closure-taking
+/// function: the tile body must live in the `#[target_feature]` entry point itself so
+/// that the SIMD intrinsics inline into it.)
+pub(crate) struct Tiles {
     m: usize,
-    k: usize,
     n_begin: usize,
     n_end: usize,
     mr: usize,
     nr: usize,
-    mut f: impl FnMut(Tile),
-) {
-    let mc = ((A_BLOCK_BYTES / k.max(1)) / mr * mr).max(mr);
-    let mut m0 = 0;
-    while m0 < m {
-        let m1 = (m0 + mc).min(m);
-        let mut n0 = n_begin;
-        while n0 < n_end {
-            let nc = nr.min(n_end - n0);
-            let mut row = m0;
-            while row < m1 {
-                let rows = mr.min(m1 - row);
-                f(Tile {
-                    row,
-                    rows,
-                    n0,
-                    nc,
-                    panel: n0 / nr,
-                });
-                row += rows;
-            }
-            n0 += nr;
+    mc: usize,
+    m0: usize,
+    n0: usize,
+    row: usize,
+}
+
+impl Tiles {
+    pub(crate) fn new(
+        m: usize,
+        k: usize,
+        n_begin: usize,
+        n_end: usize,
+        mr: usize,
+        nr: usize,
+    ) -> Self {
+        let mc = ((A_BLOCK_BYTES / k.max(1)) / mr * mr).max(mr);
+        Tiles {
+            m,
+            n_begin,
+            n_end,
+            mr,
+            nr,
+            mc,
+            m0: 0,
+            n0: n_begin,
+            row: 0,
         }
-        m0 = m1;
+    }
+}
+
+impl Iterator for Tiles {
+    type Item = Tile;
+    #[inline]
+    fn next(&mut self) -> Option<Tile> {
+        loop {
+            if self.m0 >= self.m || self.n_begin >= self.n_end {
+                return None;
+            }
+            let m1 = (self.m0 + self.mc).min(self.m);
+            if self.n0 >= self.n_end {
+                // Next row block.
+                self.m0 = m1;
+                self.n0 = self.n_begin;
+                self.row = self.m0;
+                continue;
+            }
+            if self.row >= m1 {
+                // Next panel of this row block.
+                self.n0 += self.nr;
+                self.row = self.m0;
+                continue;
+            }
+            let rows = self.mr.min(m1 - self.row);
+            let tile = Tile {
+                row: self.row,
+                rows,
+                n0: self.n0,
+                nc: self.nr.min(self.n_end - self.n0),
+                panel: self.n0 / self.nr,
+            };
+            self.row += rows;
+            return Some(tile);
+        }
     }
 }
 
@@ -71,7 +110,9 @@ pub(crate) fn for_each_tile(
 #[inline(always)]
 pub(crate) unsafe fn load_tail_u32(p: *const u8, len: usize) -> i32 {
     let mut bytes = [0u8; 4];
-    // SAFETY: the caller guarantees `len` readable bytes at `p`; `len < 4` fits `bytes`.
-    unsafe { core::ptr::copy_nonoverlapping(p, bytes.as_mut_ptr(), len.min(4)) };
+    for (i, b) in bytes.iter_mut().enumerate().take(len) {
+        // SAFETY: the caller guarantees `len` readable bytes at `p`.
+        *b = unsafe { p.add(i).read() };
+    }
     i32::from_le_bytes(bytes)
 }

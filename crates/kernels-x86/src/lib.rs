@@ -22,6 +22,9 @@ mod isa;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod blocking;
 
+#[cfg(target_arch = "x86_64")]
+mod epilogue256;
+
 /// The kernel registry: one line per kernel, best first. Generates [`kernels()`].
 macro_rules! kernel_registry {
     ($($(#[$meta:meta])* $module:ident),* $(,)?) => {
@@ -44,4 +47,6 @@ macro_rules! kernel_registry {
 
 kernel_registry! {
     avx512vnni,
+    avxvnni,
+    avx2,
 }
