@@ -1,0 +1,74 @@
+//! One criterion group per compiled kernel this CPU supports, found by iterating
+//! `qlinear_api::compiled_kernels()`: a new kernel is benched without new bench code.
+//! Each kernel is forced through its backend name; static and dynamic layers, one
+//! thread, over `KERNEL_SHAPES` (M = 1 GEMV included). Throughput is in MACs.
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use qlinear_api::{Backend, MatMut, MatRef};
+use qlinear_benches::*;
+
+fn kernels(c: &mut Criterion) {
+    for desc in qlinear_api::compiled_kernels().filter(|d| (d.is_supported)()) {
+        let backend: Backend = match desc.backend.parse() {
+            Ok(b) => b,
+            Err(_) => continue,
+        };
+        let mut group = c.benchmark_group(desc.name);
+        group
+            .sample_size(SAMPLE_SIZE)
+            .measurement_time(MEASUREMENT_TIME)
+            .warm_up_time(WARM_UP_TIME);
+        for shape in KERNEL_SHAPES {
+            let (m, k, n) = shape;
+            group.throughput(Throughput::Elements(macs(shape)));
+            let layer = static_layer(k, n, backend).expect("static layer");
+            // Forcing a backend picks its preferred kernel; a second kernel of the same
+            // backend is not reachable this way and is skipped.
+            if layer.kernel_name() != desc.name {
+                continue;
+            }
+            let a = acts_u8(m, k);
+            let mut out = vec![0u8; m * n];
+            group.bench_with_input(
+                BenchmarkId::new("static", shape_name(shape)),
+                &shape,
+                |b, _| {
+                    b.iter(|| {
+                        layer
+                            .forward_with_threads(
+                                MatRef::dense(black_box(&a), m, k).unwrap(),
+                                MatMut::dense(&mut out, m, n).unwrap(),
+                                1,
+                            )
+                            .unwrap()
+                    })
+                },
+            );
+            drop(layer);
+            let layer = dynamic_layer(k, n, backend).expect("dynamic layer");
+            let x = acts_f32(m, k);
+            let mut y = vec![0f32; m * n];
+            group.bench_with_input(
+                BenchmarkId::new("dynamic", shape_name(shape)),
+                &shape,
+                |b, _| {
+                    b.iter(|| {
+                        layer
+                            .forward_with_threads(
+                                MatRef::dense(black_box(&x), m, k).unwrap(),
+                                MatMut::dense(&mut y, m, n).unwrap(),
+                                1,
+                            )
+                            .unwrap()
+                    })
+                },
+            );
+        }
+        group.finish();
+    }
+}
+
+criterion_group!(benches, kernels);
+criterion_main!(benches);
