@@ -763,3 +763,240 @@ fn conformance_parse_rejects_malformed_files() {
     let err = conformance::parse(&mini_file(f, "conv2d", w, i, e)).unwrap_err();
     assert!(err.to_string().contains("mini-static"), "{err}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Randomized cross-backend agreement
+// ---------------------------------------------------------------------------------------
+
+mod random {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        /// Random shapes (GEMV and GEMM, tile edges), strides, thread counts: every
+        /// backend gives the oracle's bits, static and dynamic, and leaves the output
+        /// gaps alone.
+        #[test]
+        fn every_backend_matches_oracle(
+            m in prop_oneof![Just(0usize), Just(1usize), 1usize..70],
+            k in prop_oneof![1usize..80, 200usize..700],
+            n in prop_oneof![1usize..40, 60usize..140],
+            out_pad in 0usize..4,
+            threads in 0usize..5,
+            extreme: bool,
+            seed: u64,
+        ) {
+            let mut rng = Rng::new(seed);
+            let c = if extreme {
+                StaticCase::extreme(m, k, n, &mut rng)
+            } else {
+                StaticCase::random(&mut rng, m, k, n)
+            };
+            let want = oracle_static(&c);
+            let d = DynCase::random(&mut rng, m, k, n);
+            let want_dyn = bits(&d.oracle());
+            let os = n + out_pad;
+            let len = if m == 0 { 0 } else { (m - 1) * os + n };
+            for b in backends() {
+                let mut out = vec![CANARY; len + 2];
+                static_layer(&c, b)
+                    .forward_with_threads(
+                        MatRef::new(&c.a, m, k, c.a_stride).unwrap(),
+                        MatMut::new(&mut out, m, n, os).unwrap(),
+                        threads,
+                    )
+                    .unwrap();
+                let mut fout = vec![-7.5f32; len + 2];
+                d.layer(b)
+                    .forward_with_threads(
+                        MatRef::dense(&d.x, m, k).unwrap(),
+                        MatMut::new(&mut fout, m, n, os).unwrap(),
+                        threads,
+                    )
+                    .unwrap();
+                for p in 0..len + 2 {
+                    let (i, j) = (p / os, p % os);
+                    if i < m && j < n {
+                        prop_assert_eq!(out[p], want[i * n + j], "{} static ({}, {})", b, i, j);
+                        prop_assert_eq!(fout[p].to_bits(), want_dyn[i * n + j], "{} dynamic ({}, {})", b, i, j);
+                    } else {
+                        prop_assert_eq!(out[p], CANARY, "{} static gap {}", b, p);
+                        prop_assert_eq!(fout[p], -7.5, "{} dynamic gap {}", b, p);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Dynamic inputs at the edges of the qparams choice: all zero, constant, one-signed,
+/// tiny (scale floor), huge, single non-zero: every backend equals the oracle.
+#[test]
+fn dynamic_edge_inputs_match_oracle() {
+    let mut rng = Rng::new(11);
+    let (m, k, n) = (3, 37, 40);
+    let inputs: Vec<(&str, Vec<f32>)> = vec![
+        ("zeros", vec![0.0; m * k]),
+        ("negative zeros", vec![-0.0; m * k]),
+        ("constant positive", vec![3.25; m * k]),
+        ("constant negative", vec![-0.75; m * k]),
+        ("tiny", rng.f32s(m * k, 1e-6)),
+        (
+            "tiny positive",
+            rng.f32s(m * k, 1e-7).iter().map(|v| v.abs()).collect(),
+        ),
+        ("subnormal", vec![1e-40; m * k]),
+        ("huge", rng.f32s(m * k, 1e30)),
+        ("max", {
+            let mut v = vec![0.0; m * k];
+            v[0] = f32::MAX;
+            v[1] = -f32::MAX;
+            v
+        }),
+        ("one spike", {
+            let mut v = vec![0.01; m * k];
+            v[m * k / 2] = 1e4;
+            v
+        }),
+        (
+            "all negative",
+            rng.f32s(m * k, 5.0)
+                .iter()
+                .map(|v| -v.abs() - 1.0)
+                .collect(),
+        ),
+    ];
+    for (what, x) in inputs {
+        for rr in [false, true] {
+            for profile in [Profile::Fbgemm, Profile::Qnnpack] {
+                let mut d = DynCase::random(&mut rng, m, k, n);
+                d.x = x.clone();
+                d.reduce_range = rr;
+                d.profile = profile;
+                let want = bits(&d.oracle());
+                for b in backends() {
+                    for t in [1, 2] {
+                        let mut out = vec![0f32; m * n];
+                        d.layer(b)
+                            .forward_with_threads(
+                                MatRef::dense(&d.x, m, k).unwrap(),
+                                MatMut::dense(&mut out, m, n).unwrap(),
+                                t,
+                            )
+                            .unwrap();
+                        assert_eq!(bits(&out), want, "{b} {what} rr={rr} {profile:?} t={t}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Absurd but valid scales (finite, > 0) that push the float epilogue to 0, inf and NaN:
+/// `atws` underflowing to 0 (bias / 0 = inf, inf * 0 = NaN), multipliers overflowing to
+/// inf. SEMANTICS: cvt saturates and NaN converts to 0; every backend must match.
+#[test]
+fn absurd_scales_match_oracle() {
+    let mut rng = Rng::new(12);
+    let (m, k, n) = (3, 9, 35);
+    // (scale_x, scale_w, scale_y)
+    let combos: &[(f32, f32, f32)] = &[
+        (1e-30, 1e-30, 1.0),           // atws underflows to 0
+        (1e-30, 1e-30, 1e-45),         // 0 / denormal
+        (1e30, 1e8, 1e-30),            // mult overflows to inf
+        (f32::MAX, 2.0, 1.0),          // atws = inf
+        (1.0, 1.0, f32::MIN_POSITIVE), // huge but finite mult
+        (1e-20, 1e-20, 1e-38),
+    ];
+    for &(sx, sw, sy) in combos {
+        for per_channel in [false, true] {
+            for bias in [None, Some(0.0f32), Some(1.5), Some(-2.0)] {
+                for profile in [Profile::Fbgemm, Profile::Qnnpack] {
+                    let mut c = StaticCase::random(&mut rng, m, k, n);
+                    // A zero row makes raw = 0 (the NaN case for inf multipliers).
+                    c.a[..k].fill(c.x.zero_point as u8);
+                    c.x.scale = sx;
+                    c.y.scale = sy;
+                    c.wq = if per_channel {
+                        WeightQParams::PerChannel {
+                            scales: vec![sw; n],
+                            zero_points: (0..n).map(|_| rng.range_i32(-128, 127)).collect(),
+                        }
+                    } else {
+                        WeightQParams::PerTensor {
+                            scale: sw,
+                            zero_point: rng.range_i32(-128, 127),
+                        }
+                    };
+                    c.bias = bias.map(|v| vec![v; n]);
+                    c.profile = profile;
+                    for relu in [false, true] {
+                        c.relu = relu;
+                        let want = oracle_static(&c);
+                        for b in backends() {
+                            let layer = static_layer(&c, b);
+                            let mut out = vec![0u8; m * n];
+                            layer
+                                .forward(
+                                    MatRef::new(&c.a, m, k, c.a_stride).unwrap(),
+                                    MatMut::dense(&mut out, m, n).unwrap(),
+                                )
+                                .unwrap();
+                            assert_eq!(
+                                out, want,
+                                "{b}: sx={sx} sw={sw} sy={sy} pc={per_channel} bias={bias:?} \
+                                 {profile:?} relu={relu}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The dynamic output multiplier `f(s * scale_w)` overflowing to inf (raw = 0 gives NaN):
+/// all backends must agree bit for bit with the oracle, NaN payload included.
+#[test]
+fn dynamic_absurd_weight_scale_matches_oracle() {
+    let (m, k, n) = (2, 5, 33);
+    let wq = WeightQParams::PerTensor {
+        scale: f32::MAX,
+        zero_point: 0,
+    };
+    let w: Vec<i8> = (0..n * k).map(|i| (i % 7) as i8 - 3).collect();
+    let qw = QuantizedWeight::new(w, n, k, wq).unwrap();
+    // Row 0 all zero (raw = 0 -> 0 * inf = NaN); row 1 mixed.
+    let x: Vec<f32> = (0..m * k)
+        .map(|i| if i < k { 0.0 } else { i as f32 - 7.0 })
+        .collect();
+    for profile in [Profile::Fbgemm, Profile::Qnnpack] {
+        for relu in [false, true] {
+            for bias in [None, Some(vec![0.5f32; n])] {
+                let d = DynCase {
+                    m,
+                    k,
+                    n,
+                    w: qw.clone(),
+                    bias: bias.clone(),
+                    relu,
+                    profile,
+                    reduce_range: false,
+                    x: x.clone(),
+                };
+                let want = bits(&d.oracle());
+                for b in backends() {
+                    let got = bits(&d.layer(b).forward_vec(&x, m).unwrap());
+                    assert_eq!(
+                        got,
+                        want,
+                        "{b}: {profile:?} relu={relu} bias={}",
+                        bias.is_some()
+                    );
+                }
+            }
+        }
+    }
+}

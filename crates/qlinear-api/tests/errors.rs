@@ -923,3 +923,36 @@ fn corrupt_packed_non_zero_padding() {
         eprintln!("note: no available backend pads a {n}x{k} weight; padding check skipped");
     }
 }
+
+/// Sizes whose product overflows usize are a `Dimension` error, not a panic.
+#[test]
+fn dimension_overflow() {
+    let buf = [0u8; 16];
+    let r = MatRef::new(&buf, usize::MAX, 4, 4);
+    assert!(matches!(r, Err(Error::Dimension(_))), "{r:?}");
+    let mut out = [0f32; 16];
+    let r = MatMut::new(&mut out, usize::MAX / 2, 3, 3);
+    assert!(matches!(r, Err(Error::Dimension(_))), "{r:?}");
+    let r = QuantizedWeight::new(vec![0; 6], usize::MAX / 2, 3, pt(0.1, 0));
+    assert!(matches!(r, Err(Error::Dimension(_))), "{r:?}");
+}
+
+/// Thread counts far above the pool size or the number of panels are fine.
+#[test]
+fn many_threads_are_fine() {
+    for b in backends() {
+        let l = static_layer(7, 5, b);
+        let a: Vec<u8> = (0..3 * 5).map(|i| (i * 37) as u8).collect();
+        let want = l.forward_vec(&a, 3).unwrap();
+        for t in [64, 1000] {
+            let mut out = vec![0u8; 3 * 7];
+            l.forward_with_threads(
+                MatRef::dense(&a, 3, 5).unwrap(),
+                MatMut::dense(&mut out, 3, 7).unwrap(),
+                t,
+            )
+            .unwrap();
+            assert_eq!(out, want, "{b} threads={t}");
+        }
+    }
+}
