@@ -771,6 +771,7 @@ fn conformance_parse_rejects_malformed_files() {
 mod random {
     use super::*;
     use proptest::prelude::*;
+    use qlinear_reference::testkit::Rng;
 
     proptest! {
         #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
