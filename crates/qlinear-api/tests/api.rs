@@ -1001,3 +1001,25 @@ fn dynamic_absurd_weight_scale_matches_oracle() {
         }
     }
 }
+
+/// Hex with a sign character is not hex: `u8::from_str_radix("+f", 16)` accepts it, the
+/// reader must not.
+#[test]
+fn conformance_parse_rejects_signed_hex() {
+    let (f, k, w, i, e) = GOOD;
+    for bad in ["01+f02fe", "+1ff02fe", "01ff-2fe"] {
+        let r = conformance::parse(&mini_file(f, k, bad, i, e));
+        assert!(r.is_err(), "weight data {bad:?} accepted: {r:?}");
+    }
+}
+
+/// Absurd sizes in a file are a format error, never an overflow panic.
+#[test]
+fn conformance_parse_huge_sizes_do_not_panic() {
+    let (f, k, w, i, e) = GOOD;
+    for m in ["4611686018427387904", "18446744073709551615"] {
+        let text = mini_file(f, k, w, i, e).replace(r#""m":1"#, &format!(r#""m":{m}"#));
+        let r = std::panic::catch_unwind(|| conformance::parse(&text).is_err());
+        assert!(matches!(r, Ok(true)), "m = {m}: panicked or accepted");
+    }
+}
