@@ -103,6 +103,10 @@ fn hex(v: &Value, what: &str) -> Result<Vec<u8>, FormatError> {
     if s.len() % 2 != 0 {
         return err(format!("{what}: odd hex length"));
     }
+    // `from_str_radix` alone would accept a sign ("+f"), which is not hex.
+    if !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return err(format!("{what}: bad hex"));
+    }
     (0..s.len() / 2)
         .map(|i| {
             u8::from_str_radix(s.get(2 * i..2 * i + 2).unwrap_or("zz"), 16)
