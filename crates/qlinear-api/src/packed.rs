@@ -234,6 +234,10 @@ impl PackedWeights {
         let n = usize::try_from(r.u64()?).map_err(|_| corrupt("n"))?;
         let k = usize::try_from(r.u64()?).map_err(|_| corrupt("k"))?;
         check_layer_dims(n, k).map_err(|_| corrupt("dimensions out of range"))?;
+        // The packing holds at least n bytes; a larger n would overflow `packed_len`.
+        if n > bytes.len() {
+            return Err(corrupt("dimensions out of range"));
+        }
         let nr = r.u32()? as usize;
         let kr = r.u32()? as usize;
         let per_channel = match r.take(1)?[0] {
