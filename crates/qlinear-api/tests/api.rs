@@ -1023,3 +1023,23 @@ fn conformance_parse_huge_sizes_do_not_panic() {
         assert!(matches!(r, Ok(true)), "m = {m}: panicked or accepted");
     }
 }
+
+/// A static case that cannot run (no input qparams) must be reported as a failure, never
+/// counted as passed.
+#[test]
+fn conformance_static_case_without_input_qparams_is_not_a_pass() {
+    let (f, k, w, i, e) = GOOD;
+    let mut cases = conformance::parse(&mini_file(f, k, w, i, "0a0a")).unwrap();
+    assert!(conformance::run(&cases, Backend::Reference)
+        .failures
+        .is_empty());
+    if let Case::Static(c) = &mut cases[0] {
+        c.input_qparams = None;
+        c.expected = vec![0xEE, 0xEE]; // cannot be right either
+    } else {
+        panic!("expected a static case");
+    }
+    let report = conformance::run(&cases, Backend::Reference);
+    assert_eq!(report.passed, 0, "{report}");
+    assert_eq!(report.failures.len(), 1, "{report}");
+}
