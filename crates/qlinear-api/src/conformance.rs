@@ -417,7 +417,10 @@ fn run_case(case: &Case, backend: Backend) -> Option<String> {
             let Input::U8(x) = &c.input else {
                 return Some("static case without u8 input".into());
             };
-            let layer = Linear::builder(c.weight.clone(), c.input_qparams?, c.param)
+            let Some(xq) = c.input_qparams else {
+                return Some("static case without input qparams".into());
+            };
+            let layer = Linear::builder(c.weight.clone(), xq, c.param)
                 .maybe_bias(c.bias.clone())
                 .relu(c.relu)
                 .profile(c.profile)
