@@ -1006,7 +1006,7 @@ fn dynamic_absurd_weight_scale_matches_oracle() {
 /// reader must not.
 #[test]
 fn conformance_parse_rejects_signed_hex() {
-    let (f, k, w, i, e) = GOOD;
+    let (f, k, _, i, e) = GOOD;
     for bad in ["01+f02fe", "+1ff02fe", "01ff-2fe"] {
         let r = conformance::parse(&mini_file(f, k, bad, i, e));
         assert!(r.is_err(), "weight data {bad:?} accepted: {r:?}");
@@ -1028,7 +1028,7 @@ fn conformance_parse_huge_sizes_do_not_panic() {
 /// counted as passed.
 #[test]
 fn conformance_static_case_without_input_qparams_is_not_a_pass() {
-    let (f, k, w, i, e) = GOOD;
+    let (f, k, w, i, _) = GOOD;
     let mut cases = conformance::parse(&mini_file(f, k, w, i, "0a0a")).unwrap();
     assert!(conformance::run(&cases, Backend::Reference)
         .failures
