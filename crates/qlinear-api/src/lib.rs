@@ -16,6 +16,11 @@
 //! Invalid input is an [`Error`], never a panic.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+/// The README's usage example, compiled and run as a doctest.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 mod backend;
 #[cfg(feature = "conformance")]
 pub mod conformance;
