@@ -123,13 +123,19 @@ fn hex_len<T>(
     size: usize,
 ) -> Result<Vec<T>, FormatError> {
     let bytes = hex(v, what)?;
-    if bytes.len() != count * size {
+    if Some(bytes.len()) != count.checked_mul(size) {
         return err(format!(
             "{what}: expected {count} elements, got {} bytes",
             bytes.len()
         ));
     }
     Ok(bytes.chunks_exact(size).map(conv).collect())
+}
+
+/// `a * b`, or an error when the sizes in a file overflow.
+fn product(a: usize, b: usize) -> Result<usize, FormatError> {
+    a.checked_mul(b)
+        .ok_or_else(|| FormatError(format!("sizes {a} x {b} overflow")))
 }
 
 fn f32_le(b: &[u8]) -> f32 {
@@ -232,6 +238,7 @@ fn parse_linear(c: &Value, id: &str, is_static: bool) -> Result<Case, FormatErro
         _ => return err("`engine` must be fbgemm or qnnpack"),
     };
     let (m, k, n) = (usize_of(c, "m")?, usize_of(c, "k")?, usize_of(c, "n")?);
+    let (mk, nk, mn) = (product(m, k)?, product(n, k)?, product(m, n)?);
     let relu = bool_of(c, "relu")?;
     let w = field(c, "weight")?;
     let per_channel = bool_of(w, "per_channel")?;
@@ -241,7 +248,7 @@ fn parse_linear(c: &Value, id: &str, is_static: bool) -> Result<Case, FormatErro
         per_channel,
         n,
     )?;
-    let wdata = hex_len(field(w, "data")?, "weight data", n * k, |b| b[0] as i8, 1)?;
+    let wdata = hex_len(field(w, "data")?, "weight data", nk, |b| b[0] as i8, 1)?;
     let weight = QuantizedWeight::new(wdata, n, k, wq).map_err(|e| FormatError(e.to_string()))?;
     let bias = match field(c, "bias")? {
         Value::Null => None,
@@ -267,14 +274,14 @@ fn parse_linear(c: &Value, id: &str, is_static: bool) -> Result<Case, FormatErro
             input: Input::U8(hex_len(
                 field(input, "data")?,
                 "input data",
-                m * k,
+                mk,
                 |b| b[0],
                 1,
             )?),
             weight,
             bias,
             param: y,
-            expected: hex_len(field(c, "expected")?, "expected", m * n, |b| b[0], 1)?,
+            expected: hex_len(field(c, "expected")?, "expected", mn, |b| b[0], 1)?,
         }))
     } else {
         Ok(Case::Dynamic(LinearCase {
@@ -283,17 +290,11 @@ fn parse_linear(c: &Value, id: &str, is_static: bool) -> Result<Case, FormatErro
             m,
             relu,
             input_qparams: None,
-            input: Input::F32(hex_len(
-                field(input, "data")?,
-                "input data",
-                m * k,
-                f32_le,
-                4,
-            )?),
+            input: Input::F32(hex_len(field(input, "data")?, "input data", mk, f32_le, 4)?),
             weight,
             bias,
             param: bool_of(c, "reduce_range")?,
-            expected: hex_len(field(c, "expected")?, "expected", m * n, f32_le, 4)?,
+            expected: hex_len(field(c, "expected")?, "expected", mn, f32_le, 4)?,
         }))
     }
 }
@@ -317,10 +318,11 @@ fn parse_observe(c: &Value, id: &str) -> Result<Case, FormatError> {
         return err("`quant_range` must have two entries");
     }
     let (n, k) = (usize_of(c, "n")?, usize_of(c, "k")?);
+    let nk = product(n, k)?;
     let input = hex_len(
         field(field(c, "input")?, "data")?,
         "input data",
-        n * k,
+        nk,
         f32_le,
         4,
     )?;
@@ -331,7 +333,7 @@ fn parse_observe(c: &Value, id: &str) -> Result<Case, FormatError> {
         per_channel,
         n,
     )?;
-    let data = hex_len(field(e, "data")?, "expected data", n * k, |b| b[0] as i8, 1)?;
+    let data = hex_len(field(e, "data")?, "expected data", nk, |b| b[0] as i8, 1)?;
     let expected = QuantizedWeight::new(data, n, k, wq).map_err(|e| FormatError(e.to_string()))?;
     Ok(Case::ObserveWeight(ObserveCase {
         id: id.to_string(),

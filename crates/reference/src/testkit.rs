@@ -154,7 +154,11 @@ impl StaticCase {
         let high_zp = rng.coin();
         for (idx, v) in c.w.iter_mut().enumerate() {
             let col = idx / k.max(1);
-            *v = if high_zp || col.is_multiple_of(2) { -128 } else { 127 };
+            *v = if high_zp || col.is_multiple_of(2) {
+                -128
+            } else {
+                127
+            };
         }
         c.wq = WeightQParams::PerTensor {
             scale: 1e-3,
