@@ -171,40 +171,58 @@ impl Epilogue for DynamicEpilogue {
     }
 }
 
+/// A kernel's register tile: computes up to `MR` rows of one 16-column panel over the
+/// whole K. Implemented by a small per-kernel struct (K, strides, per-panel state) whose
+/// `tile` is `#[inline(always)]`, so the whole loop nest is inlined into the
+/// `#[target_feature]` entry point (closures cannot be marked `inline(always)` on stable).
+pub(crate) trait Tile {
+    /// Fills `acc[..rows]` with the exact products of activation rows `a`, `a + a_stride`,
+    /// ... against `panel`. `first` is true for the first row tile of each panel (the
+    /// driver visits it before the panel's other tiles).
+    ///
+    /// # Safety
+    /// The kernel's ISA is available; `rows <= MR` rows of `k` bytes are readable at `a`
+    /// with the kernel's stride; `panel` is one whole panel of the kernel's layout.
+    unsafe fn tile(
+        &mut self,
+        a: *const u8,
+        rows: usize,
+        panel: *const u8,
+        first: bool,
+        acc: &mut [Acc; 4],
+    );
+}
+
 /// The loop nest shared by all kernels: panels of [`NR`] columns outer, row tiles of at
 /// most `mr` rows inner, one epilogue call per finished row.
 ///
-/// `tile(a_rows, rows, panel, first_tile_of_panel, acc)` must fill `acc[..rows]` with the
-/// exact products of rows `a_rows .. a_rows + rows * a_stride` against `panel`.
-///
 /// # Safety
 /// `args` and `epi` satisfy the contract of [`qlinear_reference::contract::GemmU8Fn`] for a
-/// packing with `panel_bytes` bytes per panel; `tile` is safe to call with them.
+/// packing with `panel_bytes` bytes per panel; the ISA of `kernel` is available.
 #[inline(always)]
-pub(crate) unsafe fn drive<E, F>(
+pub(crate) unsafe fn drive<E: Epilogue, K: Tile>(
     args: &GemmArgs<E::Out>,
     epi: &E,
     mr: usize,
     panel_bytes: usize,
-    mut tile: F,
-) where
-    E: Epilogue,
-    F: FnMut(*const u8, usize, *const u8, bool, &mut [Acc; 4]),
-{
-    debug_assert!(mr <= 4 && args.n_begin % NR == 0);
+    kernel: &mut K,
+) {
+    debug_assert!(mr <= 4 && args.n_begin / NR * NR == args.n_begin);
     let (m, n_end) = (args.m, args.n_end);
     let mut n0 = args.n_begin;
     while n0 < n_end {
         let nc = NR.min(n_end - n0);
-        // SAFETY: panel n0 / NR exists: the packing holds at least n_end > n0 columns.
-        let panel = unsafe { args.packed.add((n0 / NR) * panel_bytes) };
         let mut i = 0;
         while i < m {
             let rows = mr.min(m - i);
             let mut acc = [zero_acc(); 4];
-            // SAFETY: rows i .. i + rows < m are valid rows of `a`.
-            let a_rows = unsafe { args.a.add(i * args.a_stride) };
-            tile(a_rows, rows, panel, i == 0, &mut acc);
+            // SAFETY: panel n0 / NR exists (the packing holds at least n_end > n0 columns);
+            // rows i .. i + rows < m are valid rows of `a`; the ISA is the caller's.
+            unsafe {
+                let panel = args.packed.add((n0 / NR) * panel_bytes);
+                let a_rows = args.a.add(i * args.a_stride);
+                kernel.tile(a_rows, rows, panel, i == 0, &mut acc);
+            }
             for (r, acc_r) in acc.iter().enumerate().take(rows) {
                 // SAFETY: row i + r < m: `row_sums` (when non-null) has m entries and the
                 // output row is valid for columns [n_begin, n_end) ⊇ [n0, n0 + nc); the

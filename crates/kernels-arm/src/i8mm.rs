@@ -62,7 +62,7 @@ use core::arch::asm;
 
 use qlinear_reference::contract::{GemmArgs, KernelDesc, PackedLayout};
 
-use crate::common::{drive, load_partial_u8x16, zero_acc, Acc, Epilogue, NR};
+use crate::common::{drive, Tile, load_partial_u8x16, zero_acc, Acc, Epilogue, NR};
 
 /// Rows of the register tile.
 pub const MR: usize = 4;
@@ -77,7 +77,7 @@ const COL_PAIRS: usize = NR / 2;
 /// Live vector registers: accumulators + one k-group of weights + interleaved activations.
 const LIVE_REGS: usize = PAIRS * COL_PAIRS + COL_PAIRS + 2 * PAIRS;
 const _: () = assert!(LIVE_REGS == 28 && LIVE_REGS <= 32);
-const _: () = assert!(NR * KR == 128 && MR % 2 == 0);
+const _: () = assert!(NR * KR == 128 && MR & 1 == 0);
 const _: () = assert!(255 * 128 * (qlinear_reference::K_LIMIT as i64) < i32::MAX as i64);
 
 entry_points!(["neon", "i8mm"], gemm);
@@ -101,14 +101,30 @@ pub const DESC: KernelDesc = KernelDesc {
 unsafe fn gemm<E: Epilogue>(args: &GemmArgs<E::Out>, epi: &E) {
     let (k, lda) = (args.k, args.a_stride);
     let panel_bytes = PackedLayout { nr: NR, kr: KR }.panel_bytes(k);
-    // SAFETY: forwarded contract; the closure computes rows of `a` the driver hands it.
-    unsafe {
-        drive(args, epi, MR, panel_bytes, |a, rows, panel, _first, acc| match rows {
-            4 => tile::<4>(a, lda, k, panel, acc),
-            3 => tile::<3>(a, lda, k, panel, acc),
-            2 => tile::<2>(a, lda, k, panel, acc),
-            _ => tile::<1>(a, lda, k, panel, acc),
-        })
+    let mut tiles = Tiles { k, lda };
+    // SAFETY: forwarded contract; `Tiles` computes the rows the driver hands it.
+    unsafe { drive(args, epi, MR, panel_bytes, &mut tiles) }
+}
+
+/// This kernel's [`Tile`]: K and the activation stride.
+struct Tiles {
+    k: usize,
+    lda: usize,
+}
+
+impl Tile for Tiles {
+    #[inline(always)]
+    unsafe fn tile(&mut self, a: *const u8, rows: usize, panel: *const u8, _first: bool, acc: &mut [Acc; 4]) {
+        let (k, lda) = (self.k, self.lda);
+        // SAFETY: forwarded from the trait's contract.
+        unsafe {
+            match rows {
+                4 => tile::<4>(a, lda, k, panel, acc),
+                3 => tile::<3>(a, lda, k, panel, acc),
+                2 => tile::<2>(a, lda, k, panel, acc),
+                _ => tile::<1>(a, lda, k, panel, acc),
+            }
+        }
     }
 }
 

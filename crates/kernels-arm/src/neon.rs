@@ -48,7 +48,7 @@ use core::arch::aarch64::*;
 
 use qlinear_reference::contract::{GemmArgs, KernelDesc, PackedLayout};
 
-use crate::common::{drive, zero_acc, Acc, Epilogue, NR};
+use crate::common::{drive, Tile, zero_acc, Acc, Epilogue, NR};
 
 /// Rows of the register tile.
 pub const MR: usize = 4;
@@ -88,14 +88,30 @@ pub const DESC: KernelDesc = KernelDesc {
 unsafe fn gemm<E: Epilogue>(args: &GemmArgs<E::Out>, epi: &E) {
     let (k, lda) = (args.k, args.a_stride);
     let panel_bytes = PackedLayout { nr: NR, kr: KR }.panel_bytes(k);
-    // SAFETY: forwarded contract; the closure computes rows of `a` the driver hands it.
-    unsafe {
-        drive(args, epi, MR, panel_bytes, |a, rows, panel, _first, acc| match rows {
-            4 => tile::<4>(a, lda, k, panel, acc),
-            3 => tile::<3>(a, lda, k, panel, acc),
-            2 => tile::<2>(a, lda, k, panel, acc),
-            _ => tile::<1>(a, lda, k, panel, acc),
-        })
+    let mut tiles = Tiles { k, lda };
+    // SAFETY: forwarded contract; `Tiles` computes the rows the driver hands it.
+    unsafe { drive(args, epi, MR, panel_bytes, &mut tiles) }
+}
+
+/// This kernel's [`Tile`]: K and the activation stride.
+struct Tiles {
+    k: usize,
+    lda: usize,
+}
+
+impl Tile for Tiles {
+    #[inline(always)]
+    unsafe fn tile(&mut self, a: *const u8, rows: usize, panel: *const u8, _first: bool, acc: &mut [Acc; 4]) {
+        let (k, lda) = (self.k, self.lda);
+        // SAFETY: forwarded from the trait's contract.
+        unsafe {
+            match rows {
+                4 => tile::<4>(a, lda, k, panel, acc),
+                3 => tile::<3>(a, lda, k, panel, acc),
+                2 => tile::<2>(a, lda, k, panel, acc),
+                _ => tile::<1>(a, lda, k, panel, acc),
+            }
+        }
     }
 }
 

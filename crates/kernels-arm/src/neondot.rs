@@ -63,7 +63,7 @@ use core::arch::asm;
 
 use qlinear_reference::contract::{GemmArgs, KernelDesc, PackedLayout};
 
-use crate::common::{drive, load_partial_u8x16, zero_acc, Acc, Epilogue, NR};
+use crate::common::{drive, Tile, load_partial_u8x16, zero_acc, Acc, Epilogue, NR};
 
 /// Rows of the register tile.
 pub const MR: usize = 4;
@@ -103,23 +103,42 @@ pub const DESC: KernelDesc = KernelDesc {
 unsafe fn gemm<E: Epilogue>(args: &GemmArgs<E::Out>, epi: &E) {
     let (k, lda) = (args.k, args.a_stride);
     let panel_bytes = PackedLayout { nr: NR, kr: KR }.panel_bytes(k);
-    // 128 * column sums of the current panel, computed by its first row tile.
-    let mut corr = zero_acc();
-    // SAFETY: forwarded contract; the closure computes rows of `a` the driver hands it,
-    // and the first tile of each panel runs (with `first`) before the others.
-    unsafe {
-        drive(args, epi, MR, panel_bytes, |a, rows, panel, first, acc| {
+    let mut tiles = Tiles {
+        k,
+        lda,
+        corr: zero_acc(),
+    };
+    // SAFETY: forwarded contract; `Tiles` computes the rows the driver hands it, and the
+    // first tile of each panel runs (with `first`) before the others.
+    unsafe { drive(args, epi, MR, panel_bytes, &mut tiles) }
+}
+
+/// This kernel's [`Tile`]: K, the activation stride and the current panel's correction.
+struct Tiles {
+    k: usize,
+    lda: usize,
+    /// 128 x the column sums of the current panel, set by its first row tile.
+    corr: Acc,
+}
+
+impl Tile for Tiles {
+    #[inline(always)]
+    unsafe fn tile(&mut self, a: *const u8, rows: usize, panel: *const u8, first: bool, acc: &mut [Acc; 4]) {
+        let (k, lda, corr) = (self.k, self.lda, &mut self.corr);
+        // SAFETY: forwarded from the trait's contract; `first` tiles run before the
+        // panel's other tiles, so `corr` is this panel's when `SUM` is false.
+        unsafe {
             match (rows, first) {
-                (4, true) => tile::<4, true>(a, lda, k, panel, acc, &mut corr),
-                (4, false) => tile::<4, false>(a, lda, k, panel, acc, &mut corr),
-                (3, true) => tile::<3, true>(a, lda, k, panel, acc, &mut corr),
-                (3, false) => tile::<3, false>(a, lda, k, panel, acc, &mut corr),
-                (2, true) => tile::<2, true>(a, lda, k, panel, acc, &mut corr),
-                (2, false) => tile::<2, false>(a, lda, k, panel, acc, &mut corr),
-                (_, true) => tile::<1, true>(a, lda, k, panel, acc, &mut corr),
-                (_, false) => tile::<1, false>(a, lda, k, panel, acc, &mut corr),
+                (4, true) => tile::<4, true>(a, lda, k, panel, acc, corr),
+                (4, false) => tile::<4, false>(a, lda, k, panel, acc, corr),
+                (3, true) => tile::<3, true>(a, lda, k, panel, acc, corr),
+                (3, false) => tile::<3, false>(a, lda, k, panel, acc, corr),
+                (2, true) => tile::<2, true>(a, lda, k, panel, acc, corr),
+                (2, false) => tile::<2, false>(a, lda, k, panel, acc, corr),
+                (_, true) => tile::<1, true>(a, lda, k, panel, acc, corr),
+                (_, false) => tile::<1, false>(a, lda, k, panel, acc, corr),
             }
-        })
+        }
     }
 }
 
