@@ -33,14 +33,16 @@
 //!
 //! **Inner loop** (per k, 4 x 16 tile): 1 `ldr q` (16 weight bytes), 2 `sxtl`, 16
 //! `smlal`/`smlal2` by lane = 64 MACs; per 8 k also 4 `ldr d` + 4 `uxtl` of activations.
-//! That is 16 MAC instructions per 16 weight bytes + 4 activation bytes loaded (0.8 MAC
-//! instructions per byte, 4 MACs each), about 1 load per 12 MAC instructions, 4 i32 MACs
-//! per instruction. This is XNNPACK's best plain-NEON tile for 8-bit GEMM
-//! (`qs8/qu8-gemm 4x16-minmax-neon-mlal-lane`, same c1 layout and lane scheme). ruy's
-//! pre-dotprod 8-bit kernel reaches 8 MACs/instruction with `smull`+`sadalp` on 8-bit
-//! products, but only by requiring weights in [-127, 127] (it relies on a pair sum
-//! fitting i16), which the contract's -128 forbids; MLAS's U8X8 NEON kernel uses
-//! `umlal` with u8 x u8 (weights shifted by 128) at the same 4 MACs per instruction.
+//! Per 8 k: 128 MAC instructions, 12 loads (8 weight + 4 activation, 160 bytes), 20
+//! widenings: 0.8 MAC instructions per byte loaded, one load per ~10.7 MAC instructions,
+//! 4 i32 MACs per instruction, 3.2 MACs per byte (the 4 x 16 tile's `4*16/(4+16)`).
+//! This is XNNPACK's plain-NEON tile for 8-bit GEMM (`qs8/qu8-gemm 4x16-minmax-neon-mlal-
+//! lane`, same c1 layout and lane scheme). ruy's pre-dotprod 8-bit kernel reaches 8 MACs
+//! per instruction with `smull`+`sadalp` on 8-bit products, but only by requiring
+//! weights in [-127, 127] (a pair sum must fit i16), which the contract's -128 forbids;
+//! MLAS's U8X8 NEON kernel uses `umlal` on u8 x u8 (weights shifted by 128) at the same 4
+//! MACs per instruction. (Comparisons are from the libraries' published kernel sets, not
+//! measured here.)
 //! With M = 1 the same code runs as a 1 x 16 GEMV tile: 1 load, 2 `sxtl`, 4 `smlal` per k,
 //! bound by the weight stream as any GEMV.
 

@@ -43,14 +43,18 @@
 //! `kpad` are never issued.)
 //!
 //! **Inner loop** (per k-group, 4 x 16 tile): 4 `ldr q` weights (64 B) + 16 `sdot` by
-//! element = 256 MACs; per 4 k-groups also 4 `ldr q` + 4 `eor` of activations. So 16 MAC
-//! instructions per 64 + 16 = 80 bytes loaded (0.2 loads per MAC instruction, 16 MACs
-//! each). This is the tile of XNNPACK's `qs8-gemm 4x16c4-minmax-neondot` and of ruy's
-//! dotprod kernel shape class (ruy: 8x8 with 4-byte lane broadcasts, 16 accumulators;
-//! same 1 load per 4 sdot). XNNPACK handles u8 with `qu8` kernels that use `udot` plus a
-//! zero-point correction computed from weight sums packed beside the panel; this kernel
-//! has no room in the shared packing for sums, hence the in-kernel column sums above.
-//! MLAS's `U8X8` dotprod kernel likewise runs `udot` on u8 x u8 with weight offsets.
+//! element = 256 MACs; per 4 k-groups also 4 `ldr q` + 4 `eor` of activations (16 B per
+//! k-group). So 16 MAC instructions per 80 bytes loaded (0.2 per byte), 5 loads per 16
+//! MAC instructions (one per 3.2), 16 MACs per instruction, 3.2 MACs per byte. The first
+//! row tile of each panel adds 4 `sdot` per k-group for the column sums. XNNPACK's
+//! dotprod tiles include this one (`qs8-gemm 4x16c4 neondot`, and for u8 activations
+//! `qu8-gemm 4x16c4 neondot`, which runs `udot` on u8 x u8 weights offset by the weight
+//! zero point and corrects with in-kernel activation sums) and wider 6x16c4 / 8x16c4
+//! variants, which raise MACs per byte with more rows at the cost of all 32 registers;
+//! ruy's dotprod kernel is 8x8 with the same 4-byte lane broadcasts (16 accumulators, one
+//! load per 4 `sdot`). MLAS's `U8X8` dotprod kernel runs `udot` on u8 x u8 with weight
+//! offsets. This kernel has no room in the shared packing for column sums, hence
+//! computing them in-kernel.
 //! (Comparisons are from the libraries' published kernel sets, not measured here.)
 //!
 //! `sdot` is emitted with `asm!` (the intrinsic is unstable); the `.arch_extension`
