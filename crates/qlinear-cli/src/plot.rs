@@ -7,6 +7,9 @@ use plotters::prelude::*;
 
 use crate::bench::Report;
 
+/// `(label, backend index, dynamic, points)`.
+type Series = (String, usize, bool, Vec<(f64, f64)>);
+
 /// Writes the plot of `report` to `path` (SVG).
 pub fn write_svg(path: &Path, report: &Report) -> Result<(), String> {
     let err = |e: &dyn std::fmt::Display| format!("plot {}: {e}", path.display());
@@ -25,7 +28,7 @@ pub fn write_svg(path: &Path, report: &Report) -> Result<(), String> {
             backends.push(&r.backend);
         }
     }
-    let mut series: Vec<(String, usize, bool, Vec<(f64, f64)>)> = Vec::new();
+    let mut series: Vec<Series> = Vec::new();
     for (bi, b) in backends.iter().enumerate() {
         for mode in ["static", "dynamic"] {
             let pts: Vec<(f64, f64)> = report

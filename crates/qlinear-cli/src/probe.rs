@@ -81,31 +81,36 @@ fn peak_loop(backend: Backend) -> Option<(&'static str, u32, PeakLoop)> {
     None
 }
 
-/// Runs `work` on `threads` threads at once (after a barrier) and returns the wall time.
+/// Runs `work` on `threads` threads at once (released together by a barrier) and
+/// returns the time from the first thread's start to the last thread's end, as each
+/// thread saw it (thread start-up is not counted).
 fn timed_parallel<F: Fn(usize) + Sync>(threads: usize, work: F) -> f64 {
     if threads <= 1 {
         let t = Instant::now();
         work(0);
         return t.elapsed().as_secs_f64();
     }
-    let barrier = std::sync::Barrier::new(threads + 1);
-    std::thread::scope(|s| {
+    let barrier = std::sync::Barrier::new(threads);
+    let spans: Vec<(Instant, Instant)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|i| {
                 let (barrier, work) = (&barrier, &work);
                 s.spawn(move || {
                     barrier.wait();
+                    let start = Instant::now();
                     work(i);
+                    (start, Instant::now())
                 })
             })
             .collect();
-        barrier.wait();
-        let t = Instant::now();
-        for h in handles {
-            h.join().expect("probe thread panicked");
-        }
-        t.elapsed().as_secs_f64()
-    })
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("probe thread panicked"))
+            .collect()
+    });
+    let first = spans.iter().map(|s| s.0).min().expect("threads >= 1");
+    let last = spans.iter().map(|s| s.1).max().expect("threads >= 1");
+    (last - first).as_secs_f64()
 }
 
 /// Measures the peak MAC rate of `backend`'s instruction mix (best of a few repeats of
@@ -188,18 +193,23 @@ pub fn stream(label: impl Into<String>, bytes: usize, threads: usize, seconds: f
     // Non-zero contents so every page is really backed by memory.
     let buf = vec![1u8; bytes];
     let per = bytes.div_ceil(threads);
-    let pass = |i: usize| {
+    // Each timed run reads the buffer `passes` times (at least ~64 MiB in total), so
+    // small, cache-resident buffers are timed over milliseconds, not microseconds.
+    let passes = (64usize << 20).div_ceil(bytes).max(1);
+    let run = |i: usize| {
         let lo = (i * per).min(bytes);
         let hi = ((i + 1) * per).min(bytes);
-        black_box(sum_bytes(black_box(&buf[lo..hi])));
+        for _ in 0..passes {
+            black_box(sum_bytes(black_box(&buf[lo..hi])));
+        }
     };
-    // Warm-up pass (also faults the pages in).
-    timed_parallel(threads, pass);
+    // Warm-up run (also faults the pages in).
+    timed_parallel(threads, run);
     let mut best = f64::INFINITY;
     let mut spent = 0.0;
     let mut reps = 0;
-    while reps < 3 || (spent < seconds && reps < 10_000) {
-        let dt = timed_parallel(threads, pass);
+    while reps < 3 || (spent < seconds && reps < 1_000) {
+        let dt = timed_parallel(threads, run);
         best = best.min(dt);
         spent += dt;
         reps += 1;
@@ -207,7 +217,7 @@ pub fn stream(label: impl Into<String>, bytes: usize, threads: usize, seconds: f
     StreamProbe {
         label: label.into(),
         bytes,
-        gbps: bytes as f64 / best / 1e9,
+        gbps: (bytes * passes) as f64 / best / 1e9,
         threads,
     }
 }
@@ -237,7 +247,7 @@ mod x86 {
     /// Twelve independent accumulator chains `acc_i = op(acc_i)`, `iters` times.
     /// Every op reads its accumulator, so nothing can be hoisted or merged.
     macro_rules! twelve_chains {
-        ($zero:expr, $iters:expr, $reduce:expr, |$acc:ident| $op:expr) => {{
+        ($zero:expr, $iters:expr, $reduce:expr, $acc:ident => $op:expr) => {{
             let mut accs = [$zero; 12];
             for _ in 0..$iters {
                 // Unrolled by the compiler: 12 independent ops per iteration.
@@ -261,7 +271,7 @@ mod x86 {
             _mm512_setzero_si512(),
             iters,
             |v: __m512i| _mm512_reduce_add_epi32(v) as i64,
-            |acc| { _mm512_dpbusd_epi32(*acc, a, b) }
+            acc => _mm512_dpbusd_epi32(*acc, a, b)
         )
     }
 
@@ -275,7 +285,7 @@ mod x86 {
             _mm256_setzero_si256(),
             iters,
             |v: __m256i| _mm256_extract_epi32::<0>(v) as i64,
-            |acc| { _mm256_dpbusd_avx_epi32(*acc, a, b) }
+            acc => _mm256_dpbusd_avx_epi32(*acc, a, b)
         )
     }
 
@@ -294,7 +304,7 @@ mod x86 {
             init,
             iters,
             |v: __m256i| _mm256_extract_epi32::<0>(v) as i64,
-            |acc| { _mm256_add_epi32(*acc, _mm256_madd_epi16(*acc, b)) }
+            acc => _mm256_add_epi32(*acc, _mm256_madd_epi16(*acc, b))
         )
     }
 
