@@ -338,7 +338,7 @@ fn epilogues_match_apply_on_special_values() {
         3.0e-3,
     ];
     let mut rng = Rng::new(99);
-    let mut pick = |rng: &mut Rng| {
+    let pick = |rng: &mut Rng| {
         if rng.coin() {
             SPECIAL[rng.below(SPECIAL.len())]
         } else {
