@@ -229,6 +229,15 @@ impl Output for DynamicOut<'_> {
     });
 }
 
+/// A one-row result in an `R`-row array (the GEMV path's result for `R = 1`).
+#[inline(always)]
+fn widen<const R: usize>(one: [[__m512i; VECS]; 1]) -> [[__m512i; VECS]; R] {
+    // SAFETY: an all-zero bit pattern is a valid __m512i.
+    let mut acc = [[unsafe { core::mem::zeroed::<__m512i>() }; VECS]; R];
+    acc[0] = one[0];
+    acc
+}
+
 /// Store masks for the first `nc` of `NR` columns.
 #[inline]
 fn column_masks(nc: usize) -> [__mmask16; VECS] {
@@ -241,17 +250,20 @@ fn column_masks(nc: usize) -> [__mmask16; VECS] {
 }
 
 avx512vnni_isa!(target_fn! {
-/// The register tile: `R` rows x 32 columns over the whole of K.
+/// The register tile: `R` rows x 32 columns over the whole of K. With `PREFETCH`, the
+/// panel at `next_panel` is prefetched towards L2 (two cache lines per k-group).
 ///
 /// # Safety
 /// AVX-512 VNNI enabled; rows `a + r * a_stride` hold `k` readable bytes for `r < R`;
-/// `panel` points at a full packed panel for this `k`.
+/// `panel` points at a full packed panel for this `k` (and `next_panel` too when
+/// `PREFETCH`; prefetches never fault, but the address must be computable).
 #[inline]
-unsafe fn accumulate<const R: usize>(
+unsafe fn accumulate<const R: usize, const PREFETCH: bool>(
     a: *const u8,
     a_stride: usize,
     k: usize,
     panel: *const u8,
+    next_panel: *const u8,
 ) -> [[__m512i; VECS]; R] {
     // SAFETY: all reads stay inside the rows (first `k` bytes) and the panel.
     unsafe {
@@ -259,6 +271,11 @@ unsafe fn accumulate<const R: usize>(
         let groups = k / KR;
         let mut b = panel;
         for g in 0..groups {
+            if PREFETCH {
+                let p = next_panel.add(g * K_GROUP_BYTES);
+                _mm_prefetch::<_MM_HINT_T1>(p.cast());
+                _mm_prefetch::<_MM_HINT_T1>(p.add(64).cast());
+            }
             let w0 = _mm512_loadu_si512(b.cast());
             let w1 = _mm512_loadu_si512(b.add(64).cast());
             for (r, acc) in acc.iter_mut().enumerate() {
@@ -290,7 +307,12 @@ avx512vnni_isa!(target_fn! {
 /// # Safety
 /// As for [`accumulate`] with `R = 1`.
 #[inline]
-unsafe fn accumulate_row(a: *const u8, k: usize, panel: *const u8) -> [[__m512i; VECS]; 1] {
+unsafe fn accumulate_row<const PREFETCH: bool>(
+    a: *const u8,
+    k: usize,
+    panel: *const u8,
+    next_panel: *const u8,
+) -> [[__m512i; VECS]; 1] {
     const UNROLL: usize = 4;
     // SAFETY: reads stay inside the row's `k` bytes and the panel.
     unsafe {
@@ -299,6 +321,12 @@ unsafe fn accumulate_row(a: *const u8, k: usize, panel: *const u8) -> [[__m512i;
         let mut b = panel;
         let mut g = 0;
         while g + UNROLL <= groups {
+            if PREFETCH {
+                let p = next_panel.add(g * K_GROUP_BYTES);
+                for line in 0..UNROLL * K_GROUP_BYTES / 64 {
+                    _mm_prefetch::<_MM_HINT_T1>(p.add(64 * line).cast());
+                }
+            }
             for (u, acc) in acc.iter_mut().enumerate() {
                 let x = _mm512_set1_epi32(a.add((g + u) * KR).cast::<i32>().read_unaligned());
                 let wb = b.add(u * K_GROUP_BYTES);
@@ -346,13 +374,11 @@ unsafe fn run_tile<const R: usize, O: Output>(args: &GemmArgs<O::T>, o: &O, t: T
         let a = args.a.add(t.row * args.a_stride);
         let panel_bytes = args.k.div_ceil(KR) * KR * NR;
         let panel = args.packed.add(t.panel * panel_bytes);
-        let acc = if R == 1 {
-            let one = accumulate_row(a, args.k, panel);
-            let mut acc = [[_mm512_setzero_si512(); VECS]; R];
-            acc[0] = one[0];
-            acc
-        } else {
-            accumulate::<R>(a, args.a_stride, args.k, panel)
+        let acc = match (R, t.prefetch_panel) {
+            (1, None) => widen::<R>(accumulate_row::<false>(a, args.k, panel, panel)),
+            (1, Some(p)) => widen::<R>(accumulate_row::<true>(a, args.k, panel, args.packed.add(p * panel_bytes))),
+            (_, None) => accumulate::<R, false>(a, args.a_stride, args.k, panel, panel),
+            (_, Some(p)) => accumulate::<R, true>(a, args.a_stride, args.k, panel, args.packed.add(p * panel_bytes)),
         };
         let masks = column_masks(t.nc);
         for (r, acc) in acc.into_iter().enumerate() {

@@ -4,7 +4,8 @@
 //! for each block of MC rows of A          (MC * K bytes of A kept in L2, <= A_BLOCK_BYTES)
 //!   for each panel of NR columns          (the panel streams from L2/L3 once per block)
 //!     for each tile of MR rows in the block
-//!       tile(rows, panel)                 (full K in registers, then the epilogue)
+//!       tile(rows, panel)                 (full K in registers, then the epilogue;
+//!                                         the first tile also prefetches the next panel)
 //! ```
 //!
 //! Full K per tile: no partial sums ever leave registers, so the epilogue runs once per
@@ -13,7 +14,7 @@
 //! by each tile of the block.
 
 /// Activation bytes kept hot per row block.
-pub(crate) const A_BLOCK_BYTES: usize = 192 * 1024;
+pub(crate) const A_BLOCK_BYTES: usize = 384 * 1024;
 
 /// One register tile's work: rows `[row, row + rows)`, columns `[n0, n0 + nc)`, reading
 /// packed panel `panel` (an index).
@@ -24,6 +25,10 @@ pub(crate) struct Tile {
     pub n0: usize,
     pub nc: usize,
     pub panel: usize,
+    /// Set on the first tile of each panel in a row block when another panel follows:
+    /// that tile prefetches the next panel towards L2 while it computes, so the next
+    /// panel's first tile does not wait on L3 / DRAM.
+    pub prefetch_panel: Option<usize>,
 }
 
 /// Every tile of rows `[0, m)` x columns `[n_begin, n_end)`, in the order above.
@@ -89,12 +94,15 @@ impl Iterator for Tiles {
                 continue;
             }
             let rows = self.mr.min(m1 - self.row);
+            let panel = self.n0 / self.nr;
             let tile = Tile {
                 row: self.row,
                 rows,
                 n0: self.n0,
                 nc: self.nr.min(self.n_end - self.n0),
-                panel: self.n0 / self.nr,
+                panel,
+                prefetch_panel: (self.row == self.m0 && self.n0 + self.nr < self.n_end)
+                    .then_some(panel + 1),
             };
             self.row += rows;
             return Some(tile);
