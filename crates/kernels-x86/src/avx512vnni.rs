@@ -270,16 +270,41 @@ unsafe fn accumulate<const R: usize, const PREFETCH: bool>(
         let mut acc = [[_mm512_setzero_si512(); VECS]; R];
         let groups = k / KR;
         let mut b = panel;
-        for g in 0..groups {
+        let rows: [*const u8; R] = core::array::from_fn(|r| a.add(r * a_stride));
+        // Two k-groups per iteration: address arithmetic and loop control amortized over
+        // 2 * R * VECS `vpdpbusd`.
+        let mut g = 0;
+        while g + 2 <= groups {
             if PREFETCH {
                 let p = next_panel.add(g * K_GROUP_BYTES);
-                _mm_prefetch::<_MM_HINT_T1>(p.cast());
-                _mm_prefetch::<_MM_HINT_T1>(p.add(64).cast());
+                for line in 0..2 * K_GROUP_BYTES / 64 {
+                    _mm_prefetch::<_MM_HINT_T1>(p.add(64 * line).cast());
+                }
             }
+            let w = [
+                _mm512_loadu_si512(b.cast()),
+                _mm512_loadu_si512(b.add(64).cast()),
+                _mm512_loadu_si512(b.add(128).cast()),
+                _mm512_loadu_si512(b.add(192).cast()),
+            ];
+            for (row, acc) in rows.iter().zip(acc.iter_mut()) {
+                let x = _mm512_set1_epi32(row.add(g * KR).cast::<i32>().read_unaligned());
+                acc[0] = _mm512_dpbusd_epi32(acc[0], x, w[0]);
+                acc[1] = _mm512_dpbusd_epi32(acc[1], x, w[1]);
+            }
+            for (row, acc) in rows.iter().zip(acc.iter_mut()) {
+                let x = _mm512_set1_epi32(row.add(g * KR + KR).cast::<i32>().read_unaligned());
+                acc[0] = _mm512_dpbusd_epi32(acc[0], x, w[2]);
+                acc[1] = _mm512_dpbusd_epi32(acc[1], x, w[3]);
+            }
+            b = b.add(2 * K_GROUP_BYTES);
+            g += 2;
+        }
+        if g < groups {
             let w0 = _mm512_loadu_si512(b.cast());
             let w1 = _mm512_loadu_si512(b.add(64).cast());
-            for (r, acc) in acc.iter_mut().enumerate() {
-                let x = _mm512_set1_epi32(a.add(r * a_stride + g * KR).cast::<i32>().read_unaligned());
+            for (row, acc) in rows.iter().zip(acc.iter_mut()) {
+                let x = _mm512_set1_epi32(row.add(g * KR).cast::<i32>().read_unaligned());
                 acc[0] = _mm512_dpbusd_epi32(acc[0], x, w0);
                 acc[1] = _mm512_dpbusd_epi32(acc[1], x, w1);
             }
