@@ -113,8 +113,9 @@ fn timed_parallel<F: Fn(usize) + Sync>(threads: usize, work: F) -> f64 {
     (last - first).as_secs_f64()
 }
 
-/// Measures the peak MAC rate of `backend`'s instruction mix (best of a few repeats of
-/// about `seconds / 4` each), or `None` when it has no probe.
+/// Measures the peak MAC rate of `backend`'s instruction mix (best of 8 repeats of about
+/// `seconds / 8` each: short repeats catch the quiet moments of a shared machine), or
+/// `None` when it has no probe.
 pub fn peak(backend: Backend, threads: usize, seconds: f64) -> Option<PeakProbe> {
     let (instruction, macs_per_instr, run) = peak_loop(backend)?;
     let threads = threads.max(1);
@@ -125,13 +126,13 @@ pub fn peak(backend: Backend, threads: usize, seconds: f64) -> Option<PeakProbe>
         black_box(run(iters));
         let dt = t.elapsed().as_secs_f64();
         if dt > 2e-3 {
-            iters = ((iters as f64) * (seconds / 4.0) / dt).max(1.0) as u64;
+            iters = ((iters as f64) * (seconds / 8.0) / dt).max(1.0) as u64;
             break;
         }
         iters *= 8;
     }
     let mut best = 0f64;
-    for _ in 0..4 {
+    for _ in 0..8 {
         let dt = timed_parallel(threads, |_| {
             black_box(run(black_box(iters)));
         });
