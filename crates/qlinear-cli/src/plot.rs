@@ -67,7 +67,9 @@ pub fn write_svg(path: &Path, report: &Report) -> Result<(), String> {
     let (y0, y1) = (lo * 0.5, hi * 2.0);
     let xmax = shapes.len() as f64 - 0.5;
 
-    let root = SVGBackend::new(path, (1200, 650)).into_drawing_area();
+    // About 110 px per shape label, so the suites' 15-16 shapes stay legible.
+    let width = (150 + 110 * shapes.len() as u32).max(1000);
+    let root = SVGBackend::new(path, (width, 650)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
     let title = format!(
         "qlinear bench: GMAC/s, {} thread(s), {}",
@@ -93,6 +95,7 @@ pub fn write_svg(path: &Path, report: &Report) -> Result<(), String> {
         .configure_mesh()
         .x_labels(shapes.len() + 1)
         .x_label_formatter(&label)
+        .x_label_style(("sans-serif", 11))
         .x_desc("M x K x N")
         .y_desc("GMAC/s (log)")
         .draw()
