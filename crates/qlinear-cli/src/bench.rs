@@ -533,6 +533,21 @@ fn opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
     v.map_or_else(|| "-".to_string(), f)
 }
 
+/// Milliseconds with about four significant digits.
+fn ms(seconds: f64) -> String {
+    let v = seconds * 1e3;
+    let decimals = if v >= 100.0 {
+        1
+    } else if v >= 1.0 {
+        3
+    } else if v >= 0.01 {
+        4
+    } else {
+        6
+    };
+    format!("{v:.decimals$}")
+}
+
 /// The results table printed on stdout.
 pub(crate) fn results_table(results: &[BenchResult]) -> String {
     let header = [
@@ -561,7 +576,7 @@ pub(crate) fn results_table(results: &[BenchResult]) -> String {
                 r.k.to_string(),
                 r.n.to_string(),
                 r.threads.to_string(),
-                format!("{:.4}", r.median_s * 1e3),
+                ms(r.median_s),
                 format!("{:.2}", r.gmacs),
                 opt(r.peak_fraction, |f| format!("{:.1}%", f * 100.0)),
                 match (r.weight_gbps, r.stream_gbps) {
@@ -932,6 +947,9 @@ mod tests {
     fn medians() {
         assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert_eq!(ms(0.5), "500.0");
+        assert_eq!(ms(1.2345e-3), "1.234");
+        assert_eq!(ms(8.0e-7), "0.000800");
     }
 
     #[test]
