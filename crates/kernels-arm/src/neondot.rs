@@ -96,6 +96,9 @@ pub const DESC: KernelDesc = KernelDesc {
     is_supported,
     gemm_u8,
     gemm_f32,
+    // NEON is baseline on aarch64: the portable loops already vectorize with it.
+    min_max: qlinear_reference::activation::min_max_finite_portable,
+    quantize: qlinear_reference::activation::quantize_rows_portable,
 };
 
 /// The kernel body behind both entry points.

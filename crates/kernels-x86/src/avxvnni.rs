@@ -30,6 +30,7 @@
 
 use core::arch::x86_64::*;
 
+use qlinear_reference::{MatRef, Result};
 use qlinear_reference::contract::{
     DynamicEpilogue, GemmArgs, KernelDesc, PackedLayout, StaticEpilogue,
 };
@@ -58,11 +59,33 @@ pub static KERNEL: KernelDesc = KernelDesc {
     is_supported,
     gemm_u8,
     gemm_f32,
+    min_max,
+    quantize,
 };
 
 fn is_supported() -> bool {
     avxvnni_isa!(detect! {})
 }
+
+avxvnni_isa!(target_fn! {
+    /// The dynamic input's range check, vectorized for this ISA.
+    ///
+    /// # Safety
+    /// The CPU supports this kernel's ISA.
+    unsafe fn min_max(x: &MatRef<'_, f32>) -> Result<(f32, f32)> {
+        qlinear_reference::activation::min_max_finite(x)
+    }
+});
+
+avxvnni_isa!(target_fn! {
+    /// The dynamic input's quantization, vectorized for this ISA.
+    ///
+    /// # Safety
+    /// The CPU supports this kernel's ISA.
+    unsafe fn quantize(x: &MatRef<'_, f32>, scale: f32, zp: i32, out: &mut [u8]) -> Vec<i32> {
+        qlinear_reference::activation::quantize_rows(x, scale, zp, out)
+    }
+});
 
 avxvnni_isa!(target_fn! {
     /// Static entry point (see [`qlinear_reference::contract::GemmU8Fn`]).

@@ -27,7 +27,6 @@ pub mod conformance;
 mod driver;
 mod linear;
 mod packed;
-mod quant;
 
 pub use backend::{
     available_backends, compiled_kernels, cpu_info, resolve, Backend, CpuInfo, Engine, BACKEND_ENV,

@@ -13,8 +13,8 @@ use qlinear_reference::{
 };
 
 use crate::backend::{Backend, Engine};
+use crate::driver;
 use crate::packed::{PackedWeights, QuantizedWeight};
-use crate::{driver, quant};
 
 fn check_bias(bias: Option<&[f32]>, n: usize) -> Result<()> {
     if let Some(b) = bias {
@@ -394,6 +394,11 @@ impl Linear {
     }
 }
 
+thread_local! {
+    /// Per-thread scratch for a dynamic call's quantized activations.
+    static QUANTIZED: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
 /// Builder of a [`DynamicLinear`].
 pub struct DynamicLinearBuilder {
     weight: WeightSource,
@@ -514,32 +519,43 @@ impl DynamicLinear {
             return Ok(());
         };
         let rr = self.reduce_range && self.common.profile == Profile::Fbgemm;
-        let (lo, hi) = quant::min_max_finite(&input)?;
+        // SAFETY: the kernel was resolved for this CPU, so its ISA is available.
+        let (lo, hi) = unsafe { (desc.min_max)(&input)? };
         let qp = qlinear_reference::quantize::dynamic_qparams_from_min_max(lo, hi, rr);
         let m = input.rows();
-        let mut q = vec![0u8; m * p.k];
-        quant::quantize_rows(&input, qp.scale, qp.zero_point, &mut q);
-        let qa = MatRef::dense(&q, m, p.k)?;
-        let row_sums = row_sums_if_needed(&qa, &p.qparams);
-        let epi = DynamicEpilogue::new(
-            self.common.profile,
-            qp.scale,
-            qp.zero_point,
-            &p.qparams,
-            &p.col_sums[..p.n],
-            p.k,
-            self.common.bias.as_deref(),
-            self.common.relu,
-            p.col_sums.len(),
-        );
-        let args = gemm_args(p, &qa, &row_sums, &mut output);
-        let gemm = desc.gemm_f32;
-        driver::run(desc, args, threads, &|chunk: &GemmArgs<f32>| {
-            // SAFETY: as in `Linear::forward_with_threads`: supported kernel, `q` is a
-            // dense m x k buffer, `output` was validated as m x n with its stride, the
-            // packing and epilogue match this kernel, chunks are disjoint.
-            unsafe { gemm(chunk, &epi) }
-        });
+        QUANTIZED.with(|cell| -> Result<()> {
+            // Reuse this thread's buffer: a fresh allocation per call costs page faults
+            // comparable to the quantization itself.
+            let mut q = cell.take();
+            q.resize(m * p.k, 0);
+            // SAFETY: as above; `q` holds m * k bytes.
+            let mut row_sums = unsafe { (desc.quantize)(&input, qp.scale, qp.zero_point, &mut q) };
+            if p.qparams.all_zero_points_zero() {
+                row_sums.clear();
+            }
+            let qa = MatRef::dense(&q, m, p.k)?;
+            let epi = DynamicEpilogue::new(
+                self.common.profile,
+                qp.scale,
+                qp.zero_point,
+                &p.qparams,
+                &p.col_sums[..p.n],
+                p.k,
+                self.common.bias.as_deref(),
+                self.common.relu,
+                p.col_sums.len(),
+            );
+            let args = gemm_args(p, &qa, &row_sums, &mut output);
+            let gemm = desc.gemm_f32;
+            driver::run(desc, args, threads, &|chunk: &GemmArgs<f32>| {
+                // SAFETY: as in `Linear::forward_with_threads`: supported kernel, `q` is a
+                // dense m x k buffer, `output` was validated as m x n with its stride, the
+                // packing and epilogue match this kernel, chunks are disjoint.
+                unsafe { gemm(chunk, &epi) }
+            });
+            cell.replace(q);
+            Ok(())
+        })?;
         Ok(())
     }
 

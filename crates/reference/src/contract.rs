@@ -53,7 +53,8 @@
 //! every output element is a function of its own row and column only, any split gives
 //! identical bits.
 
-use crate::params::{ActQParams, Profile, WeightQParams};
+use crate::params::{ActQParams, Profile, Result, WeightQParams};
+use crate::MatRef;
 use crate::{cvt, relu_f32};
 
 /// How a kernel family lays out the packed weight.
@@ -162,6 +163,21 @@ pub type GemmU8Fn = unsafe fn(args: &GemmArgs<u8>, epi: &StaticEpilogue);
 /// As for [`GemmU8Fn`].
 pub type GemmF32Fn = unsafe fn(args: &GemmArgs<f32>, epi: &DynamicEpilogue);
 
+/// Finiteness check and `(min(x, 0), max(x, 0))` of a dynamic input
+/// ([`crate::activation::min_max_finite`]).
+///
+/// # Safety
+/// The CPU supports the kernel's ISA.
+pub type MinMaxFn = unsafe fn(x: &MatRef<'_, f32>) -> Result<(f32, f32)>;
+
+/// Quantizes a dynamic input to dense u8 rows and returns the row sums
+/// ([`crate::activation::quantize_rows`]); `out` holds `rows * cols` bytes.
+///
+/// # Safety
+/// The CPU supports the kernel's ISA.
+pub type QuantizeFn =
+    unsafe fn(x: &MatRef<'_, f32>, scale: f32, zp: i32, out: &mut [u8]) -> Vec<i32>;
+
 /// One optimized kernel: the only interface between the API and a kernel file.
 #[derive(Debug, Clone, Copy)]
 pub struct KernelDesc {
@@ -179,6 +195,10 @@ pub struct KernelDesc {
     pub gemm_u8: GemmU8Fn,
     /// Dynamic f32 entry.
     pub gemm_f32: GemmF32Fn,
+    /// The dynamic input's range check, built for this kernel's ISA.
+    pub min_max: MinMaxFn,
+    /// The dynamic input's quantization, built for this kernel's ISA.
+    pub quantize: QuantizeFn,
 }
 
 fn padded<T: Copy>(mut v: Vec<T>, n_pad: usize, fill: T) -> Vec<T> {

@@ -28,6 +28,7 @@
 #![forbid(unsafe_code)]
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod activation;
 pub mod contract;
 pub mod linear;
 pub mod matrix;

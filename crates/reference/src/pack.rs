@@ -31,7 +31,9 @@ fn pack_groups<const KR: usize>(w: &[i8], n: usize, k: usize, nr: usize, out: &m
     for (p, panel_out) in out.chunks_exact_mut(panel.max(1)).enumerate() {
         let first = p * nr;
         let cols = nr.min(n.saturating_sub(first));
-        let rows: Vec<&[i8]> = (first..first + cols).map(|c| &w[c * k..(c + 1) * k]).collect();
+        let rows: Vec<&[i8]> = (first..first + cols)
+            .map(|c| &w[c * k..(c + 1) * k])
+            .collect();
         for (g, dst) in panel_out
             .chunks_exact_mut(group_bytes)
             .enumerate()
