@@ -20,14 +20,16 @@ const CANARY_F32: u32 = 0x7FC0_DEAD;
 const GUARD: usize = 64;
 
 /// Whether the kernel can run here; a skip becomes a failure when its backend is listed
-/// in `QLINEAR_REQUIRE`.
+/// in `QLINEAR_REQUIRE` (comma-separated backend names, or `all`).
 fn available(d: &KernelDesc) -> bool {
     if (d.is_supported)() {
         return true;
     }
     let required = std::env::var("QLINEAR_REQUIRE").unwrap_or_default();
     assert!(
-        !required.split(',').any(|b| b.trim() == d.backend),
+        !required
+            .split(',')
+            .any(|b| b.trim() == d.backend || b.trim() == "all"),
         "{} is required by QLINEAR_REQUIRE but this CPU lacks it",
         d.name
     );
