@@ -801,6 +801,25 @@ fn run_inner(args: &BenchArgs) -> Result<bool, String> {
     }
     fill_speedups(&mut results);
 
+    // Peaks again: on a shared machine a probe can land in a busy moment; the peak of a
+    // run is the best of its start and end probes, and fractions use that.
+    for &b in &backends {
+        if let Some(p) = probe::peak(b, threads, probe_s) {
+            let entry = probes.peak.entry(b.name().to_string()).or_insert(p.clone());
+            if p.gmacs > entry.gmacs {
+                eprintln!(
+                    "probe: peak {} again at the end: {:.1} GMAC/s (was {:.1}): using it",
+                    b, p.gmacs, entry.gmacs
+                );
+                entry.gmacs = p.gmacs;
+            }
+        }
+    }
+    for r in results.iter_mut() {
+        r.peak_gmacs = probes.peak.get(&r.backend).map(|p| p.gmacs);
+        r.peak_fraction = r.peak_gmacs.map(|p| r.gmacs / p);
+    }
+
     // Packing.
     let mut pack = Vec::new();
     if args.pack {

@@ -1,4 +1,5 @@
-//! Machine-limit probes of `qlinear bench`, measured once at the start of a run.
+//! Machine-limit probes of `qlinear bench`, measured at the start of a run (the peaks
+//! once more at the end, keeping the better figure: shared machines are noisy).
 //!
 //! * Peak MAC rate of each backend's core instruction (its "instruction mix"), with
 //!   enough independent accumulators to be throughput- rather than latency-bound:
