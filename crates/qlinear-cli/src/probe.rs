@@ -114,31 +114,36 @@ fn timed_parallel<F: Fn(usize) + Sync>(threads: usize, work: F) -> f64 {
     (last - first).as_secs_f64()
 }
 
-/// Measures the peak MAC rate of `backend`'s instruction mix (best of 8 repeats of about
-/// `seconds / 8` each: short repeats catch the quiet moments of a shared machine), or
-/// `None` when it has no probe.
+/// Measures the peak MAC rate of `backend`'s instruction mix, or `None` when it has no
+/// probe: the best of many short runs (~2 ms each) until about `seconds` are spent.
+/// Short runs, like the short forward calls they are compared with, usually run
+/// without being preempted on a busy shared machine; long ones rarely do.
 pub fn peak(backend: Backend, threads: usize, seconds: f64) -> Option<PeakProbe> {
     let (instruction, macs_per_instr, run) = peak_loop(backend)?;
     let threads = threads.max(1);
-    // Calibrate: iterations per second of one thread.
-    let mut iters = 1_000u64;
+    // Calibrate: iterations for about 2 ms of one thread.
+    let mut iters = 256u64;
     loop {
         let t = Instant::now();
         black_box(run(iters));
         let dt = t.elapsed().as_secs_f64();
-        if dt > 2e-3 {
-            iters = ((iters as f64) * (seconds / 8.0) / dt).max(1.0) as u64;
+        if dt > 5e-4 {
+            iters = ((iters as f64) * 2e-3 / dt).max(1.0) as u64;
             break;
         }
-        iters *= 8;
+        iters *= 4;
     }
     let mut best = 0f64;
-    for _ in 0..8 {
+    let mut spent = 0.0;
+    let mut reps = 0;
+    while reps < 8 || (spent < seconds && reps < 100_000) {
         let dt = timed_parallel(threads, |_| {
             black_box(run(black_box(iters)));
         });
         let macs = run_macs(macs_per_instr, iters) * threads as f64;
         best = best.max(macs / dt / 1e9);
+        spent += dt;
+        reps += 1;
     }
     Some(PeakProbe {
         backend: backend.name(),
