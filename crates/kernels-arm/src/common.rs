@@ -5,10 +5,12 @@
 //! accumulators `acc[n] = sum_k a[k] * w[n,k]` in four `int32x4_t` ([`Acc`]). From there
 //! the work is identical, so it lives here once:
 //!
-//! * [`drive`] walks the column panels of `[n_begin, n_end)` (outer) and the rows of
-//!   `[0, m)` in tiles of at most `MR` (inner), hands each tile to the kernel's closure and
-//!   each finished row to the epilogue. The first tile of every panel is flagged so a
-//!   kernel can compute per-panel data (the dotprod kernel's column sums) on the way.
+//! * [`drive`] walks row blocks of about [`ACT_BLOCK_BYTES`] of activations (outer, so a
+//!   block stays in L2 while the weight panels stream past it once), the column panels
+//!   of `[n_begin, n_end)` (middle) and row tiles of at most `MR` (inner), hands each tile
+//!   to the kernel's [`Tile`] and each finished row to the epilogue. The first tile of
+//!   every panel in a block is flagged so a kernel can compute per-panel data (the
+//!   dotprod kernel's column sums) on the way.
 //! * [`Epilogue`] is implemented for [`StaticEpilogue`] (u8 out) and [`DynamicEpilogue`]
 //!   (f32 out) with NEON code that reproduces their scalar `apply` bit for bit:
 //!
@@ -193,8 +195,24 @@ pub(crate) trait Tile {
     );
 }
 
-/// The loop nest shared by all kernels: panels of [`NR`] columns outer, row tiles of at
-/// most `mr` rows inner, one epilogue call per finished row.
+/// Activation bytes one row block may span (rows x K): small enough to stay in a typical
+/// aarch64 L2 (256 KiB - 1 MiB per core) next to the weight panel being streamed.
+pub(crate) const ACT_BLOCK_BYTES: usize = 192 * 1024;
+
+/// Rows per row block for in_features `k`: a multiple of `mr`, at least `mr`.
+#[inline(always)]
+pub(crate) fn block_rows(k: usize, mr: usize) -> usize {
+    (ACT_BLOCK_BYTES / k.max(1) / mr).max(1) * mr
+}
+
+/// The loop nest shared by all kernels:
+///
+/// ```text
+/// for each row block (block_rows(k) rows, ~ACT_BLOCK_BYTES of activations: stays in L2)
+///   for each panel of NR columns in [n_begin, n_end)       (weights stream once per block)
+///     for each row tile of <= mr rows in the block          (first tile flagged)
+///       kernel.tile -> 16 exact i32 per row -> epilogue -> output row
+/// ```
 ///
 /// # Safety
 /// `args` and `epi` satisfy the contract of [`qlinear_reference::contract::GemmU8Fn`] for a
@@ -209,37 +227,44 @@ pub(crate) unsafe fn drive<E: Epilogue, K: Tile>(
 ) {
     debug_assert!(mr <= 4 && args.n_begin / NR * NR == args.n_begin);
     let (m, n_end) = (args.m, args.n_end);
-    let mut n0 = args.n_begin;
-    while n0 < n_end {
-        let nc = NR.min(n_end - n0);
-        let mut i = 0;
-        while i < m {
-            let rows = mr.min(m - i);
-            let mut acc = [zero_acc(); 4];
-            // SAFETY: panel n0 / NR exists (the packing holds at least n_end > n0 columns);
-            // rows i .. i + rows < m are valid rows of `a`; the ISA is the caller's.
-            unsafe {
-                let panel = args.packed.add((n0 / NR) * panel_bytes);
-                let a_rows = args.a.add(i * args.a_stride);
-                kernel.tile(a_rows, rows, panel, i == 0, &mut acc);
-            }
-            for (r, acc_r) in acc.iter().enumerate().take(rows) {
-                // SAFETY: row i + r < m: `row_sums` (when non-null) has m entries and the
-                // output row is valid for columns [n_begin, n_end) ⊇ [n0, n0 + nc); the
-                // epilogue arrays are padded to whole panels, so n0 + 16 entries exist.
+    let mb = block_rows(args.k, mr);
+    let mut i0 = 0;
+    while i0 < m {
+        let i1 = m.min(i0 + mb);
+        let mut n0 = args.n_begin;
+        while n0 < n_end {
+            let nc = NR.min(n_end - n0);
+            let mut i = i0;
+            while i < i1 {
+                let rows = mr.min(i1 - i);
+                let mut acc = [zero_acc(); 4];
+                // SAFETY: panel n0 / NR exists (the packing holds at least n_end > n0
+                // columns); rows i .. i + rows <= m are valid rows of `a`; the ISA is the
+                // caller's.
                 unsafe {
-                    let row_sum = if args.row_sums.is_null() {
-                        0
-                    } else {
-                        *args.row_sums.add(i + r)
-                    };
-                    let out_row = args.out.add((i + r) * args.out_stride);
-                    epi.store_row(acc_r, row_sum, n0, nc, out_row);
+                    let panel = args.packed.add((n0 / NR) * panel_bytes);
+                    let a_rows = args.a.add(i * args.a_stride);
+                    kernel.tile(a_rows, rows, panel, i == i0, &mut acc);
                 }
+                for (r, acc_r) in acc.iter().enumerate().take(rows) {
+                    // SAFETY: row i + r < m: `row_sums` (when non-null) has m entries and
+                    // the output row is valid for columns [n_begin, n_end) ⊇ [n0, n0 + nc);
+                    // the epilogue arrays are padded to whole panels (n0 + 16 entries).
+                    unsafe {
+                        let row_sum = if args.row_sums.is_null() {
+                            0
+                        } else {
+                            *args.row_sums.add(i + r)
+                        };
+                        let out_row = args.out.add((i + r) * args.out_stride);
+                        epi.store_row(acc_r, row_sum, n0, nc, out_row);
+                    }
+                }
+                i += rows;
             }
-            i += rows;
+            n0 += NR;
         }
-        n0 += NR;
+        i0 = i1;
     }
 }
 

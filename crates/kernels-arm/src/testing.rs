@@ -289,7 +289,16 @@ pub(crate) fn splits(d: &KernelDesc) {
         return;
     }
     let mut rng = Rng::new(4);
-    for &(m, k, n) in &[(11, 45, 53), (7, 300, 70), (2, 9, 33), (13, 64, 16)] {
+    // (13, 20_000, 20): rows blocks of 8 (ACT_BLOCK_BYTES / K), so a 4-row and a 1-row
+    // tile in the second block.
+    assert_eq!(crate::common::block_rows(20_000, 4), 8);
+    for &(m, k, n) in &[
+        (11, 45, 53),
+        (7, 300, 70),
+        (2, 9, 33),
+        (13, 64, 16),
+        (13, 20_000, 20),
+    ] {
         for split in [
             Split { row: 1, panel: 1 },
             Split { row: 5, panel: 2 },
