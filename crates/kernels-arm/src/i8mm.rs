@@ -145,6 +145,7 @@ unsafe fn tile<const R: usize>(a: *const u8, lda: usize, k: usize, w: *const u8,
     // then a partial copy of the k - kk remaining bytes); weight loads read k-groups below
     // round_up(k, 8) / 8; i8mm is the caller's guarantee.
     unsafe {
+        // Rows past R (the odd row's partner) are zeros; `len < 16` is the K tail.
         let load = |r: usize, kk: usize, len: usize| -> uint8x16_t {
             if r >= R {
                 vdupq_n_u8(0)
@@ -154,9 +155,8 @@ unsafe fn tile<const R: usize>(a: *const u8, lda: usize, k: usize, w: *const u8,
                 load_partial_u8x16(a.add(r * lda + kk), len)
             }
         };
-        let mut kk = 0;
-        while kk < k {
-            let len = 16.min(k - kk);
+        // Two k-groups from 16 bytes of each row of every row pair.
+        let pair_up = |kk: usize, len: usize| {
             let mut lo = [vdupq_n_u8(0); PAIRS];
             let mut hi = [vdupq_n_u8(0); PAIRS];
             for p in 0..pairs {
@@ -165,12 +165,26 @@ unsafe fn tile<const R: usize>(a: *const u8, lda: usize, k: usize, w: *const u8,
                 lo[p] = vreinterpretq_u8_u64(vtrn1q_u64(r0, r1));
                 hi[p] = vreinterpretq_u8_u64(vtrn2q_u64(r0, r1));
             }
+            (lo, hi)
+        };
+        let mut kk = 0;
+        // Main loop: whole 16-byte row slices, plain loads only.
+        while kk + 16 <= k {
+            let (lo, hi) = pair_up(kk, 16);
+            let wg = w.add(kk * NR);
+            group(&mut c, pairs, wg, &lo);
+            group(&mut c, pairs, wg.add(NR * KR), &hi);
+            kk += 16;
+        }
+        // K tail (1..=15 bytes): partial loads; the second k-group only if K reaches it.
+        if kk < k {
+            let len = k - kk;
+            let (lo, hi) = pair_up(kk, len);
             let wg = w.add(kk * NR);
             group(&mut c, pairs, wg, &lo);
             if len > KR {
                 group(&mut c, pairs, wg.add(NR * KR), &hi);
             }
-            kk += 16;
         }
         // Un-interleave: row 2p = low halves, row 2p + 1 = high halves of column pairs.
         for p in 0..pairs {
