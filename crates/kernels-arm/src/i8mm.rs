@@ -48,7 +48,9 @@
 //! 2 x 2 x 8 `*mmla` block with more rows per tile (8 rows: 4 row pairs), which trades
 //! weight loads for activation interleaving done at pack time; this crate packs only the
 //! weight, so activations are interleaved in registers (`trn1`/`trn2`, 1 per 8 MAC
-//! instructions). With M = 1 the same code is the GEMV tile (row pair = row + zeros):
+//! instructions). Release disassembly (rustc 1.95, opt-level 3), 2 k-groups per
+//! iteration: 32 `usmmla`, 8 `ldp q` (weights), 4 `ldr q` + 4 `zip1`/`zip2` (activations),
+//! 5 scalar = 53 instructions, no spills. With M = 1 the same code is the GEMV tile (row pair = row + zeros):
 //! 8 `usmmla` per 128 weight bytes, one 16-byte weight load per instruction, the same
 //! weight throughput as a `usdot` GEMV.
 //!

@@ -36,6 +36,9 @@
 //! Per 8 k: 128 MAC instructions, 12 loads (8 weight + 4 activation, 160 bytes), 20
 //! widenings: 0.8 MAC instructions per byte loaded, one load per ~10.7 MAC instructions,
 //! 4 i32 MACs per instruction, 3.2 MACs per byte (the 4 x 16 tile's `4*16/(4+16)`).
+//! Release disassembly (rustc 1.95, opt-level 3) of the 4-row loop, 8 k per iteration:
+//! 128 `smlal`/`smlal2`, 8 + 8 `sxtl`/`sxtl2`, 4 `ldp q` + 4 `ldr d`, 4 `uxtl`, 5 scalar:
+//! 161 instructions, no spills.
 //! This is XNNPACK's plain-NEON tile for 8-bit GEMM (`qs8/qu8-gemm 4x16-minmax-neon-mlal-
 //! lane`, same c1 layout and lane scheme). ruy's pre-dotprod 8-bit kernel reaches 8 MACs
 //! per instruction with `smull`+`sadalp` on 8-bit products, but only by requiring
