@@ -146,13 +146,21 @@ avx2_isa!(target_fn! {
     /// AVX2 enabled; `wide` rows hold `kpad` i16 for `r < R`; `panel` points at a full
     /// packed panel of `kpad / 4` k-groups.
     #[inline]
-    unsafe fn accumulate<const R: usize>(wide: *const i16, kpad: usize, panel: *const u8) -> [__m256i; R] {
+    unsafe fn accumulate<const R: usize, const PREFETCH: bool>(
+        wide: *const i16,
+        kpad: usize,
+        panel: *const u8,
+        next_panel: *const u8,
+    ) -> [__m256i; R] {
         // SAFETY: reads stay inside the widened rows and the panel.
         unsafe {
             let mut lo = [_mm256_setzero_si256(); R];
             let mut hi = [_mm256_setzero_si256(); R];
             let mut b = panel;
             for g in 0..kpad / KR {
+                if PREFETCH && g % 2 == 0 {
+                    _mm_prefetch::<_MM_HINT_T1>(next_panel.add(g * K_GROUP_BYTES).cast());
+                }
                 let w_lo = _mm256_cvtepi8_epi16(_mm_loadu_si128(b.cast()));
                 let w_hi = _mm256_cvtepi8_epi16(_mm_loadu_si128(b.add(16).cast()));
                 for r in 0..R {
@@ -190,13 +198,22 @@ avx2_isa!(target_fn! {
                 let w = wide.as_ptr().add(t.row * kpad);
                 let panel = args.packed.add(t.panel * kpad * NR);
                 let mut sums = [_mm256_setzero_si256(); MR];
+                let next = t.prefetch_panel.map(|p| args.packed.add(p * kpad * NR));
+                macro_rules! tile {
+                    ($r:literal) => {
+                        match next {
+                            None => accumulate::<$r, false>(w, kpad, panel, panel),
+                            Some(p) => accumulate::<$r, true>(w, kpad, panel, p),
+                        }
+                    };
+                }
                 match t.rows {
-                    1 => sums[..1].copy_from_slice(&accumulate::<1>(w, kpad, panel)),
-                    2 => sums[..2].copy_from_slice(&accumulate::<2>(w, kpad, panel)),
-                    3 => sums[..3].copy_from_slice(&accumulate::<3>(w, kpad, panel)),
-                    4 => sums[..4].copy_from_slice(&accumulate::<4>(w, kpad, panel)),
-                    5 => sums[..5].copy_from_slice(&accumulate::<5>(w, kpad, panel)),
-                    _ => sums = accumulate::<6>(w, kpad, panel),
+                    1 => sums[..1].copy_from_slice(&tile!(1)),
+                    2 => sums[..2].copy_from_slice(&tile!(2)),
+                    3 => sums[..3].copy_from_slice(&tile!(3)),
+                    4 => sums[..4].copy_from_slice(&tile!(4)),
+                    5 => sums[..5].copy_from_slice(&tile!(5)),
+                    _ => sums = tile!(6),
                 }
                 for (r, &acc) in sums.iter().enumerate().take(t.rows) {
                     let i = t.row + r;

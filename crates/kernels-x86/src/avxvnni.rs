@@ -157,23 +157,34 @@ impl Output for DynamicOut<'_> {
 }
 
 avxvnni_isa!(target_fn! {
-    /// The register tile: `R` rows x 16 columns over the whole of K.
+    /// The register tile: `R` rows x 16 columns over the whole of K; with `PREFETCH`
+    /// the next panel is prefetched towards L2 (one line per k-group).
     ///
     /// # Safety
     /// AVX-VNNI enabled; rows `a + r * a_stride` hold `k` readable bytes for `r < R`;
-    /// `panel` points at a full packed panel for this `k`.
+    /// `panel` (and `next_panel` when `PREFETCH`) points at a full packed panel.
     #[inline]
-    unsafe fn accumulate<const R: usize>(a: *const u8, a_stride: usize, k: usize, panel: *const u8) -> [[__m256i; VECS]; R] {
+    unsafe fn accumulate<const R: usize, const PREFETCH: bool>(
+        a: *const u8,
+        a_stride: usize,
+        k: usize,
+        panel: *const u8,
+        next_panel: *const u8,
+    ) -> [[__m256i; VECS]; R] {
         // SAFETY: all reads stay inside the rows (first `k` bytes) and the panel.
         unsafe {
             let mut acc = [[_mm256_setzero_si256(); VECS]; R];
             let groups = k / KR;
             let mut b = panel;
+            let rows: [*const u8; R] = core::array::from_fn(|r| a.add(r * a_stride));
             for g in 0..groups {
+                if PREFETCH {
+                    _mm_prefetch::<_MM_HINT_T1>(next_panel.add(g * K_GROUP_BYTES).cast());
+                }
                 let w0 = _mm256_loadu_si256(b.cast());
                 let w1 = _mm256_loadu_si256(b.add(32).cast());
-                for (r, acc) in acc.iter_mut().enumerate() {
-                    let x = _mm256_set1_epi32(a.add(r * a_stride + g * KR).cast::<i32>().read_unaligned());
+                for (row, acc) in rows.iter().zip(acc.iter_mut()) {
+                    let x = _mm256_set1_epi32(row.add(g * KR).cast::<i32>().read_unaligned());
                     acc[0] = _mm256_dpbusd_avx_epi32(acc[0], x, w0);
                     acc[1] = _mm256_dpbusd_avx_epi32(acc[1], x, w1);
                 }
@@ -200,7 +211,12 @@ avxvnni_isa!(target_fn! {
     /// # Safety
     /// As for [`accumulate`] with `R = 1`.
     #[inline]
-    unsafe fn accumulate_row(a: *const u8, k: usize, panel: *const u8) -> [__m256i; VECS] {
+    unsafe fn accumulate_row<const PREFETCH: bool>(
+        a: *const u8,
+        k: usize,
+        panel: *const u8,
+        next_panel: *const u8,
+    ) -> [__m256i; VECS] {
         const UNROLL: usize = 4;
         // SAFETY: reads stay inside the row's `k` bytes and the panel.
         unsafe {
@@ -209,6 +225,12 @@ avxvnni_isa!(target_fn! {
             let mut b = panel;
             let mut g = 0;
             while g + UNROLL <= groups {
+                if PREFETCH {
+                    let p = next_panel.add(g * K_GROUP_BYTES);
+                    for line in 0..UNROLL * K_GROUP_BYTES / 64 {
+                        _mm_prefetch::<_MM_HINT_T1>(p.add(64 * line).cast());
+                    }
+                }
                 for (u, acc) in acc.iter_mut().enumerate() {
                     let x = _mm256_set1_epi32(a.add((g + u) * KR).cast::<i32>().read_unaligned());
                     let wb = b.add(u * K_GROUP_BYTES);
@@ -255,12 +277,18 @@ avxvnni_isa!(target_fn! {
             let a = args.a.add(t.row * args.a_stride);
             let panel_bytes = args.k.div_ceil(KR) * KR * NR;
             let panel = args.packed.add(t.panel * panel_bytes);
-            let acc = if R == 1 {
-                let mut acc = [[_mm256_setzero_si256(); VECS]; R];
-                acc[0] = accumulate_row(a, args.k, panel);
-                acc
-            } else {
-                accumulate::<R>(a, args.a_stride, args.k, panel)
+            let next = t.prefetch_panel.map(|p| args.packed.add(p * panel_bytes));
+            let acc = match (R, next) {
+                (1, _) => {
+                    let mut acc = [[_mm256_setzero_si256(); VECS]; R];
+                    acc[0] = match next {
+                        None => accumulate_row::<false>(a, args.k, panel, panel),
+                        Some(p) => accumulate_row::<true>(a, args.k, panel, p),
+                    };
+                    acc
+                }
+                (_, None) => accumulate::<R, false>(a, args.a_stride, args.k, panel, panel),
+                (_, Some(p)) => accumulate::<R, true>(a, args.a_stride, args.k, panel, p),
             };
             for (r, acc) in acc.into_iter().enumerate() {
                 let i = t.row + r;
