@@ -15,7 +15,7 @@
 //!
 //! The crate is empty on other architectures: [`kernels`] returns an empty slice.
 //!
-//! Adding a kernel is one file plus one name in the [`kernel_registry!`] invocation below,
+//! Adding a kernel is one file plus one name in the `kernel_registry!` invocation below,
 //! which generates the module declaration, the kernel table and the per-kernel tests.
 #![cfg_attr(not(target_arch = "aarch64"), allow(unused))]
 #![deny(clippy::print_stdout, clippy::print_stderr)]

@@ -11,7 +11,7 @@
 //!
 //! All three share the packed layout family "panels of NR columns, k-groups of 4"
 //! (see [`qlinear_reference::contract::PackedLayout`]) and the loop nest of
-//! [`blocking`]. The list is empty on other architectures.
+//! `blocking` (private module). The list is empty on other architectures.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 use qlinear_reference::contract::KernelDesc;
