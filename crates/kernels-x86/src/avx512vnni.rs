@@ -117,16 +117,25 @@ avx512vnni_isa!(target_fn! {
     }
 });
 
-/// How a finished tile row becomes output: the static and dynamic epilogues.
+/// How a finished tile row becomes output: the static and dynamic epilogues. A tile
+/// loads its columns' parameters once (`columns`), then stores each row (`store`).
 trait Output {
     type T;
+    /// Per-column parameters of one tile, kept in registers across its rows.
+    type Cols: Copy;
+    /// Loads the parameters of columns `[n0, n0 + NR)`.
+    ///
+    /// # Safety
+    /// AVX-512 enabled in the caller; epilogue arrays hold at least `n0 + NR` entries.
+    unsafe fn columns(&self, n0: usize) -> Self::Cols;
     /// Writes one row of a tile.
     ///
     /// # Safety
     /// AVX-512 enabled in the caller; `out_row` valid for the masked columns of
-    /// `[n0, n0 + NR)`; epilogue arrays hold at least `n0 + NR` entries.
+    /// `[n0, n0 + NR)`; `cols` loaded for this `n0`.
     unsafe fn store(
         &self,
+        cols: &Self::Cols,
         acc: [__m512i; VECS],
         row_sum: Option<i32>,
         n0: usize,
@@ -145,42 +154,81 @@ impl<'a> StaticOut<'a> {
     }
 }
 
+/// The static epilogue's per-column vectors.
+#[derive(Clone, Copy)]
+struct StaticCols {
+    col_offset: [__m512i; VECS],
+    row_zp: [__m512i; VECS],
+    bias_a: [__m512; VECS],
+    bias_b: [__m512; VECS],
+    mult: [__m512; VECS],
+}
+
 avx512vnni_isa!(target_fn! {
-/// `raw = acc + col_offset - row_zp * row_sum` for 16 columns starting at `n`.
+/// `raw = acc + col_offset - row_zp * row_sum` for one vector of 16 columns.
 ///
 /// # Safety
-/// AVX-512F enabled; `col_offset` and `row_zp` valid for 16 reads at `n`.
+/// AVX-512F enabled.
 #[inline]
-unsafe fn fold_raw(
-    acc: __m512i,
-    col_offset: *const i32,
-    row_zp: *const i32,
-    row_sum: Option<i32>,
-    n: usize,
-) -> __m512i {
-    // SAFETY: the caller guarantees 16 readable entries at `n` in both arrays.
-    unsafe {
-        let raw = _mm512_add_epi32(acc, _mm512_loadu_si512(col_offset.add(n).cast()));
-        match row_sum {
-            None => raw,
-            Some(s) => _mm512_sub_epi32(
-                raw,
-                _mm512_mullo_epi32(
-                    _mm512_loadu_si512(row_zp.add(n).cast()),
-                    _mm512_set1_epi32(s),
-                ),
-            ),
-        }
+unsafe fn fold_raw(acc: __m512i, col_offset: __m512i, row_zp: __m512i, row_sum: Option<i32>) -> __m512i {
+    let raw = _mm512_add_epi32(acc, col_offset);
+    match row_sum {
+        None => raw,
+        Some(s) => _mm512_sub_epi32(raw, _mm512_mullo_epi32(row_zp, _mm512_set1_epi32(s))),
     }
+}
+});
+
+avx512vnni_isa!(target_fn! {
+/// 16 loads of `i32` at `p + n` as a vector.
+///
+/// # Safety
+/// AVX-512F enabled; 16 readable values at `p + n`.
+#[inline]
+unsafe fn load_i32(p: &[i32], n: usize) -> __m512i {
+    // SAFETY: the caller guarantees 16 readable entries at `n`.
+    unsafe { _mm512_loadu_si512(p.as_ptr().add(n).cast()) }
+}
+});
+
+avx512vnni_isa!(target_fn! {
+/// 16 loads of `f32` at `p + n` as a vector.
+///
+/// # Safety
+/// AVX-512F enabled; 16 readable values at `p + n`.
+#[inline]
+unsafe fn load_f32(p: &[f32], n: usize) -> __m512 {
+    // SAFETY: the caller guarantees 16 readable entries at `n`.
+    unsafe { _mm512_loadu_ps(p.as_ptr().add(n)) }
 }
 });
 
 impl Output for StaticOut<'_> {
     type T = u8;
+    type Cols = StaticCols;
+
+    avx512vnni_isa!(target_fn! {
+    #[inline]
+    unsafe fn columns(&self, n0: usize) -> StaticCols {
+        let e = self.epi;
+        // SAFETY: the epilogue arrays are padded to whole panels (>= n0 + NR entries).
+        unsafe {
+            StaticCols {
+                col_offset: core::array::from_fn(|v| load_i32(&e.col_offset, n0 + 16 * v)),
+                row_zp: core::array::from_fn(|v| load_i32(&e.row_zp, n0 + 16 * v)),
+                bias_a: core::array::from_fn(|v| load_f32(&e.bias_a, n0 + 16 * v)),
+                bias_b: core::array::from_fn(|v| load_f32(&e.bias_b, n0 + 16 * v)),
+                mult: core::array::from_fn(|v| load_f32(&e.mult, n0 + 16 * v)),
+            }
+        }
+    }
+    });
+
     avx512vnni_isa!(target_fn! {
     #[inline]
     unsafe fn store(
         &self,
+        c: &StaticCols,
         acc: [__m512i; VECS],
         row_sum: Option<i32>,
         n0: usize,
@@ -188,25 +236,24 @@ impl Output for StaticOut<'_> {
         out_row: *mut u8,
     ) {
         let e = self.epi;
-        for (v, (&acc, &mask)) in acc.iter().zip(&masks).enumerate() {
-            let n = n0 + 16 * v;
-            // SAFETY: the epilogue arrays are padded to whole panels (>= n0 + NR
-            // entries); the store is masked to the valid columns of this row.
+        for v in 0..VECS {
+            // SAFETY: the store is masked to the valid columns of this row.
             unsafe {
-                let raw = fold_raw(acc, e.col_offset.as_ptr(), e.row_zp.as_ptr(), row_sum, n);
+                let raw = fold_raw(acc[v], c.col_offset[v], c.row_zp[v], row_sum);
                 // xf = fma(bias_a, bias_b, i2f(raw)); y = f(xf * mult)
-                let xf = _mm512_fmadd_ps(
-                    _mm512_loadu_ps(e.bias_a.as_ptr().add(n)),
-                    _mm512_loadu_ps(e.bias_b.as_ptr().add(n)),
-                    _mm512_cvtepi32_ps(raw),
-                );
-                let y = _mm512_mul_ps(xf, _mm512_loadu_ps(e.mult.as_ptr().add(n)));
-                // NaN -> 0 (Rust `as`), then clamp to +-512: no clamped output changes.
-                let y = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_ORD_Q>(y, y), y);
+                let xf = _mm512_fmadd_ps(c.bias_a[v], c.bias_b[v], _mm512_cvtepi32_ps(raw));
+                let mut y = _mm512_mul_ps(xf, c.mult[v]);
+                if !e.nan_free {
+                    // NaN -> 0, as Rust's `as` converts it.
+                    y = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_ORD_Q>(y, y), y);
+                }
+                // Clamp to +-512 (no clamped output changes; keeps vcvtps2dq in range).
                 let y = _mm512_min_ps(_mm512_max_ps(y, _mm512_set1_ps(-512.0)), _mm512_set1_ps(512.0));
                 let q = _mm512_add_epi32(_mm512_cvtps_epi32(y), _mm512_set1_epi32(e.zp_y));
-                let q = _mm512_min_epi32(_mm512_max_epi32(q, _mm512_set1_epi32(e.lo)), _mm512_set1_epi32(255));
-                _mm_mask_storeu_epi8(out_row.add(n).cast(), mask, _mm512_cvtepi32_epi8(q));
+                // Non-negative after the lower clamp, so the unsigned-saturating narrow
+                // (vpmovusdb) is the upper clamp at 255.
+                let q = _mm512_max_epi32(q, _mm512_set1_epi32(e.lo));
+                _mm_mask_storeu_epi8(out_row.add(n0 + 16 * v).cast(), masks[v], _mm512_cvtusepi32_epi8(q));
             }
         }
     }
@@ -215,12 +262,40 @@ impl Output for StaticOut<'_> {
 
 struct DynamicOut<'a>(&'a DynamicEpilogue);
 
+/// The dynamic epilogue's per-column vectors.
+#[derive(Clone, Copy)]
+struct DynamicCols {
+    col_offset: [__m512i; VECS],
+    row_zp: [__m512i; VECS],
+    mult: [__m512; VECS],
+    bias: [__m512; VECS],
+}
+
 impl Output for DynamicOut<'_> {
     type T = f32;
+    type Cols = DynamicCols;
+
+    avx512vnni_isa!(target_fn! {
+    #[inline]
+    unsafe fn columns(&self, n0: usize) -> DynamicCols {
+        let e = self.0;
+        // SAFETY: the epilogue arrays are padded to whole panels (>= n0 + NR entries).
+        unsafe {
+            DynamicCols {
+                col_offset: core::array::from_fn(|v| load_i32(&e.col_offset, n0 + 16 * v)),
+                row_zp: core::array::from_fn(|v| load_i32(&e.row_zp, n0 + 16 * v)),
+                mult: core::array::from_fn(|v| load_f32(&e.mult, n0 + 16 * v)),
+                bias: core::array::from_fn(|v| load_f32(&e.bias, n0 + 16 * v)),
+            }
+        }
+    }
+    });
+
     avx512vnni_isa!(target_fn! {
     #[inline]
     unsafe fn store(
         &self,
+        c: &DynamicCols,
         acc: [__m512i; VECS],
         row_sum: Option<i32>,
         n0: usize,
@@ -228,24 +303,21 @@ impl Output for DynamicOut<'_> {
         out_row: *mut f32,
     ) {
         let e = self.0;
-        for (v, (&acc, &mask)) in acc.iter().zip(&masks).enumerate() {
-            let n = n0 + 16 * v;
-            // SAFETY: as in `StaticOut::store`.
+        for v in 0..VECS {
+            // SAFETY: the store is masked to the valid columns of this row.
             unsafe {
-                let raw = fold_raw(acc, e.col_offset.as_ptr(), e.row_zp.as_ptr(), row_sum, n);
+                let raw = fold_raw(acc[v], c.col_offset[v], c.row_zp[v], row_sum);
                 let xf = _mm512_cvtepi32_ps(raw);
-                let mult = _mm512_loadu_ps(e.mult.as_ptr().add(n));
-                let bias = _mm512_loadu_ps(e.bias.as_ptr().add(n));
                 let mut out = if e.fused_bias {
-                    _mm512_fmadd_ps(xf, mult, bias)
+                    _mm512_fmadd_ps(xf, c.mult[v], c.bias[v])
                 } else {
-                    _mm512_add_ps(_mm512_mul_ps(mult, xf), bias)
+                    _mm512_add_ps(_mm512_mul_ps(c.mult[v], xf), c.bias[v])
                 };
                 if e.relu {
                     // maxps returns the second operand for NaN and for +-0: x > 0 ? x : +0.
                     out = _mm512_max_ps(out, _mm512_setzero_ps());
                 }
-                _mm512_mask_storeu_ps(out_row.add(n), mask, out);
+                _mm512_mask_storeu_ps(out_row.add(n0 + 16 * v), masks[v], out);
             }
         }
     }
@@ -429,10 +501,11 @@ unsafe fn run_tile<const R: usize, O: Output>(args: &GemmArgs<O::T>, o: &O, t: T
             (_, Some(p)) => accumulate::<R, true>(a, args.a_stride, args.k, panel, args.packed.add(p * panel_bytes)),
         };
         let masks = column_masks(t.nc);
+        let cols = o.columns(t.n0);
         for (r, acc) in acc.into_iter().enumerate() {
             let i = t.row + r;
             let row_sum = (!args.row_sums.is_null()).then(|| *args.row_sums.add(i));
-            o.store(acc, row_sum, t.n0, masks, args.out.add(i * args.out_stride));
+            o.store(&cols, acc, row_sum, t.n0, masks, args.out.add(i * args.out_stride));
         }
     }
 }

@@ -244,6 +244,10 @@ pub struct StaticEpilogue {
     pub zp_y: i32,
     /// Lower clamp: `zp_y` with fused ReLU, else 0.
     pub lo: i32,
+    /// True when no `y` can be NaN: every `bias_a`, `bias_b`, `mult` of a real column is
+    /// finite and every `mult` is non-zero (then `y` is finite or +-inf). Vector kernels
+    /// may skip their NaN -> 0 step when this holds.
+    pub nan_free: bool,
 }
 
 impl StaticEpilogue {
@@ -290,7 +294,11 @@ impl StaticEpilogue {
                 (off, vec![0.0; n], vec![0.0; n], mult)
             }
         };
+        let finite = |v: &Vec<f32>| v.iter().all(|x| x.is_finite());
+        let nan_free =
+            finite(&bias_a) && finite(&bias_b) && finite(&mult) && mult.iter().all(|&m| m != 0.0);
         StaticEpilogue {
+            nan_free,
             col_offset: padded(col_offset, n_pad, 0),
             row_zp: padded((0..n).map(|j| wq.zero_point(j)).collect(), n_pad, 0),
             bias_a: padded(bias_a, n_pad, 0.0),
