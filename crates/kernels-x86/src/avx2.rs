@@ -40,14 +40,13 @@
 
 use core::arch::x86_64::*;
 
-use qlinear_reference::{MatRef, Result};
 use qlinear_reference::contract::{
-    DynamicEpilogue, GemmArgs, KernelDesc, PackedLayout, StaticEpilogue,
+    DynamicEpilogue, GemmArgs, StaticEpilogue,
 };
 
 use crate::blocking::Tiles;
 use crate::epilogue256::{store_f32, store_u8};
-use crate::isa::{avx2_isa, detect, target_fn};
+use crate::isa::{avx2_isa, detect, kernel_descriptor, target_fn};
 
 /// Rows of the register tile.
 pub const MR: usize = 6;
@@ -59,41 +58,12 @@ const K_GROUP_BYTES: usize = NR * KR;
 const _: () = assert!(MR * 2 + 2 < 16, "tile must fit the 16 ymm registers");
 const _: () = assert!(K_GROUP_BYTES == 32, "one k-group is two 16-byte halves");
 
-/// The kernel descriptor.
-pub static KERNEL: KernelDesc = KernelDesc {
+kernel_descriptor!(avx2_isa {
     name: "avx2/gemm_6x8c4",
     backend: "avx2",
     mr: MR,
-    layout: PackedLayout { nr: NR, kr: KR },
-    is_supported,
-    gemm_u8,
-    gemm_f32,
-    min_max,
-    quantize,
-};
-
-fn is_supported() -> bool {
-    avx2_isa!(detect! {})
-}
-
-avx2_isa!(target_fn! {
-    /// The dynamic input's range check, vectorized for this ISA.
-    ///
-    /// # Safety
-    /// The CPU supports this kernel's ISA.
-    unsafe fn min_max(x: &MatRef<'_, f32>) -> Result<(f32, f32)> {
-        qlinear_reference::activation::min_max_finite(x)
-    }
-});
-
-avx2_isa!(target_fn! {
-    /// The dynamic input's quantization, vectorized for this ISA.
-    ///
-    /// # Safety
-    /// The CPU supports this kernel's ISA.
-    unsafe fn quantize(x: &MatRef<'_, f32>, scale: f32, zp: i32, out: &mut [u8]) -> Vec<i32> {
-        qlinear_reference::activation::quantize_rows(x, scale, zp, out)
-    }
+    nr: NR,
+    kr: KR,
 });
 
 avx2_isa!(target_fn! {

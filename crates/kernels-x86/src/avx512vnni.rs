@@ -38,13 +38,12 @@
 
 use core::arch::x86_64::*;
 
-use qlinear_reference::{MatRef, Result};
 use qlinear_reference::contract::{
-    DynamicEpilogue, GemmArgs, KernelDesc, PackedLayout, StaticEpilogue,
+    DynamicEpilogue, GemmArgs, StaticEpilogue,
 };
 
 use crate::blocking::{load_tail_u32, Tile, Tiles};
-use crate::isa::{avx512vnni_isa, detect, target_fn};
+use crate::isa::{avx512vnni_isa, detect, kernel_descriptor, target_fn};
 
 /// Rows of the register tile.
 pub const MR: usize = 8;
@@ -57,41 +56,12 @@ const K_GROUP_BYTES: usize = NR * KR;
 const _: () = assert!(MR * VECS + VECS < 32, "tile must fit the 32 zmm registers");
 const _: () = assert!(K_GROUP_BYTES == VECS * 64, "one k-group is VECS full zmm loads");
 
-/// The kernel descriptor.
-pub static KERNEL: KernelDesc = KernelDesc {
+kernel_descriptor!(avx512vnni_isa {
     name: "avx512vnni/gemm_8x32c4",
     backend: "avx512vnni",
     mr: MR,
-    layout: PackedLayout { nr: NR, kr: KR },
-    is_supported,
-    gemm_u8,
-    gemm_f32,
-    min_max,
-    quantize,
-};
-
-fn is_supported() -> bool {
-    avx512vnni_isa!(detect! {})
-}
-
-avx512vnni_isa!(target_fn! {
-    /// The dynamic input's range check, vectorized for this ISA.
-    ///
-    /// # Safety
-    /// The CPU supports this kernel's ISA.
-    unsafe fn min_max(x: &MatRef<'_, f32>) -> Result<(f32, f32)> {
-        qlinear_reference::activation::min_max_finite(x)
-    }
-});
-
-avx512vnni_isa!(target_fn! {
-    /// The dynamic input's quantization, vectorized for this ISA.
-    ///
-    /// # Safety
-    /// The CPU supports this kernel's ISA.
-    unsafe fn quantize(x: &MatRef<'_, f32>, scale: f32, zp: i32, out: &mut [u8]) -> Vec<i32> {
-        qlinear_reference::activation::quantize_rows(x, scale, zp, out)
-    }
+    nr: NR,
+    kr: KR,
 });
 
 avx512vnni_isa!(target_fn! {

@@ -30,14 +30,13 @@
 
 use core::arch::x86_64::*;
 
-use qlinear_reference::{MatRef, Result};
 use qlinear_reference::contract::{
-    DynamicEpilogue, GemmArgs, KernelDesc, PackedLayout, StaticEpilogue,
+    DynamicEpilogue, GemmArgs, StaticEpilogue,
 };
 
 use crate::blocking::{load_tail_u32, Tile, Tiles};
 use crate::epilogue256::{store_f32, store_u8};
-use crate::isa::{avxvnni_isa, detect, target_fn};
+use crate::isa::{avxvnni_isa, detect, kernel_descriptor, target_fn};
 
 /// Rows of the register tile.
 pub const MR: usize = 6;
@@ -50,41 +49,12 @@ const K_GROUP_BYTES: usize = NR * KR;
 const _: () = assert!(MR * VECS + VECS < 16, "tile must fit the 16 ymm registers");
 const _: () = assert!(K_GROUP_BYTES == VECS * 32, "one k-group is VECS full ymm loads");
 
-/// The kernel descriptor.
-pub static KERNEL: KernelDesc = KernelDesc {
+kernel_descriptor!(avxvnni_isa {
     name: "avxvnni/gemm_6x16c4",
     backend: "avxvnni",
     mr: MR,
-    layout: PackedLayout { nr: NR, kr: KR },
-    is_supported,
-    gemm_u8,
-    gemm_f32,
-    min_max,
-    quantize,
-};
-
-fn is_supported() -> bool {
-    avxvnni_isa!(detect! {})
-}
-
-avxvnni_isa!(target_fn! {
-    /// The dynamic input's range check, vectorized for this ISA.
-    ///
-    /// # Safety
-    /// The CPU supports this kernel's ISA.
-    unsafe fn min_max(x: &MatRef<'_, f32>) -> Result<(f32, f32)> {
-        qlinear_reference::activation::min_max_finite(x)
-    }
-});
-
-avxvnni_isa!(target_fn! {
-    /// The dynamic input's quantization, vectorized for this ISA.
-    ///
-    /// # Safety
-    /// The CPU supports this kernel's ISA.
-    unsafe fn quantize(x: &MatRef<'_, f32>, scale: f32, zp: i32, out: &mut [u8]) -> Vec<i32> {
-        qlinear_reference::activation::quantize_rows(x, scale, zp, out)
-    }
+    nr: NR,
+    kr: KR,
 });
 
 avxvnni_isa!(target_fn! {

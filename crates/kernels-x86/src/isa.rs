@@ -40,4 +40,59 @@ macro_rules! avx2_isa {
     };
 }
 
-pub(crate) use {avx2_isa, avx512vnni_isa, avxvnni_isa, detect, target_fn};
+/// The parts every x86 kernel file has in common: its [`KernelDesc`] static, the runtime
+/// check, and the dynamic-input helpers (the portable loops of
+/// `qlinear_reference::activation` instantiated under the ISA's target features, so they
+/// vectorize for it). The file provides `gemm_u8` and `gemm_f32`.
+///
+/// [`KernelDesc`]: qlinear_reference::contract::KernelDesc
+macro_rules! kernel_descriptor {
+    ($isa:ident { name: $name:literal, backend: $backend:literal, mr: $mr:expr, nr: $nr:expr, kr: $kr:expr $(,)? }) => {
+        /// The kernel descriptor.
+        pub static KERNEL: qlinear_reference::contract::KernelDesc =
+            qlinear_reference::contract::KernelDesc {
+                name: $name,
+                backend: $backend,
+                mr: $mr,
+                layout: qlinear_reference::contract::PackedLayout { nr: $nr, kr: $kr },
+                is_supported,
+                gemm_u8,
+                gemm_f32,
+                min_max,
+                quantize,
+            };
+
+        fn is_supported() -> bool {
+            $isa!(detect! {})
+        }
+
+        $isa!(target_fn! {
+            /// The dynamic input's range check, vectorized for this ISA.
+            ///
+            /// # Safety
+            /// The CPU supports this kernel's ISA.
+            unsafe fn min_max(
+                x: &qlinear_reference::MatRef<'_, f32>,
+            ) -> qlinear_reference::Result<(f32, f32)> {
+                qlinear_reference::activation::min_max_finite(x)
+            }
+        });
+
+        $isa!(target_fn! {
+            /// The dynamic input's quantization (and row sums), vectorized for this ISA.
+            ///
+            /// # Safety
+            /// The CPU supports this kernel's ISA.
+            unsafe fn quantize(
+                x: &qlinear_reference::MatRef<'_, f32>,
+                scale: f32,
+                zp: i32,
+                out: &mut [u8],
+            ) -> Vec<i32> {
+                qlinear_reference::activation::quantize_rows(x, scale, zp, out)
+            }
+        });
+    };
+}
+
+pub(crate) use {avx2_isa, avx512vnni_isa, avxvnni_isa, detect, kernel_descriptor, target_fn};
