@@ -123,8 +123,14 @@ impl PackedWeights {
             Engine::Reference => PackedLayout::ROW_MAJOR,
             Engine::Kernel(k) => k.layout,
         };
-        let mut data = zeroed_aligned(layout.packed_len(w.n, w.k));
-        pack::pack_into(&w.data, w.n, w.k, layout, &mut data);
+        // Built panel by panel in a small (cache-resident) buffer and appended, so the
+        // big buffer is written exactly once.
+        let mut data = AlignedBytes::with_capacity(64, layout.packed_len(w.n, w.k));
+        let mut panel = vec![0u8; layout.panel_bytes(w.k)];
+        for p in 0..layout.n_padded(w.n) / layout.nr {
+            pack::pack_panel(&w.data, w.n, w.k, layout, p, &mut panel);
+            data.extend_from_slice(&panel);
+        }
         let mut col_sums = pack::column_sums(&w.data, w.n, w.k);
         col_sums.resize(layout.n_padded(w.n), 0);
         PackedWeights {
@@ -313,20 +319,6 @@ impl PackedWeights {
 }
 
 const MAGIC: &[u8; 4] = b"QLPW";
-
-/// A zeroed 64-byte-aligned buffer, filled with `memcpy`-speed appends (the crate's
-/// `resize` writes byte by byte, which dominated packing time).
-fn zeroed_aligned(len: usize) -> AlignedBytes {
-    const ZEROS: [u8; 4096] = [0; 4096];
-    let mut data = AlignedBytes::with_capacity(64, len);
-    let mut left = len;
-    while left > 0 {
-        let step = left.min(ZEROS.len());
-        data.extend_from_slice(&ZEROS[..step]);
-        left -= step;
-    }
-    data
-}
 
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {

@@ -14,55 +14,94 @@ use crate::contract::PackedLayout;
 pub fn pack_into(w: &[i8], n: usize, k: usize, layout: PackedLayout, out: &mut [u8]) {
     assert_eq!(w.len(), n * k, "weight length");
     assert_eq!(out.len(), layout.packed_len(n, k), "packed length");
-    match layout.kr {
-        1 => pack_groups::<1>(w, n, k, layout.nr, out),
-        2 => pack_groups::<2>(w, n, k, layout.nr, out),
-        4 => pack_groups::<4>(w, n, k, layout.nr, out),
-        8 => pack_groups::<8>(w, n, k, layout.nr, out),
-        _ => pack_generic(w, n, k, layout, out),
+    for (p, panel_out) in out
+        .chunks_exact_mut(layout.panel_bytes(k).max(1))
+        .enumerate()
+    {
+        pack_panel(w, n, k, layout, p, panel_out);
     }
 }
 
-fn pack_groups<const KR: usize>(w: &[i8], n: usize, k: usize, nr: usize, out: &mut [u8]) {
-    let layout = PackedLayout { nr, kr: KR };
-    let panel = layout.panel_bytes(k);
+/// Packs panel `p` (columns `p * nr ..`) into `out` (`layout.panel_bytes(k)` bytes),
+/// zero-filling padding. [`pack_into`] is this for every panel; callers that build the
+/// packed buffer panel by panel (appending each) avoid writing it twice.
+pub fn pack_panel(w: &[i8], n: usize, k: usize, layout: PackedLayout, p: usize, out: &mut [u8]) {
+    assert_eq!(out.len(), layout.panel_bytes(k), "panel length");
+    match layout.kr {
+        1 => pack_panel_groups::<1>(w, n, k, layout.nr, p, out),
+        2 => pack_panel_groups::<2>(w, n, k, layout.nr, p, out),
+        4 => pack_panel_groups::<4>(w, n, k, layout.nr, p, out),
+        8 => pack_panel_groups::<8>(w, n, k, layout.nr, p, out),
+        _ => pack_panel_generic(w, n, k, layout, p, out),
+    }
+}
+
+fn pack_panel_groups<const KR: usize>(
+    w: &[i8],
+    n: usize,
+    k: usize,
+    nr: usize,
+    p: usize,
+    panel_out: &mut [u8],
+) {
     let full_groups = k / KR;
     let group_bytes = nr * KR;
-    for (p, panel_out) in out.chunks_exact_mut(panel.max(1)).enumerate() {
-        let first = p * nr;
-        let cols = nr.min(n.saturating_sub(first));
-        let rows: Vec<&[i8]> = (first..first + cols)
-            .map(|c| &w[c * k..(c + 1) * k])
-            .collect();
-        for (g, dst) in panel_out
-            .chunks_exact_mut(group_bytes)
-            .enumerate()
-            .take(full_groups)
-        {
-            for (d, row) in dst.chunks_exact_mut(KR).zip(&rows) {
-                let src: &[i8; KR] = row[g * KR..g * KR + KR].try_into().expect("KR bytes");
-                let d: &mut [u8; KR] = d.try_into().expect("KR bytes");
-                for (d, &s) in d.iter_mut().zip(src) {
+    let first = p * nr;
+    let cols = nr.min(n.saturating_sub(first));
+    let rows: Vec<&[i8]> = (first..first + cols)
+        .map(|c| &w[c * k..(c + 1) * k])
+        .collect();
+    // Blocked transpose: 16 k-groups at a time, so each row contributes whole cache
+    // lines (read once, sequentially) to a 16 * NR * KR-byte block of the panel that
+    // stays in L1 while it fills.
+    const BLOCK_GROUPS: usize = 16;
+    let mut g0 = 0;
+    while g0 < full_groups {
+        let g1 = (g0 + BLOCK_GROUPS).min(full_groups);
+        let block = &mut panel_out[g0 * group_bytes..g1 * group_bytes];
+        for (j, row) in rows.iter().enumerate() {
+            let src = &row[g0 * KR..g1 * KR];
+            for (dst_group, s) in block
+                .chunks_exact_mut(group_bytes)
+                .zip(src.chunks_exact(KR))
+            {
+                let s: &[i8; KR] = s.try_into().expect("KR bytes");
+                let d: &mut [u8; KR] = (&mut dst_group[j * KR..j * KR + KR])
+                    .try_into()
+                    .expect("KR bytes");
+                for (d, &s) in d.iter_mut().zip(s) {
                     *d = s as u8;
                 }
             }
-            dst[cols * KR..].fill(0);
         }
-        // The partial last k-group and everything after it: zero, then the tail bytes.
-        panel_out[full_groups * group_bytes..].fill(0);
-        for (j, row) in rows.iter().enumerate() {
-            for kk in full_groups * KR..k {
-                panel_out[(kk / KR) * group_bytes + j * KR + kk % KR] = row[kk] as u8;
+        if cols < nr {
+            for dst_group in block.chunks_exact_mut(group_bytes) {
+                dst_group[cols * KR..].fill(0);
             }
+        }
+        g0 = g1;
+    }
+    // The partial last k-group and everything after it: zero, then the tail bytes.
+    panel_out[full_groups * group_bytes..].fill(0);
+    for (j, row) in rows.iter().enumerate() {
+        for kk in full_groups * KR..k {
+            panel_out[(kk / KR) * group_bytes + j * KR + kk % KR] = row[kk] as u8;
         }
     }
 }
 
-fn pack_generic(w: &[i8], n: usize, k: usize, layout: PackedLayout, out: &mut [u8]) {
+fn pack_panel_generic(
+    w: &[i8],
+    n: usize,
+    k: usize,
+    layout: PackedLayout,
+    p: usize,
+    out: &mut [u8],
+) {
     out.fill(0);
-    for col in 0..n {
+    for col in p * layout.nr..((p + 1) * layout.nr).min(n) {
         for kk in 0..k {
-            out[layout.offset(col, kk, k)] = w[col * k + kk] as u8;
+            out[layout.offset(col, kk, k) - p * layout.panel_bytes(k)] = w[col * k + kk] as u8;
         }
     }
 }
@@ -88,8 +127,29 @@ pub fn unpack(packed: &[u8], n: usize, k: usize, layout: PackedLayout) -> Vec<i8
 /// `col_sum[n] = sum_k w[n,k]`, the pack-time half of the zero-point correction.
 pub fn column_sums(w: &[i8], n: usize, k: usize) -> Vec<i32> {
     (0..n)
-        .map(|col| w[col * k..(col + 1) * k].iter().map(|&v| v as i32).sum())
+        .map(|col| row_sum_i8(&w[col * k..(col + 1) * k]))
         .collect()
+}
+
+/// Sum of i8 values: each i16 lane adds at most 255 values (`|sum| <= 255 * 128 =
+/// 32_640`, exact), then the lanes are widened; this vectorizes far better than
+/// widening every byte to i32.
+fn row_sum_i8(row: &[i8]) -> i32 {
+    const LANES: usize = 16;
+    const BLOCK: usize = 255 * LANES; // 255 * 128 = 32_640 <= i16::MAX per lane
+    let mut total = 0i32;
+    for block in row.chunks(BLOCK) {
+        let mut lanes = [0i16; LANES];
+        let chunks = block.chunks_exact(LANES);
+        let rest: i32 = chunks.remainder().iter().map(|&v| v as i32).sum();
+        for c in chunks {
+            for l in 0..LANES {
+                lanes[l] += c[l] as i16;
+            }
+        }
+        total += lanes.iter().map(|&v| v as i32).sum::<i32>() + rest;
+    }
+    total
 }
 
 /// Row sums of u8 activations (`row_sum[m] = sum_k a[m,k]`).
