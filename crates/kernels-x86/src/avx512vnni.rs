@@ -217,8 +217,10 @@ impl Output for StaticOut<'_> {
                     // NaN -> 0, as Rust's `as` converts it.
                     y = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_ORD_Q>(y, y), y);
                 }
-                // Clamp to +-512 (no clamped output changes; keeps vcvtps2dq in range).
-                let y = _mm512_min_ps(_mm512_max_ps(y, _mm512_set1_ps(-512.0)), _mm512_set1_ps(512.0));
+                // Clamp from above at 512 (no clamped output changes). Below, an
+                // out-of-range y converts to i32::MIN, which ends at `lo` just as the
+                // saturated value would.
+                let y = _mm512_min_ps(y, _mm512_set1_ps(512.0));
                 let q = _mm512_add_epi32(_mm512_cvtps_epi32(y), _mm512_set1_epi32(e.zp_y));
                 // Non-negative after the lower clamp, so the unsigned-saturating narrow
                 // (vpmovusdb) is the upper clamp at 255.

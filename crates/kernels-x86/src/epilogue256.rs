@@ -64,9 +64,11 @@ avx2_isa!(target_fn! {
                 _mm256_cvtepi32_ps(raw),
             );
             let y = _mm256_mul_ps(xf, _mm256_loadu_ps(e.mult.as_ptr().add(n)));
-            // NaN -> 0 (Rust `as`), then clamp to +-512 (changes no clamped output).
+            // NaN -> 0 (Rust `as`).
             let y = _mm256_and_ps(y, _mm256_cmp_ps::<_CMP_ORD_Q>(y, y));
-            let y = _mm256_min_ps(_mm256_max_ps(y, _mm256_set1_ps(-512.0)), _mm256_set1_ps(512.0));
+            // Clamp from above at 512; below, an out-of-range y converts to i32::MIN,
+            // which ends at `lo` just as the saturated value would.
+            let y = _mm256_min_ps(y, _mm256_set1_ps(512.0));
             let q = _mm256_add_epi32(_mm256_cvtps_epi32(y), _mm256_set1_epi32(e.zp_y));
             let q = _mm256_min_epi32(_mm256_max_epi32(q, _mm256_set1_epi32(e.lo)), _mm256_set1_epi32(255));
             // 8 x i32 in [0, 255] -> 8 bytes, in column order.
