@@ -276,6 +276,31 @@ fn k_limit_worst_case(backend: Backend) {
     }
 }
 
+/// Row strides that are multiples of 1 KiB (the kernels may re-lay such activations
+/// out before use), for every partial tile, K with and without a tail.
+fn kib_strides(backend: Backend) {
+    let Some(desc) = kernel_or_skip(backend) else {
+        return;
+    };
+    let mut rng = Rng::new(1024);
+    for &(k, stride) in &[
+        (256usize, 1024usize),
+        (1000, 1024),
+        (1023, 2048),
+        (4096, 4096),
+        (2049, 4096),
+    ] {
+        for m in [2, desc.mr, 2 * desc.mr + 3] {
+            let mut c = StaticCase::random(&mut rng, m, k, 2 * desc.layout.nr + 5);
+            c.a_stride = stride;
+            c.a = rng.bytes((m - 1) * stride + k);
+            check_static(backend, &c, 1).unwrap();
+            let x = dynamic_input(&mut rng, stride - k, m, k);
+            check_dynamic(backend, &c, &x, false, 1).unwrap();
+        }
+    }
+}
+
 fn threads_identical(backend: Backend) {
     if kernel_or_skip(backend).is_none() {
         return;
@@ -326,6 +351,8 @@ macro_rules! backend_tests {
             fn k_limit_worst_case_values() { k_limit_worst_case(B) }
             #[test]
             fn any_thread_count_same_bits() { threads_identical(B) }
+            #[test]
+            fn row_strides_multiple_of_1kib() { kib_strides(B) }
             #[test]
             fn torch_conformance_file() { conformance_file(B) }
 
