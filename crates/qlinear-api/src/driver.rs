@@ -1,16 +1,29 @@
-//! The forward driver: validated views in, one kernel call per thread chunk out.
+//! The forward driver: validated views in, kernel calls on disjoint pieces out.
 //!
-//! The work split is decided here and nowhere else. With `t` threads it cuts M into `t`
-//! row ranges when there are enough rows (each chunk then streams the whole packed
-//! weight, which is what a compute-bound GEMM wants), and otherwise cuts the N panels
-//! (small M, where the weight bytes are the cost and must be read once in total).
-//! Every output element depends only on its own row and column, so every split, and
-//! every thread count, produces identical bits.
+//! The work split is decided here and nowhere else. With `t` threads it cuts M into row
+//! ranges when there are enough rows (each piece then streams the packed weight, which
+//! is what a compute-bound GEMM wants), and otherwise cuts the N panels (small M, where
+//! the weight bytes are the cost and must be read once in total). Every output element
+//! depends only on its own row and column, so every split, and every thread count,
+//! produces identical bits.
+//!
+//! Scheduling: the work is cut into a few pieces per thread, and
+//! the calling thread works through them together with `t - 1` rayon tasks, each taking
+//! the next piece from a shared counter. The caller starts at once, so a pool thread
+//! that wakes late (waking a sleeping thread costs tens of microseconds in a VM, a
+//! sizeable part of a sub-millisecond layer) just takes fewer pieces.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use qlinear_reference::contract::{GemmArgs, KernelDesc};
 
-/// Rows per chunk below which splitting M is not worth it (then N is split).
-const MIN_ROWS_PER_THREAD: usize = 16;
+/// Rows per piece below which splitting M is not worth it (then N is split).
+const MIN_ROWS_PER_PIECE: usize = 32;
+/// Pieces per thread when splitting N (a piece re-reads only the small activations).
+const PANEL_PIECES_PER_THREAD: usize = 4;
+/// Pieces per thread when splitting M: fewer, since each piece streams the weight panels
+/// again and reuses each over fewer rows.
+const ROW_PIECES_PER_THREAD: usize = 2;
 
 /// The number of worker threads `requested` means (0 = all of rayon's pool).
 pub(crate) fn effective_threads(requested: usize) -> usize {
@@ -29,24 +42,18 @@ pub(crate) fn effective_threads(requested: usize) -> usize {
     }
 }
 
-/// Splits `args` (covering all rows and columns) into at most `threads` disjoint chunks
-/// and runs `call` on each, in parallel when the `rayon` feature is on.
-pub(crate) fn run<T>(
-    desc: &KernelDesc,
-    args: GemmArgs<T>,
-    threads: usize,
-    call: &(dyn Fn(&GemmArgs<T>) + Sync),
-) {
-    if args.m == 0 {
-        return;
+/// Cuts `args` (covering all rows and columns) into disjoint pieces for `threads`.
+fn pieces<T>(desc: &KernelDesc, args: GemmArgs<T>, threads: usize) -> Vec<GemmArgs<T>> {
+    if threads == 1 {
+        return vec![args];
     }
-    let threads = effective_threads(threads).max(1);
     let nr = desc.layout.nr;
     let panels = args.n_end.div_ceil(nr);
-    let chunks: Vec<GemmArgs<T>> = if threads == 1 {
-        vec![args]
-    } else if args.m >= threads * MIN_ROWS_PER_THREAD {
-        let rows = args.m.div_ceil(threads).div_ceil(desc.mr) * desc.mr;
+    if args.m >= threads * MIN_ROWS_PER_PIECE {
+        let count = (threads * ROW_PIECES_PER_THREAD)
+            .min(args.m / MIN_ROWS_PER_PIECE)
+            .max(threads);
+        let rows = args.m.div_ceil(count).div_ceil(desc.mr) * desc.mr;
         (0..args.m)
             .step_by(rows)
             .map(|r0| {
@@ -62,7 +69,7 @@ pub(crate) fn run<T>(
             })
             .collect()
     } else {
-        let per = panels.div_ceil(threads.min(panels));
+        let per = panels.div_ceil((threads * PANEL_PIECES_PER_THREAD).min(panels));
         (0..panels)
             .step_by(per)
             .map(|p0| {
@@ -72,29 +79,51 @@ pub(crate) fn run<T>(
                 c
             })
             .collect()
+    }
+}
+
+/// Runs `call` on every piece of `args`, on up to `threads` threads (the caller and
+/// `threads - 1` rayon tasks) when the `rayon` feature is on.
+pub(crate) fn run<T>(
+    desc: &KernelDesc,
+    args: GemmArgs<T>,
+    threads: usize,
+    call: &(dyn Fn(&GemmArgs<T>) + Sync),
+) {
+    if args.m == 0 {
+        return;
+    }
+    let threads = effective_threads(threads).max(1);
+    let pieces: Vec<Piece<T>> = pieces(desc, args, threads).into_iter().map(Piece).collect();
+    let next = AtomicUsize::new(0);
+    let work = || {
+        while let Some(piece) = pieces.get(next.fetch_add(1, Ordering::Relaxed)) {
+            call(&piece.0);
+        }
     };
     #[cfg(feature = "rayon")]
     {
-        if chunks.len() > 1 {
-            use rayon::prelude::*;
-            let chunks: Vec<Chunk<T>> = chunks.into_iter().map(Chunk).collect();
-            chunks.par_iter().for_each(|c| call(&c.0));
+        let helpers = threads.min(pieces.len()) - 1;
+        if helpers > 0 {
+            rayon::in_place_scope(|s| {
+                for _ in 0..helpers {
+                    s.spawn(|_| work());
+                }
+                work();
+            });
             return;
         }
     }
-    chunks.iter().for_each(call);
+    work();
 }
 
-/// A chunk's arguments, shareable across rayon workers.
-#[cfg(feature = "rayon")]
-struct Chunk<T>(GemmArgs<T>);
+/// A piece's arguments, shareable across threads.
+struct Piece<T>(GemmArgs<T>);
 
-// SAFETY: a chunk is a bundle of pointers into buffers that outlive the parallel call
-// (the caller's views and the layer's packed data). Chunks write disjoint output rows or
+// SAFETY: a piece is a bundle of pointers into buffers that outlive the parallel call
+// (the caller's views and the layer's packed data). Pieces write disjoint output rows or
 // columns and only read the shared inputs, so moving or sharing them between threads
 // cannot create a data race.
-#[cfg(feature = "rayon")]
-unsafe impl<T> Send for Chunk<T> {}
-// SAFETY: as above; a shared chunk is only read.
-#[cfg(feature = "rayon")]
-unsafe impl<T> Sync for Chunk<T> {}
+unsafe impl<T> Send for Piece<T> {}
+// SAFETY: as above; a shared piece is only read.
+unsafe impl<T> Sync for Piece<T> {}
