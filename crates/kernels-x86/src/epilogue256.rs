@@ -64,8 +64,8 @@ avx2_isa!(target_fn! {
                 _mm256_cvtepi32_ps(raw),
             );
             let y = _mm256_mul_ps(xf, _mm256_loadu_ps(e.mult.as_ptr().add(n)));
-            // NaN -> 0 (Rust `as`).
-            let y = _mm256_and_ps(y, _mm256_cmp_ps::<_CMP_ORD_Q>(y, y));
+            // NaN -> 0 (Rust `as`), unless the parameters cannot produce NaN.
+            let y = if e.nan_free { y } else { _mm256_and_ps(y, _mm256_cmp_ps::<_CMP_ORD_Q>(y, y)) };
             // Clamp from above at 512; below, an out-of-range y converts to i32::MIN,
             // which ends at `lo` just as the saturated value would.
             let y = _mm256_min_ps(y, _mm256_set1_ps(512.0));
