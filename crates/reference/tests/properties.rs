@@ -691,3 +691,38 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// `StaticEpilogue::nan_free` is a promise vector kernels rely on to skip their
+    /// NaN handling: whenever it holds, no accumulator value (down to i32::MIN/MAX and
+    /// any row sum) yields a NaN `y`. Scales span the whole f32 range so that the flag
+    /// is false (overflowing or vanishing multipliers) in a good share of cases.
+    #[test]
+    fn nan_free_epilogues_never_produce_nan(
+        sx in 1e-30f32..1e30, sw in 1e-30f32..1e30, sy in 1e-30f32..1e30,
+        bias in -1e30f32..1e30, per_channel in any::<bool>(), qnnpack in any::<bool>(),
+        acc in prop_oneof![Just(i32::MIN), Just(i32::MAX), Just(0), any::<i32>()],
+        row_sum in any::<i32>(), zp_w in -128i32..=127, zp_x in 0i32..=255,
+    ) {
+        let n = 3;
+        let wq = if per_channel {
+            WeightQParams::PerChannel { scales: vec![sw; n], zero_points: vec![zp_w; n] }
+        } else {
+            WeightQParams::PerTensor { scale: sw, zero_point: zp_w }
+        };
+        let profile = if qnnpack { Profile::Qnnpack } else { Profile::Fbgemm };
+        let x = ActQParams { scale: sx, zero_point: zp_x };
+        let y = ActQParams { scale: sy, zero_point: 7 };
+        let bias = vec![bias; n];
+        let e = StaticEpilogue::new(profile, x, &wq, &[11, -5, 0], 17, Some(&bias), y, false, 8);
+        if e.nan_free {
+            for j in 0..n {
+                let raw = acc
+                    .wrapping_add(e.col_offset[j])
+                    .wrapping_sub(e.row_zp[j].wrapping_mul(row_sum));
+                let yv = e.bias_a[j].mul_add(e.bias_b[j], raw as f32) * e.mult[j];
+                prop_assert!(!yv.is_nan(), "column {j}: y is NaN with nan_free set");
+            }
+        }
+    }
+}
