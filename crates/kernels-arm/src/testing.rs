@@ -369,6 +369,8 @@ fn epilogues_match_apply_on_special_values() {
             mult: (0..len).map(|_| pick(&mut rng)).collect(),
             zp_y: rng.range_i32(0, 255),
             lo: 0,
+            // Parameters here include NaN and infinities: never promise NaN-freedom.
+            nan_free: false,
         };
         let stat = StaticEpilogue {
             lo: if rng.coin() { stat.zp_y } else { 0 },

@@ -6,10 +6,11 @@
 //! its own input row only, and dynamic inputs carry the same min and max in every row so
 //! each row chunk picks the same qparams as the whole), and then every backend builds its
 //! layer, runs it once to compare bytes (static) or f32 bits (dynamic) with that output,
-//! and is timed: warm-up, then single `forward_with_threads` calls until `--max-seconds`
-//! is spent (at least 3 calls unless one call alone exceeds the budget, as the scalar
-//! reference does on big shapes; it is then timed by that single call). The reported time
-//! is the median call.
+//! and is timed: the backends take turns in 5 rounds of `--max-seconds / 5` each
+//! (warm-up, then single `forward_with_threads` calls), so load bursts on a shared
+//! machine hit every backend alike. A backend whose single call exceeds the whole
+//! budget, as the scalar reference does on big shapes, is timed by that one call. The
+//! reported time is the median call.
 //!
 //! Fractions are against this run's own probes (see [`crate::probe`]): peak MAC rate of
 //! the backend's instruction mix, and streaming-read bandwidth for a buffer of the
@@ -349,58 +350,68 @@ fn median(v: &mut [f64]) -> f64 {
     }
 }
 
-/// Times `call` after a first (exactness) call that took `first_s`: a short warm-up,
-/// then single calls until `max_s` is spent, at least 3 unless they would take more than
-/// `3 * max_s`; a first call longer than `max_s` is the only sample.
-fn time_calls(
-    mut call: impl FnMut() -> Result<(), String>,
+/// Rounds per measurement: the backends of one shape and mode take turns, each round
+/// spending `max_s / ROUNDS` on every backend, so a burst of load from a neighbour on a
+/// shared machine hits all of them alike instead of one backend's whole budget.
+const ROUNDS: usize = 5;
+
+/// One backend's layer for a shape and mode, checked against the reference and ready
+/// to be timed.
+struct Prepared<'a> {
+    backend: Backend,
+    kernel: String,
+    mismatches: usize,
+    /// Duration of the first (checked) call.
     first_s: f64,
-    max_s: f64,
-) -> Result<Timing, String> {
-    if first_s >= max_s {
-        return Ok(Timing {
-            median_s: first_s,
-            min_s: first_s,
-            iterations: 1,
-        });
-    }
-    let warm_until = Instant::now();
-    while warm_until.elapsed().as_secs_f64() < max_s * 0.1 {
-        call()?;
-    }
-    let mut samples = Vec::new();
-    let mut total = 0.0;
-    while total < max_s || (samples.len() < 3 && total < 3.0 * max_s) {
-        let t = Instant::now();
-        call()?;
-        let dt = t.elapsed().as_secs_f64();
-        samples.push(dt);
-        total += dt;
-        if samples.len() >= 1_000_000 {
-            break;
-        }
-    }
-    let min_s = samples.iter().copied().fold(f64::INFINITY, f64::min);
-    Ok(Timing {
-        median_s: median(&mut samples),
-        min_s,
-        iterations: samples.len(),
-    })
+    call: Box<dyn FnMut() -> Result<(), String> + 'a>,
+    samples: Vec<f64>,
 }
 
-/// Builds the layer of `backend` for `mode`, checks it against `expected`, times it.
-/// Returns `(kernel, timing, mismatches)`.
-fn measure(
-    d: &ShapeData,
+impl Prepared<'_> {
+    /// Warm-up, then single calls until `budget_s` is spent (at least one).
+    fn sample(&mut self, budget_s: f64) -> Result<(), String> {
+        let warm = Instant::now();
+        while warm.elapsed().as_secs_f64() < budget_s * 0.1 {
+            (self.call)()?;
+        }
+        let mut spent = 0.0;
+        while spent < budget_s && self.samples.len() < 1_000_000 {
+            let t = Instant::now();
+            (self.call)()?;
+            let dt = t.elapsed().as_secs_f64();
+            self.samples.push(dt);
+            spent += dt;
+        }
+        Ok(())
+    }
+
+    /// The median call; a backend whose single call exceeds the whole budget (the
+    /// scalar reference on big shapes) is timed by that first call alone.
+    fn timing(mut self) -> Timing {
+        if self.samples.is_empty() {
+            self.samples.push(self.first_s);
+        }
+        let min_s = self.samples.iter().copied().fold(f64::INFINITY, f64::min);
+        Timing {
+            iterations: self.samples.len(),
+            median_s: median(&mut self.samples),
+            min_s,
+        }
+    }
+}
+
+/// Builds the layer of `backend` for `mode` and checks its output against `expected`.
+fn prepare<'a>(
+    d: &'a ShapeData,
     mode: Mode,
     backend: Backend,
     threads: usize,
-    max_s: f64,
     expected: &Expected,
-) -> Result<(String, Timing, usize), String> {
+) -> Result<Prepared<'a>, String> {
     let Shape { m, k, n } = d.shape;
-    let err =
-        |e: qlinear_api::Error| format!("{backend} {mode} {}: {e}", d.shape, mode = mode.name());
+    let err = move |e: qlinear_api::Error| {
+        format!("{backend} {mode} {}: {e}", d.shape, mode = mode.name())
+    };
     match (mode, expected) {
         (Mode::Static, Expected::U8(want)) => {
             let layer = Linear::builder(d.weight.clone(), d.x, d.y)
@@ -409,22 +420,35 @@ fn measure(
                 .threads(threads)
                 .build()
                 .map_err(err)?;
+            let kernel = layer.kernel_name().to_string();
             let mut out = vec![0u8; m * n];
-            let call = |out: &mut [u8]| -> Result<(), String> {
+            let t0 = Instant::now();
+            layer
+                .forward_with_threads(
+                    MatRef::dense(&d.a_u8, m, k).map_err(err)?,
+                    MatMut::dense(&mut out, m, n).map_err(err)?,
+                    threads,
+                )
+                .map_err(err)?;
+            let first_s = t0.elapsed().as_secs_f64();
+            let mismatches = out.iter().zip(want).filter(|(a, b)| a != b).count();
+            let call = move || -> Result<(), String> {
                 layer
                     .forward_with_threads(
                         MatRef::dense(&d.a_u8, m, k).map_err(err)?,
-                        MatMut::dense(out, m, n).map_err(err)?,
+                        MatMut::dense(&mut out, m, n).map_err(err)?,
                         threads,
                     )
                     .map_err(err)
             };
-            let t0 = Instant::now();
-            call(&mut out)?;
-            let first_s = t0.elapsed().as_secs_f64();
-            let mismatches = out.iter().zip(want).filter(|(a, b)| a != b).count();
-            let timing = time_calls(|| call(&mut out), first_s, max_s)?;
-            Ok((layer.kernel_name().to_string(), timing, mismatches))
+            Ok(Prepared {
+                backend,
+                kernel,
+                mismatches,
+                first_s,
+                call: Box::new(call),
+                samples: Vec::new(),
+            })
         }
         (Mode::Dynamic, Expected::F32(want)) => {
             let layer = DynamicLinear::builder(d.weight.clone())
@@ -433,29 +457,69 @@ fn measure(
                 .threads(threads)
                 .build()
                 .map_err(err)?;
+            let kernel = layer.kernel_name().to_string();
             let mut out = vec![0f32; m * n];
-            let call = |out: &mut [f32]| -> Result<(), String> {
-                layer
-                    .forward_with_threads(
-                        MatRef::dense(&d.a_f32, m, k).map_err(err)?,
-                        MatMut::dense(out, m, n).map_err(err)?,
-                        threads,
-                    )
-                    .map_err(err)
-            };
             let t0 = Instant::now();
-            call(&mut out)?;
+            layer
+                .forward_with_threads(
+                    MatRef::dense(&d.a_f32, m, k).map_err(err)?,
+                    MatMut::dense(&mut out, m, n).map_err(err)?,
+                    threads,
+                )
+                .map_err(err)?;
             let first_s = t0.elapsed().as_secs_f64();
             let mismatches = out
                 .iter()
                 .zip(want)
                 .filter(|(a, b)| a.to_bits() != b.to_bits())
                 .count();
-            let timing = time_calls(|| call(&mut out), first_s, max_s)?;
-            Ok((layer.kernel_name().to_string(), timing, mismatches))
+            let call = move || -> Result<(), String> {
+                layer
+                    .forward_with_threads(
+                        MatRef::dense(&d.a_f32, m, k).map_err(err)?,
+                        MatMut::dense(&mut out, m, n).map_err(err)?,
+                        threads,
+                    )
+                    .map_err(err)
+            };
+            Ok(Prepared {
+                backend,
+                kernel,
+                mismatches,
+                first_s,
+                call: Box::new(call),
+                samples: Vec::new(),
+            })
         }
         _ => Err("internal: mode and expected output disagree".to_string()),
     }
+}
+
+/// Prepares every backend, then times them in interleaved rounds.
+fn measure_all(
+    d: &ShapeData,
+    mode: Mode,
+    backends: &[Backend],
+    threads: usize,
+    max_s: f64,
+    expected: &Expected,
+) -> Result<Vec<(Backend, String, Timing, usize)>, String> {
+    let mut prepared = backends
+        .iter()
+        .map(|&b| prepare(d, mode, b, threads, expected))
+        .collect::<Result<Vec<_>, _>>()?;
+    for _ in 0..ROUNDS {
+        for p in prepared.iter_mut().filter(|p| p.first_s < max_s) {
+            p.sample(max_s / ROUNDS as f64)?;
+        }
+    }
+    Ok(prepared
+        .into_iter()
+        .map(|p| {
+            let (backend, kernel, mismatches) = (p.backend, p.kernel.clone(), p.mismatches);
+            (backend, kernel, p.timing(), mismatches)
+        })
+        .collect())
 }
 
 enum Expected {
@@ -474,15 +538,22 @@ fn measure_pack(
     let first_s = t0.elapsed().as_secs_f64();
     let kernel = p.kernel_name().to_string();
     drop(p);
-    let timing = time_calls(
-        || {
+    let mut prepared = Prepared {
+        backend,
+        kernel: kernel.clone(),
+        mismatches: 0,
+        first_s,
+        call: Box::new(|| {
             let p = PackedWeights::new(weight, backend).map_err(|e| e.to_string())?;
             std::hint::black_box(&p);
             Ok(())
-        },
-        first_s,
-        max_s,
-    )?;
+        }),
+        samples: Vec::new(),
+    };
+    if first_s < max_s {
+        prepared.sample(max_s)?;
+    }
+    let timing = prepared.timing();
     let (k, n) = (weight.in_features(), weight.out_features());
     Ok(PackResult {
         backend: backend.name().to_string(),
@@ -741,9 +812,10 @@ fn run_inner(args: &BenchArgs) -> Result<bool, String> {
                 mode.name(),
                 t.elapsed().as_secs_f64()
             );
-            for &b in &backends {
+            for (b, kernel, timing, mismatches) in
+                measure_all(&d, mode, &backends, threads, max_s, &expected)?
+            {
                 done += 1;
-                let (kernel, timing, mismatches) = measure(&d, mode, b, threads, max_s, &expected)?;
                 let gmacs = shape.macs() / timing.median_s / 1e9;
                 let peak_gmacs = probes.peak.get(b.name()).map(|p| p.gmacs);
                 let (weight_gbps, stream_gbps) = if shape.m == 1 {
