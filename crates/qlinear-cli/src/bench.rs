@@ -400,6 +400,30 @@ impl Prepared<'_> {
     }
 }
 
+/// Runs `forward` once into a fresh output, counts the elements that differ from `want`
+/// (by `same`), and wraps `forward` for timing.
+fn checked<'a, T: Copy + Default + 'a>(
+    backend: Backend,
+    kernel: String,
+    want: &[T],
+    same: fn(&T, &T) -> bool,
+    mut forward: impl FnMut(&mut [T]) -> Result<(), String> + 'a,
+) -> Result<Prepared<'a>, String> {
+    let mut out = vec![T::default(); want.len()];
+    let t0 = Instant::now();
+    forward(&mut out)?;
+    let first_s = t0.elapsed().as_secs_f64();
+    let mismatches = out.iter().zip(want).filter(|(a, b)| !same(a, b)).count();
+    Ok(Prepared {
+        backend,
+        kernel,
+        mismatches,
+        first_s,
+        call: Box::new(move || forward(&mut out)),
+        samples: Vec::new(),
+    })
+}
+
 /// Builds the layer of `backend` for `mode` and checks its output against `expected`.
 fn prepare<'a>(
     d: &'a ShapeData,
@@ -421,34 +445,19 @@ fn prepare<'a>(
                 .build()
                 .map_err(err)?;
             let kernel = layer.kernel_name().to_string();
-            let mut out = vec![0u8; m * n];
-            let t0 = Instant::now();
-            layer
-                .forward_with_threads(
-                    MatRef::dense(&d.a_u8, m, k).map_err(err)?,
-                    MatMut::dense(&mut out, m, n).map_err(err)?,
-                    threads,
-                )
-                .map_err(err)?;
-            let first_s = t0.elapsed().as_secs_f64();
-            let mismatches = out.iter().zip(want).filter(|(a, b)| a != b).count();
-            let call = move || -> Result<(), String> {
-                layer
-                    .forward_with_threads(
-                        MatRef::dense(&d.a_u8, m, k).map_err(err)?,
-                        MatMut::dense(&mut out, m, n).map_err(err)?,
-                        threads,
-                    )
-                    .map_err(err)
-            };
-            Ok(Prepared {
+            checked(
                 backend,
                 kernel,
-                mismatches,
-                first_s,
-                call: Box::new(call),
-                samples: Vec::new(),
-            })
+                want,
+                |a, b| a == b,
+                move |out| {
+                    let input = MatRef::dense(&d.a_u8, m, k).map_err(err)?;
+                    let output = MatMut::dense(out, m, n).map_err(err)?;
+                    layer
+                        .forward_with_threads(input, output, threads)
+                        .map_err(err)
+                },
+            )
         }
         (Mode::Dynamic, Expected::F32(want)) => {
             let layer = DynamicLinear::builder(d.weight.clone())
@@ -458,37 +467,13 @@ fn prepare<'a>(
                 .build()
                 .map_err(err)?;
             let kernel = layer.kernel_name().to_string();
-            let mut out = vec![0f32; m * n];
-            let t0 = Instant::now();
-            layer
-                .forward_with_threads(
-                    MatRef::dense(&d.a_f32, m, k).map_err(err)?,
-                    MatMut::dense(&mut out, m, n).map_err(err)?,
-                    threads,
-                )
-                .map_err(err)?;
-            let first_s = t0.elapsed().as_secs_f64();
-            let mismatches = out
-                .iter()
-                .zip(want)
-                .filter(|(a, b)| a.to_bits() != b.to_bits())
-                .count();
-            let call = move || -> Result<(), String> {
+            let same = |a: &f32, b: &f32| a.to_bits() == b.to_bits();
+            checked(backend, kernel, want, same, move |out| {
+                let input = MatRef::dense(&d.a_f32, m, k).map_err(err)?;
+                let output = MatMut::dense(out, m, n).map_err(err)?;
                 layer
-                    .forward_with_threads(
-                        MatRef::dense(&d.a_f32, m, k).map_err(err)?,
-                        MatMut::dense(&mut out, m, n).map_err(err)?,
-                        threads,
-                    )
+                    .forward_with_threads(input, output, threads)
                     .map_err(err)
-            };
-            Ok(Prepared {
-                backend,
-                kernel,
-                mismatches,
-                first_s,
-                call: Box::new(call),
-                samples: Vec::new(),
             })
         }
         _ => Err("internal: mode and expected output disagree".to_string()),

@@ -166,17 +166,25 @@ impl Observer {
     }
 }
 
-/// Runs the observer over an `n x k` float weight and returns the qparams it chooses.
-pub fn observe_weight(w: &[f32], n: usize, k: usize, obs: Observer) -> Result<WeightQParams> {
+/// Checks an `n x k` float weight: layer dimensions, element count, all finite.
+fn check_float_weight(w: &[f32], n: usize, k: usize) -> Result<()> {
     crate::params::check_layer_dims(n, k)?;
-    if w.len() != n * k {
+    let expected = n
+        .checked_mul(k)
+        .ok_or(Error::Dimension("n * k overflows"))?;
+    if w.len() != expected {
         return Err(Error::Shape {
             what: "float weight elements (n * k)",
-            expected: n * k,
+            expected,
             got: w.len(),
         });
     }
-    check_finite("float weight", w)?;
+    check_finite("float weight", w)
+}
+
+/// Runs the observer over an `n x k` float weight and returns the qparams it chooses.
+pub fn observe_weight(w: &[f32], n: usize, k: usize, obs: Observer) -> Result<WeightQParams> {
+    check_float_weight(w, n, k)?;
     let min_max = |s: &[f32]| {
         s.iter()
             .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
@@ -212,14 +220,7 @@ pub fn quantize_weight(
     (qmin, qmax): (i32, i32),
 ) -> Result<Vec<i8>> {
     wq.validate(n)?;
-    if w.len() != n * k {
-        return Err(Error::Shape {
-            what: "float weight elements (n * k)",
-            expected: n * k,
-            got: w.len(),
-        });
-    }
-    check_finite("float weight", w)?;
+    check_float_weight(w, n, k)?;
     let mut out = Vec::with_capacity(n * k);
     for (j, row) in w.chunks_exact(k.max(1)).enumerate().take(n) {
         let inv = 1.0f32 / wq.scale(j);
