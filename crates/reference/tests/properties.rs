@@ -726,3 +726,49 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// The vectorizable activation helpers kernels instantiate equal the literal
+    /// quantization: same bytes, row sums of those bytes, same range (or the same
+    /// non-finite error index).
+    #[test]
+    fn activation_helpers_equal_literal_quantization(
+        rows in 0usize..5, cols in 1usize..80, pad in 0usize..4,
+        scale_exp in -30i32..30, zp in 0i32..=255, seed in any::<u64>(),
+        poison in proptest::option::of(0usize..400),
+    ) {
+        let mut rng = Rng::new(seed);
+        let stride = cols + pad;
+        let len = rows.saturating_sub(1) * stride + cols * (rows > 0) as usize;
+        let mut data: Vec<f32> = (0..len)
+            .map(|_| match rng.below(6) {
+                0 => 0.0,
+                1 => f32::MAX * (rng.unit_f32() - 0.5),
+                2 => (rng.unit_f32() - 0.5) * 1e-38,
+                3 => (rng.below(2048) as f32 - 1024.0) * 0.5, // ties after scaling by 2
+                _ => (rng.unit_f32() - 0.5) * 2000.0,
+            })
+            .collect();
+        if let Some(p) = poison {
+            if !data.is_empty() {
+                let at = p % data.len();
+                data[at] = if p % 2 == 0 { f32::NAN } else { f32::NEG_INFINITY };
+            }
+        }
+        let x = MatRef::new(&data, rows, cols, stride).unwrap();
+        let literal = qlinear_reference::quantize::min_max_finite(&x);
+        prop_assert_eq!(qlinear_reference::activation::min_max_finite(&x), literal.clone());
+        if literal.is_ok() {
+            let scale = 2f32.powi(scale_exp);
+            let want = qlinear_reference::quantize_activations(&x, scale, zp);
+            let mut got = vec![0u8; rows * cols];
+            let sums = qlinear_reference::activation::quantize_rows(&x, scale, zp, &mut got);
+            prop_assert_eq!(&got, &want);
+            let want_sums: Vec<i32> = want
+                .chunks(cols)
+                .map(|r| r.iter().map(|&v| v as i32).sum())
+                .collect();
+            prop_assert_eq!(sums, want_sums);
+        }
+    }
+}
