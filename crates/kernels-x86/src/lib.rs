@@ -25,10 +25,26 @@ pub(crate) mod blocking;
 #[cfg(target_arch = "x86_64")]
 mod epilogue256;
 
-/// The kernel registry: one line per kernel, best first. Generates [`kernels()`].
+#[cfg(all(test, target_arch = "x86_64"))]
+mod testing;
+
+/// The kernel registry: one line per kernel, best first. Generates the modules,
+/// [`kernels()`] and one kernel-level test per kernel (the criterion benches and the
+/// API's backend tests iterate [`kernels()`]).
 macro_rules! kernel_registry {
     ($($(#[$meta:meta])* $module:ident),* $(,)?) => {
         $( $(#[$meta])* #[cfg(target_arch = "x86_64")] pub mod $module; )*
+
+        /// One kernel-level test per registered kernel.
+        #[cfg(all(test, target_arch = "x86_64"))]
+        mod registry_tests {
+            $(
+                #[test]
+                fn $module() {
+                    crate::testing::check_kernel(&crate::$module::KERNEL);
+                }
+            )*
+        }
 
         /// Every kernel of this crate, best first. Empty on other architectures.
         pub fn kernels() -> &'static [KernelDesc] {

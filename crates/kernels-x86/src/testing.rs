@@ -1,0 +1,191 @@
+//! Kernel-level tests, generated for every kernel of the registry: the kernel's entry
+//! points are called directly through its [`KernelDesc`] (no API, no driver), on the
+//! reference packer's output and the reference's folded epilogues, for the edge
+//! catalogue of its tile sizes, whole and split into column ranges, and compared bit
+//! for bit with the literal oracle. (The API-level suite in `qlinear-api/tests` covers
+//! threading, views and the conformance file on top of this.)
+
+// Test code: telling the person running the tests about a skipped kernel is the point.
+#![allow(clippy::print_stderr)]
+
+use qlinear_reference::contract::{DynamicEpilogue, GemmArgs, KernelDesc, StaticEpilogue};
+use qlinear_reference::testkit::{edge_shapes, Rng, StaticCase};
+use qlinear_reference::{pack, MatRef};
+
+fn required(name: &str) -> bool {
+    std::env::var("QLINEAR_REQUIRE")
+        .is_ok_and(|v| v.split(',').any(|s| s.trim() == "all" || s.trim() == name))
+}
+
+/// Runs one static and one dynamic case on `desc` over columns `[n_begin, n_end)`.
+fn check_case(desc: &KernelDesc, c: &StaticCase, n_begin: usize, n_end: usize) {
+    let (m, k, n) = (c.m, c.k, c.n);
+    let layout = desc.layout;
+    let packed = pack::pack(&c.w, n, k, layout);
+    let mut col_sums = pack::column_sums(&c.w, n, k);
+    let n_pad = layout.n_padded(n);
+    let a = MatRef::new(&c.a, m, k, c.a_stride).unwrap();
+    let row_sums: Vec<i32> = (0..m).map(|i| pack::row_sum(a.row(i))).collect();
+    let rs = |sums: &[i32]| {
+        if c.wq.all_zero_points_zero() {
+            std::ptr::null()
+        } else {
+            sums.as_ptr()
+        }
+    };
+
+    // Static.
+    let want = qlinear_reference::static_linear(
+        &a,
+        c.x,
+        &c.w,
+        n,
+        &c.wq,
+        c.bias.as_deref(),
+        c.y,
+        c.relu,
+        c.profile,
+    )
+    .unwrap();
+    let epi = StaticEpilogue::new(
+        c.profile,
+        c.x,
+        &c.wq,
+        &col_sums,
+        k,
+        c.bias.as_deref(),
+        c.y,
+        c.relu,
+        n_pad,
+    );
+    let mut out = vec![0xA5u8; m * n];
+    let args = GemmArgs {
+        a: c.a.as_ptr(),
+        a_stride: c.a_stride,
+        m,
+        k,
+        packed: packed.as_ptr(),
+        n_begin,
+        n_end,
+        row_sums: rs(&row_sums),
+        out: out.as_mut_ptr(),
+        out_stride: n,
+    };
+    // SAFETY: the test only runs when `is_supported()`; `a` covers m rows of k bytes
+    // with its stride, `packed` is the kernel layout's packing of all n columns, the
+    // epilogue is padded to whole panels, `out` is m x n, and [n_begin, n_end) starts
+    // on a panel boundary.
+    unsafe { (desc.gemm_u8)(&args, &epi) };
+    for i in 0..m {
+        for j in 0..n {
+            let expect = if (n_begin..n_end).contains(&j) {
+                want[i * n + j]
+            } else {
+                0xA5
+            };
+            assert_eq!(
+                out[i * n + j],
+                expect,
+                "{} static m={m} k={k} n={n} cols {n_begin}..{n_end}: out[{i},{j}]",
+                desc.name
+            );
+        }
+    }
+
+    // Dynamic, on an f32 input derived from the case's bytes.
+    let xf: Vec<f32> = c.a.iter().map(|&v| (v as f32 - 117.0) * 0.031).collect();
+    let xin = MatRef::new(&xf, m, k, c.a_stride).unwrap();
+    let want = qlinear_reference::dynamic_linear(
+        &xin,
+        &c.w,
+        n,
+        &c.wq,
+        c.bias.as_deref(),
+        false,
+        c.relu,
+        c.profile,
+    )
+    .unwrap();
+    let qp = qlinear_reference::choose_dynamic_qparams(&xin, false).unwrap();
+    let mut q = vec![0u8; m * k];
+    // SAFETY: the kernel's ISA is supported (checked by the caller).
+    let dyn_row_sums = unsafe { (desc.quantize)(&xin, qp.scale, qp.zero_point, &mut q) };
+    assert_eq!(
+        q,
+        qlinear_reference::quantize_activations(&xin, qp.scale, qp.zero_point)
+    );
+    col_sums.truncate(n);
+    let epi = DynamicEpilogue::new(
+        c.profile,
+        qp.scale,
+        qp.zero_point,
+        &c.wq,
+        &col_sums,
+        k,
+        c.bias.as_deref(),
+        c.relu,
+        n_pad,
+    );
+    let mut outf = vec![f32::from_bits(0x7FC0_1234); m * n];
+    let args = GemmArgs {
+        a: q.as_ptr(),
+        a_stride: k,
+        m,
+        k,
+        packed: packed.as_ptr(),
+        n_begin,
+        n_end,
+        row_sums: rs(&dyn_row_sums),
+        out: outf.as_mut_ptr(),
+        out_stride: n,
+    };
+    // SAFETY: as for the static call, with the dense quantized input.
+    unsafe { (desc.gemm_f32)(&args, &epi) };
+    for i in 0..m {
+        for j in 0..n {
+            let expect = if (n_begin..n_end).contains(&j) {
+                want[i * n + j]
+            } else {
+                f32::from_bits(0x7FC0_1234)
+            };
+            assert_eq!(
+                outf[i * n + j].to_bits(),
+                expect.to_bits(),
+                "{} dynamic m={m} k={k} n={n} cols {n_begin}..{n_end}: out[{i},{j}]",
+                desc.name
+            );
+        }
+    }
+}
+
+/// The edge catalogue of `desc`'s tile, random and extreme cases, whole and by column
+/// ranges. Skips (with a message) when the CPU lacks the ISA, unless `QLINEAR_REQUIRE`
+/// lists the kernel's backend.
+pub(crate) fn check_kernel(desc: &KernelDesc) {
+    if !(desc.is_supported)() {
+        assert!(
+            !required(desc.backend),
+            "QLINEAR_REQUIRE lists {}, which this CPU lacks",
+            desc.backend
+        );
+        eprintln!("SKIP {}: not supported on this CPU", desc.name);
+        return;
+    }
+    let mut rng = Rng::new(0x5eed ^ desc.name.len() as u64);
+    let nr = desc.layout.nr;
+    for (m, k, n) in edge_shapes(desc.mr, nr, desc.layout.kr) {
+        for variant in 0..2 {
+            let c = if variant == 0 {
+                StaticCase::random(&mut rng, m, k, n)
+            } else {
+                StaticCase::extreme(m, k, n, &mut rng)
+            };
+            check_case(desc, &c, 0, n);
+            // A column range starting on an inner panel boundary, as threads get.
+            if n > nr {
+                check_case(desc, &c, nr, n);
+                check_case(desc, &c, 0, nr);
+            }
+        }
+    }
+}
