@@ -55,6 +55,12 @@ fn check_io<A, B>(k: usize, n: usize, input: &MatRef<'_, A>, output: &MatMut<'_,
     Ok(())
 }
 
+/// `m * n` for an allocating forward, or an error when it overflows.
+fn output_len(m: usize, n: usize) -> Result<usize> {
+    m.checked_mul(n)
+        .ok_or(Error::Dimension("output size m * n overflows"))
+}
+
 /// Row sums of the activations when some weight zero point is non-zero, else empty.
 fn row_sums_if_needed(a: &MatRef<'_, u8>, wq: &WeightQParams) -> Vec<i32> {
     if wq.all_zero_points_zero() {
@@ -356,11 +362,11 @@ impl Linear {
 
     /// Allocating convenience: `input` holds `m` dense rows of `in_features` bytes.
     pub fn forward_vec(&self, input: &[u8], m: usize) -> Result<Vec<u8>> {
-        let mut out = vec![0u8; m * self.packed.n];
-        self.forward(
-            MatRef::dense(input, m, self.packed.k)?,
-            MatMut::dense(&mut out, m, self.packed.n)?,
-        )?;
+        // The input view first: it bounds `m` by the input's length before any
+        // allocation is sized by it.
+        let input = MatRef::dense(input, m, self.packed.k)?;
+        let mut out = vec![0u8; output_len(m, self.packed.n)?];
+        self.forward(input, MatMut::dense(&mut out, m, self.packed.n)?)?;
         Ok(out)
     }
 
@@ -561,11 +567,11 @@ impl DynamicLinear {
 
     /// Allocating convenience: `input` holds `m` dense rows of `in_features` floats.
     pub fn forward_vec(&self, input: &[f32], m: usize) -> Result<Vec<f32>> {
-        let mut out = vec![0f32; m * self.packed.n];
-        self.forward(
-            MatRef::dense(input, m, self.packed.k)?,
-            MatMut::dense(&mut out, m, self.packed.n)?,
-        )?;
+        // The input view first: it bounds `m` by the input's length before any
+        // allocation is sized by it.
+        let input = MatRef::dense(input, m, self.packed.k)?;
+        let mut out = vec![0f32; output_len(m, self.packed.n)?];
+        self.forward(input, MatMut::dense(&mut out, m, self.packed.n)?)?;
         Ok(out)
     }
 

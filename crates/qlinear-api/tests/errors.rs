@@ -973,3 +973,21 @@ fn corrupt_packed_huge_n_does_not_panic() {
         }
     }
 }
+
+/// An absurd row count with a short input is an error, checked before any output is
+/// allocated for it (no capacity overflow, no huge allocation).
+#[test]
+fn forward_vec_absurd_rows() {
+    for b in backends() {
+        let l = static_layer(3, 4, b);
+        assert!(matches!(
+            l.forward_vec(&[0u8; 8], usize::MAX / 2),
+            Err(Error::BufferTooSmall { .. }) | Err(Error::Dimension(_))
+        ));
+        let d = dynamic_layer(3, 4, b);
+        assert!(matches!(
+            d.forward_vec(&[0f32; 8], usize::MAX / 3),
+            Err(Error::BufferTooSmall { .. }) | Err(Error::Dimension(_))
+        ));
+    }
+}
