@@ -96,6 +96,7 @@ pub const DESC: KernelDesc = KernelDesc {
     // NEON is baseline on aarch64: the portable loops already vectorize with it.
     min_max: qlinear_reference::activation::min_max_finite_portable,
     quantize: qlinear_reference::activation::quantize_rows_portable,
+    pack_panel: None,
 };
 
 /// The kernel body behind both entry points.

@@ -60,6 +60,7 @@ macro_rules! kernel_descriptor {
                 gemm_f32,
                 min_max,
                 quantize,
+                pack_panel: Some(pack_panel),
             };
 
         fn is_supported() -> bool {
@@ -75,6 +76,24 @@ macro_rules! kernel_descriptor {
                 x: &qlinear_reference::MatRef<'_, f32>,
             ) -> qlinear_reference::Result<(f32, f32)> {
                 qlinear_reference::activation::min_max_finite(x)
+            }
+        });
+
+        $isa!(target_fn! {
+            /// Packs one panel and sums its columns with AVX2 (see `crate::pack`).
+            ///
+            /// # Safety
+            /// As [`qlinear_reference::contract::PackPanelFn`] states.
+            unsafe fn pack_panel(
+                w: &[i8],
+                n: usize,
+                k: usize,
+                p: usize,
+                out: &mut [u8],
+                col_sums: &mut [i32],
+            ) {
+                // SAFETY: forwarded contract; this ISA includes AVX2.
+                unsafe { crate::pack::pack_panel_c4::<{ $nr }>(w, n, k, p, out, col_sums) }
             }
         });
 

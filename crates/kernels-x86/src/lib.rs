@@ -25,6 +25,9 @@ pub(crate) mod blocking;
 #[cfg(target_arch = "x86_64")]
 mod epilogue256;
 
+#[cfg(target_arch = "x86_64")]
+mod pack;
+
 #[cfg(all(test, target_arch = "x86_64"))]
 mod testing;
 

@@ -17,6 +17,34 @@ fn required(name: &str) -> bool {
         .is_ok_and(|v| v.split(',').any(|s| s.trim() == "all" || s.trim() == name))
 }
 
+/// The kernel's own packer (when it has one) writes exactly the portable packer's bytes.
+fn check_packer(desc: &KernelDesc, c: &StaticCase) {
+    let Some(fast) = desc.pack_panel else {
+        return;
+    };
+    let layout = desc.layout;
+    let (n, k) = (c.n, c.k);
+    let mut got = vec![0x5Au8; layout.panel_bytes(k)];
+    let mut want = vec![0u8; layout.panel_bytes(k)];
+    let mut sums = vec![0x5A5A_5A5Ai32; layout.nr];
+    let mut want_sums = pack::column_sums(&c.w, n, k);
+    want_sums.resize(layout.n_padded(n), 0);
+    for p in 0..layout.n_padded(n) / layout.nr {
+        pack::pack_panel(&c.w, n, k, layout, p, &mut want);
+        // SAFETY: the kernel's ISA is supported (checked by the caller); `w` is n x k,
+        // `got` one panel, `sums` nr values, p < n_pad / nr.
+        unsafe { fast(&c.w, n, k, p, &mut got, &mut sums) };
+        assert_eq!(got, want, "{} packer: n={n} k={k} panel {p}", desc.name);
+        let nr = layout.nr;
+        assert_eq!(
+            sums,
+            want_sums[p * nr..(p + 1) * nr],
+            "{} column sums: n={n} k={k} panel {p}",
+            desc.name
+        );
+    }
+}
+
 /// Runs one static and one dynamic case on `desc` over columns `[n_begin, n_end)`.
 fn check_case(desc: &KernelDesc, c: &StaticCase, n_begin: usize, n_end: usize) {
     let (m, k, n) = (c.m, c.k, c.n);
@@ -180,6 +208,7 @@ pub(crate) fn check_kernel(desc: &KernelDesc) {
             } else {
                 StaticCase::extreme(m, k, n, &mut rng)
             };
+            check_packer(desc, &c);
             check_case(desc, &c, 0, n);
             // A column range starting on an inner panel boundary, as threads get.
             if n > nr {

@@ -127,12 +127,28 @@ impl PackedWeights {
         // big buffer is written exactly once.
         let mut data = AlignedBytes::with_capacity(64, layout.packed_len(w.n, w.k));
         let mut panel = vec![0u8; layout.panel_bytes(w.k)];
-        for p in 0..layout.n_padded(w.n) / layout.nr {
-            pack::pack_panel(&w.data, w.n, w.k, layout, p, &mut panel);
+        let fast = match engine {
+            Engine::Kernel(desc) => desc.pack_panel,
+            Engine::Reference => None,
+        };
+        let n_pad = layout.n_padded(w.n);
+        let mut col_sums = vec![0i32; n_pad];
+        for (p, sums) in col_sums.chunks_exact_mut(layout.nr).enumerate() {
+            match fast {
+                // SAFETY: a kernel engine is only built for kernels this CPU supports
+                // (`resolve`); `w` holds n * k values (checked by QuantizedWeight::new),
+                // `panel` holds one panel of this layout, `sums` nr values, and
+                // p < n_pad / nr.
+                Some(f) => unsafe { f(&w.data, w.n, w.k, p, &mut panel, sums) },
+                None => {
+                    pack::pack_panel(&w.data, w.n, w.k, layout, p, &mut panel);
+                    let cols = (p * layout.nr..((p + 1) * layout.nr).min(w.n)).len();
+                    let rows = &w.data[p * layout.nr * w.k..(p * layout.nr + cols) * w.k];
+                    sums[..cols].copy_from_slice(&pack::column_sums(rows, cols, w.k));
+                }
+            }
             data.extend_from_slice(&panel);
         }
-        let mut col_sums = pack::column_sums(&w.data, w.n, w.k);
-        col_sums.resize(layout.n_padded(w.n), 0);
         PackedWeights {
             engine,
             n: w.n,

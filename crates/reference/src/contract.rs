@@ -178,6 +178,18 @@ pub type MinMaxFn = unsafe fn(x: &MatRef<'_, f32>) -> Result<(f32, f32)>;
 pub type QuantizeFn =
     unsafe fn(x: &MatRef<'_, f32>, scale: f32, zp: i32, out: &mut [u8]) -> Vec<i32>;
 
+/// A kernel family's fast packer for one panel: writes exactly the bytes of
+/// [`crate::pack::pack_panel`] for the kernel's layout into `out`, and the panel's `nr`
+/// column sums ([`crate::pack::column_sums`], 0 past `n`) into `col_sums` (the kernel
+/// tests check both).
+///
+/// # Safety
+/// The CPU supports the kernel's ISA; `w` holds `n * k` values; `out` holds
+/// `layout.panel_bytes(k)` bytes and `col_sums` `nr` values; panel `p` exists
+/// (`p * nr < n`).
+pub type PackPanelFn =
+    unsafe fn(w: &[i8], n: usize, k: usize, p: usize, out: &mut [u8], col_sums: &mut [i32]);
+
 /// One optimized kernel: the only interface between the API and a kernel file.
 #[derive(Debug, Clone, Copy)]
 pub struct KernelDesc {
@@ -199,6 +211,8 @@ pub struct KernelDesc {
     pub min_max: MinMaxFn,
     /// The dynamic input's quantization, built for this kernel's ISA.
     pub quantize: QuantizeFn,
+    /// A vectorized packer, or `None` for the portable [`crate::pack::pack_panel`].
+    pub pack_panel: Option<PackPanelFn>,
 }
 
 fn padded<T: Copy>(mut v: Vec<T>, n_pad: usize, fill: T) -> Vec<T> {

@@ -26,13 +26,29 @@ pub fn pack_into(w: &[i8], n: usize, k: usize, layout: PackedLayout, out: &mut [
 /// zero-filling padding. [`pack_into`] is this for every panel; callers that build the
 /// packed buffer panel by panel (appending each) avoid writing it twice.
 pub fn pack_panel(w: &[i8], n: usize, k: usize, layout: PackedLayout, p: usize, out: &mut [u8]) {
+    pack_panel_from(w, n, k, layout, p, 0, out);
+}
+
+/// [`pack_panel`] restricted to k-groups `first_group..` (and the K tail): the bytes of
+/// earlier k-groups are left as they are. Vector packers do the bulk of a panel and hand
+/// the rest to this.
+pub fn pack_panel_from(
+    w: &[i8],
+    n: usize,
+    k: usize,
+    layout: PackedLayout,
+    p: usize,
+    first_group: usize,
+    out: &mut [u8],
+) {
     assert_eq!(out.len(), layout.panel_bytes(k), "panel length");
+    let g = first_group;
     match layout.kr {
-        1 => pack_panel_groups::<1>(w, n, k, layout.nr, p, out),
-        2 => pack_panel_groups::<2>(w, n, k, layout.nr, p, out),
-        4 => pack_panel_groups::<4>(w, n, k, layout.nr, p, out),
-        8 => pack_panel_groups::<8>(w, n, k, layout.nr, p, out),
-        _ => pack_panel_generic(w, n, k, layout, p, out),
+        1 => pack_panel_groups::<1>(w, n, k, layout.nr, p, g, out),
+        2 => pack_panel_groups::<2>(w, n, k, layout.nr, p, g, out),
+        4 => pack_panel_groups::<4>(w, n, k, layout.nr, p, g, out),
+        8 => pack_panel_groups::<8>(w, n, k, layout.nr, p, g, out),
+        _ => pack_panel_generic(w, n, k, layout, p, g, out),
     }
 }
 
@@ -42,6 +58,7 @@ fn pack_panel_groups<const KR: usize>(
     k: usize,
     nr: usize,
     p: usize,
+    first_group: usize,
     panel_out: &mut [u8],
 ) {
     let full_groups = k / KR;
@@ -55,7 +72,7 @@ fn pack_panel_groups<const KR: usize>(
     // lines (read once, sequentially) to a 16 * NR * KR-byte block of the panel that
     // stays in L1 while it fills.
     const BLOCK_GROUPS: usize = 16;
-    let mut g0 = 0;
+    let mut g0 = first_group.min(full_groups);
     while g0 < full_groups {
         let g1 = (g0 + BLOCK_GROUPS).min(full_groups);
         let block = &mut panel_out[g0 * group_bytes..g1 * group_bytes];
@@ -96,12 +113,15 @@ fn pack_panel_generic(
     k: usize,
     layout: PackedLayout,
     p: usize,
+    first_group: usize,
     out: &mut [u8],
 ) {
-    out.fill(0);
+    let start = (first_group * layout.kr).min(k);
+    let base = p * layout.panel_bytes(k);
+    out[(start / layout.kr) * layout.nr * layout.kr..].fill(0);
     for col in p * layout.nr..((p + 1) * layout.nr).min(n) {
-        for kk in 0..k {
-            out[layout.offset(col, kk, k) - p * layout.panel_bytes(k)] = w[col * k + kk] as u8;
+        for kk in start..k {
+            out[layout.offset(col, kk, k) - base] = w[col * k + kk] as u8;
         }
     }
 }
@@ -136,7 +156,7 @@ pub fn column_sums(w: &[i8], n: usize, k: usize) -> Vec<i32> {
 /// widening every byte to i32.
 fn row_sum_i8(row: &[i8]) -> i32 {
     const LANES: usize = 16;
-    const BLOCK: usize = 255 * LANES; // 255 * 128 = 32_640 <= i16::MAX per lane
+    const BLOCK: usize = 255 * LANES;
     let mut total = 0i32;
     for block in row.chunks(BLOCK) {
         let mut lanes = [0i16; LANES];
