@@ -213,7 +213,7 @@ fn any_row_split_gives_identical_outputs() {
                 let start = (r0 * out_stride).min(out.len());
                 layer
                     .forward(
-                        input.row_range(r0, r1),
+                        input.row_range(r0, r1).unwrap(),
                         MatMut::new(&mut out[start..], rows, n, out_stride).unwrap(),
                     )
                     .unwrap();
@@ -222,12 +222,12 @@ fn any_row_split_gives_identical_outputs() {
                 let dstart = (r0 * out_stride).min(dout.len());
                 dlayer
                     .forward(
-                        dinput.row_range(r0, r1),
+                        dinput.row_range(r0, r1).unwrap(),
                         MatMut::new(&mut dout[dstart..], rows, n, out_stride).unwrap(),
                     )
                     .unwrap();
                 let sub = qlinear_reference::dynamic_linear(
-                    &dinput.row_range(r0, r1),
+                    &dinput.row_range(r0, r1).unwrap(),
                     d.w.data(),
                     n,
                     d.w.qparams(),

@@ -991,3 +991,21 @@ fn forward_vec_absurd_rows() {
         ));
     }
 }
+
+/// A row range outside a view is an error, not a panic.
+#[test]
+fn row_range_out_of_bounds() {
+    let data = [0u8; 12];
+    let v = MatRef::dense(&data, 3, 4).unwrap();
+    assert!(matches!(
+        v.row_range(1, 4),
+        Err(Error::Shape {
+            expected: 3,
+            got: 4,
+            ..
+        })
+    ));
+    assert!(matches!(v.row_range(2, 1), Err(Error::Dimension(_))));
+    assert_eq!(v.row_range(1, 3).unwrap().rows(), 2);
+    assert_eq!(v.row_range(3, 3).unwrap().rows(), 0);
+}

@@ -293,8 +293,12 @@ fn oracle_static(d: &ShapeData) -> Result<Vec<u8>, String> {
     let Shape { m, k, n } = d.shape;
     let a = MatRef::dense(&d.a_u8, m, k).map_err(|e| e.to_string())?;
     let out = par_rows(m, |r0, r1| {
+        let rows = match a.row_range(r0, r1) {
+            Ok(rows) => rows,
+            Err(e) => return vec![Err(e.to_string())],
+        };
         qlinear_reference::static_linear(
-            &a.row_range(r0, r1),
+            &rows,
             d.x,
             d.weight.data(),
             n,
@@ -314,8 +318,12 @@ fn oracle_dynamic(d: &ShapeData) -> Result<Vec<f32>, String> {
     let Shape { m, k, n } = d.shape;
     let a = MatRef::dense(&d.a_f32, m, k).map_err(|e| e.to_string())?;
     let out = par_rows(m, |r0, r1| {
+        let rows = match a.row_range(r0, r1) {
+            Ok(rows) => rows,
+            Err(e) => return vec![Err(e.to_string())],
+        };
         qlinear_reference::dynamic_linear(
-            &a.row_range(r0, r1),
+            &rows,
             d.weight.data(),
             n,
             d.weight.qparams(),

@@ -72,16 +72,25 @@ impl<'a, T> MatRef<'a, T> {
     pub fn row(&self, i: usize) -> &'a [T] {
         &self.data[i * self.stride..i * self.stride + self.cols]
     }
-    /// Rows `[begin, end)` as a view.
-    pub fn row_range(&self, begin: usize, end: usize) -> MatRef<'a, T> {
-        assert!(begin <= end && end <= self.rows);
+    /// Rows `[begin, end)` as a view; an error when the range is not inside the view.
+    pub fn row_range(&self, begin: usize, end: usize) -> Result<MatRef<'a, T>> {
+        if end > self.rows {
+            return Err(Error::Shape {
+                what: "row range end (rows)",
+                expected: self.rows,
+                got: end,
+            });
+        }
+        if begin > end {
+            return Err(Error::Dimension("row range begins after it ends"));
+        }
         let start = (begin * self.stride).min(self.data.len());
-        MatRef {
+        Ok(MatRef {
             data: &self.data[start..],
             rows: end - begin,
             cols: self.cols,
             stride: self.stride,
-        }
+        })
     }
 }
 
