@@ -69,6 +69,9 @@ impl<'a, T> MatRef<'a, T> {
         self.data
     }
     /// Row `i` (exactly `cols` elements).
+    ///
+    /// # Panics
+    /// If `i >= rows()`, like slice indexing.
     pub fn row(&self, i: usize) -> &'a [T] {
         &self.data[i * self.stride..i * self.stride + self.cols]
     }
@@ -140,6 +143,9 @@ impl<'a, T> MatMut<'a, T> {
         self.stride
     }
     /// Row `i`, mutable.
+    ///
+    /// # Panics
+    /// If `i >= rows()`, like slice indexing.
     pub fn row_mut(&mut self, i: usize) -> &mut [T] {
         &mut self.data[i * self.stride..i * self.stride + self.cols]
     }

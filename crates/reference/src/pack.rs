@@ -8,6 +8,9 @@ use crate::contract::PackedLayout;
 /// Packs an `n x k` row-major i8 weight into `out` (length `layout.packed_len(n, k)`),
 /// zero-filling padding. Bytes are the i8 values' two's complement.
 ///
+/// # Panics
+/// If `w` or `out` has the wrong length (the API validates shapes before packing).
+///
 /// Writes are sequential inside a panel; reads walk `nr` rows in step, `kr` bytes at a
 /// time (a few KiB apart, all in L1/L2). The common `kr` values get a constant-size copy
 /// so each group is a single 1/2/4/8-byte move.

@@ -180,6 +180,9 @@ pub enum WeightQParams {
 
 impl WeightQParams {
     /// Scale applying to output channel `n` (`scale_w[j]` of SEMANTICS.md).
+    ///
+    /// # Panics
+    /// Per-channel parameters with `n >= scales.len()` (validated layers never ask).
     #[inline]
     pub fn scale(&self, n: usize) -> f32 {
         match self {
@@ -189,6 +192,9 @@ impl WeightQParams {
     }
 
     /// Zero point applying to output channel `n`.
+    ///
+    /// # Panics
+    /// Per-channel parameters with `n >= zero_points.len()`.
     #[inline]
     pub fn zero_point(&self, n: usize) -> i32 {
         match self {
