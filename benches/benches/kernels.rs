@@ -3,10 +3,8 @@
 //! Each kernel is forced through its backend name; static and dynamic layers, one
 //! thread, over `KERNEL_SHAPES` (M = 1 GEMV included). Throughput is in MACs.
 
-use std::hint::black_box;
-
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use qlinear_api::{Backend, MatMut, MatRef};
+use qlinear_api::Backend;
 use qlinear_benches::*;
 
 fn kernels(c: &mut Criterion) {
@@ -29,42 +27,11 @@ fn kernels(c: &mut Criterion) {
             if layer.kernel_name() != desc.name {
                 continue;
             }
-            let a = acts_u8(m, k);
-            let mut out = vec![0u8; m * n];
-            group.bench_with_input(
-                BenchmarkId::new("static", shape_name(shape)),
-                &shape,
-                |b, _| {
-                    b.iter(|| {
-                        layer
-                            .forward_with_threads(
-                                MatRef::dense(black_box(&a), m, k).unwrap(),
-                                MatMut::dense(&mut out, m, n).unwrap(),
-                                1,
-                            )
-                            .unwrap()
-                    })
-                },
-            );
+            let name = shape_name(shape);
+            bench_static(&mut group, BenchmarkId::new("static", &name), &layer, m);
             drop(layer);
             let layer = dynamic_layer(k, n, backend).expect("dynamic layer");
-            let x = acts_f32(m, k);
-            let mut y = vec![0f32; m * n];
-            group.bench_with_input(
-                BenchmarkId::new("dynamic", shape_name(shape)),
-                &shape,
-                |b, _| {
-                    b.iter(|| {
-                        layer
-                            .forward_with_threads(
-                                MatRef::dense(black_box(&x), m, k).unwrap(),
-                                MatMut::dense(&mut y, m, n).unwrap(),
-                                1,
-                            )
-                            .unwrap()
-                    })
-                },
-            );
+            bench_dynamic(&mut group, BenchmarkId::new("dynamic", &name), &layer, m);
         }
         group.finish();
     }

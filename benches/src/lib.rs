@@ -14,9 +14,14 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 #![warn(missing_docs)]
 
+use std::hint::black_box;
 use std::time::Duration;
 
-use qlinear_api::{ActQParams, Backend, DynamicLinear, Linear, QuantizedWeight, WeightQParams};
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, BenchmarkId};
+use qlinear_api::{
+    ActQParams, Backend, DynamicLinear, Linear, MatMut, MatRef, QuantizedWeight, WeightQParams,
+};
 use qlinear_reference::testkit::Rng;
 
 /// `(M, K, N)`.
@@ -116,4 +121,42 @@ pub fn acts_u8(m: usize, k: usize) -> Vec<u8> {
 /// `m x k` random f32 activations in [-4, 4].
 pub fn acts_f32(m: usize, k: usize) -> Vec<f32> {
     Rng::new(11 + (m * k) as u64).f32s(m * k, 4.0)
+}
+
+/// Benchmarks `layer.forward` (one thread) on `m` rows of [`acts_u8`] as `id` of `group`.
+pub fn bench_static(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    id: BenchmarkId,
+    layer: &Linear,
+    m: usize,
+) {
+    let (k, n) = (layer.packed().in_features(), layer.packed().out_features());
+    let a = acts_u8(m, k);
+    let mut out = vec![0u8; m * n];
+    group.bench_function(id, |b| {
+        b.iter(|| {
+            let input = MatRef::dense(black_box(&a), m, k).unwrap();
+            let output = MatMut::dense(&mut out, m, n).unwrap();
+            layer.forward_with_threads(input, output, 1).unwrap()
+        })
+    });
+}
+
+/// Benchmarks `layer.forward` (one thread) on `m` rows of [`acts_f32`] as `id` of `group`.
+pub fn bench_dynamic(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    id: BenchmarkId,
+    layer: &DynamicLinear,
+    m: usize,
+) {
+    let (k, n) = (layer.packed().in_features(), layer.packed().out_features());
+    let x = acts_f32(m, k);
+    let mut out = vec![0f32; m * n];
+    group.bench_function(id, |b| {
+        b.iter(|| {
+            let input = MatRef::dense(black_box(&x), m, k).unwrap();
+            let output = MatMut::dense(&mut out, m, n).unwrap();
+            layer.forward_with_threads(input, output, 1).unwrap()
+        })
+    });
 }
