@@ -104,6 +104,10 @@ macro_rules! kernel_registry {
                         t::extreme(D);
                     }
                     #[test]
+                    fn edge_scales_and_signed_zeros() {
+                        t::edge_scales(D);
+                    }
+                    #[test]
                     fn split_calls_and_strides() {
                         t::splits(D);
                     }

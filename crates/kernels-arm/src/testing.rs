@@ -12,7 +12,7 @@
 
 use qlinear_reference::contract::{DynamicEpilogue, GemmArgs, KernelDesc, StaticEpilogue};
 use qlinear_reference::pack::{column_sums, pack, row_sum};
-use qlinear_reference::testkit::{edge_shapes, Rng, StaticCase};
+use qlinear_reference::testkit::{edge_scale_sweep, edge_shapes, Rng, StaticCase};
 use qlinear_reference::{static_linear, MatRef};
 
 const CANARY_U8: u8 = 0xA5;
@@ -278,6 +278,26 @@ pub(crate) fn extreme(d: &KernelDesc) {
             // All-255 activations too (extreme() leaves some zeros).
             c.a.iter_mut().for_each(|v| *v = 255);
             check_static(d, &c, WHOLE, 0);
+            check_dynamic(d, &c, WHOLE, 2);
+        }
+    }
+}
+
+/// The test kit's edge-scale sweep (subnormal to `f32::MAX` scales, signed-zero and huge
+/// biases) around the tile, static and dynamic.
+pub(crate) fn edge_scales(d: &KernelDesc) {
+    if !available(d) {
+        return;
+    }
+    let mut rng = Rng::new(5);
+    let (mr, nr) = (d.mr, d.layout.nr);
+    for (m, k, n) in [
+        (1, 5, nr + 1),
+        (mr + 1, 67, 2 * nr + 3),
+        (2 * mr + 1, 300, nr - 1),
+    ] {
+        for c in edge_scale_sweep(&mut rng, m, k, n) {
+            check_static(d, &c, WHOLE, 1);
             check_dynamic(d, &c, WHOLE, 2);
         }
     }

@@ -9,7 +9,7 @@
 #![allow(clippy::print_stderr)]
 
 use qlinear_reference::contract::{DynamicEpilogue, GemmArgs, KernelDesc, StaticEpilogue};
-use qlinear_reference::testkit::{edge_shapes, Rng, StaticCase};
+use qlinear_reference::testkit::{edge_scale_sweep, edge_shapes, Rng, StaticCase};
 use qlinear_reference::{pack, MatRef};
 
 fn required(name: &str) -> bool {
@@ -121,7 +121,7 @@ fn check_case(desc: &KernelDesc, c: &StaticCase, n_begin: usize, n_end: usize) {
     }
 
     // Dynamic, on an f32 input derived from the case's bytes.
-    let xf: Vec<f32> = c.a.iter().map(|&v| (v as f32 - 117.0) * 0.031).collect();
+    let xf = c.dynamic_input();
     let xin = MatRef::new(&xf, m, k, c.a_stride).unwrap();
     let want = qlinear_reference::dynamic_linear(
         &xin,
@@ -215,6 +215,17 @@ pub(crate) fn check_kernel(desc: &KernelDesc) {
                 check_case(desc, &c, nr, n);
                 check_case(desc, &c, 0, nr);
             }
+        }
+    }
+    // Scales from the smallest subnormal to f32::MAX, signed-zero and huge biases.
+    let mr = desc.mr;
+    for (m, k, n) in [
+        (1, 5, nr + 1),
+        (mr + 1, 67, 2 * nr + 3),
+        (2 * mr + 1, 300, nr - 1),
+    ] {
+        for c in edge_scale_sweep(&mut rng, m, k, n) {
+            check_case(desc, &c, 0, n);
         }
     }
 }

@@ -25,14 +25,19 @@ const PANEL_PIECES_PER_THREAD: usize = 4;
 /// again and reuses each over fewer rows.
 const ROW_PIECES_PER_THREAD: usize = 2;
 
-/// The number of worker threads `requested` means (0 = all of rayon's pool).
+/// The most threads one call uses, whatever is requested: far above any core count,
+/// and small enough that no piece count derived from it can overflow.
+pub(crate) const MAX_THREADS: usize = 1 << 12;
+
+/// The number of worker threads `requested` means (0 = all of rayon's pool), clamped to
+/// `1..=MAX_THREADS`.
 pub(crate) fn effective_threads(requested: usize) -> usize {
     #[cfg(feature = "rayon")]
     {
         if requested == 0 {
-            rayon::current_num_threads()
+            rayon::current_num_threads().clamp(1, MAX_THREADS)
         } else {
-            requested
+            requested.min(MAX_THREADS)
         }
     }
     #[cfg(not(feature = "rayon"))]
@@ -93,7 +98,7 @@ pub(crate) fn run<T>(
     if args.m == 0 {
         return;
     }
-    let threads = effective_threads(threads).max(1);
+    let threads = effective_threads(threads);
     let pieces: Vec<Piece<T>> = pieces(desc, args, threads).into_iter().map(Piece).collect();
     let next = AtomicUsize::new(0);
     let work = || {

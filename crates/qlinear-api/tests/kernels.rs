@@ -16,7 +16,7 @@ use qlinear_api::{
     available_backends, compiled_kernels, conformance, Backend, DynamicLinear, KernelDesc, Linear,
     MatMut, MatRef, Profile, QuantizedWeight, WeightQParams,
 };
-use qlinear_reference::testkit::{edge_shapes, Rng, StaticCase};
+use qlinear_reference::testkit::{edge_scale_sweep, edge_shapes, Rng, StaticCase};
 
 const CANARY: u8 = 0xA5;
 
@@ -301,6 +301,28 @@ fn kib_strides(backend: Backend) {
     }
 }
 
+/// The test kit's edge-scale sweep: scales from the smallest subnormal to `f32::MAX`,
+/// signed-zero, subnormal and huge biases, tiny and huge dynamic inputs, on one and two
+/// threads.
+fn edge_scales(backend: Backend) {
+    let Some(desc) = kernel_or_skip(backend) else {
+        return;
+    };
+    let mut rng = Rng::new(45);
+    let (mr, nr) = (desc.mr, desc.layout.nr);
+    for (m, k, n) in [
+        (1, 3, nr + 1),
+        (mr + 1, 70, 2 * nr + 3),
+        (2 * mr + 3, 257, nr - 1),
+    ] {
+        for (i, c) in edge_scale_sweep(&mut rng, m, k, n).into_iter().enumerate() {
+            let threads = 1 + i % 2;
+            check_static(backend, &c, threads).unwrap();
+            check_dynamic(backend, &c, &c.dynamic_input(), i % 3 == 0, threads).unwrap();
+        }
+    }
+}
+
 fn threads_identical(backend: Backend) {
     if kernel_or_skip(backend).is_none() {
         return;
@@ -351,6 +373,8 @@ macro_rules! backend_tests {
             fn k_limit_worst_case_values() { k_limit_worst_case(B) }
             #[test]
             fn any_thread_count_same_bits() { threads_identical(B) }
+            #[test]
+            fn edge_scales_and_signed_zeros() { edge_scales(B) }
             #[test]
             fn row_strides_multiple_of_1kib() { kib_strides(B) }
             #[test]

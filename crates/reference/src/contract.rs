@@ -42,7 +42,8 @@
 //! absurd scales) must convert to 0 as Rust's `as` does.
 //!
 //! Dynamic (f32 out): `out = fma(i2f(raw), mult[n], bias[n])` when `fused_bias`
-//! (fbgemm; bias 0 when absent, which equals the unfused `f(i2f(raw) * m)`), else
+//! (fbgemm; bias `-0.0` when absent, which equals the unfused `f(i2f(raw) * m)` even
+//! when the product underflows to `-0.0`: `+0.0` there would give `+0.0`), else
 //! `out = f(f(mult[n] * i2f(raw)) + bias[n])` (qnnpack); ReLU is `x > 0 ? x : 0`.
 //!
 //! ## Kernel calls
@@ -99,8 +100,20 @@ impl PackedLayout {
         self.k_padded(k) * self.nr
     }
     /// Total packed bytes for an `n x k` weight.
+    ///
+    /// # Panics
+    /// If the size overflows `usize` (validated layers never ask; sizes from user input
+    /// go through [`PackedLayout::checked_packed_len`]).
     pub fn packed_len(&self, n: usize, k: usize) -> usize {
-        self.n_padded(n) * self.k_padded(k)
+        self.checked_packed_len(n, k)
+            .expect("packed size overflows usize")
+    }
+    /// Total packed bytes for an `n x k` weight, or `None` when the padded sizes or their
+    /// product overflow `usize`.
+    pub fn checked_packed_len(&self, n: usize, k: usize) -> Option<usize> {
+        let n_pad = n.checked_next_multiple_of(self.nr)?;
+        let k_pad = k.checked_next_multiple_of(self.kr)?;
+        n_pad.checked_mul(k_pad)
     }
     /// Byte offset of weight element `(n, k)` in a packing of in_features `k_total`.
     #[inline]
@@ -345,7 +358,9 @@ pub struct DynamicEpilogue {
     pub row_zp: Vec<i32>,
     /// Output multiplier per column (`f(s * scale_w)`).
     pub mult: Vec<f32>,
-    /// Bias per column (0 when the layer has none).
+    /// Bias per column. A layer without bias gets `-0.0` under the fused (fbgemm) form,
+    /// the additive identity that keeps the sign of a zero product, and `+0.0` under
+    /// qnnpack's, which adds its zero bias literally.
     pub bias: Vec<f32>,
     /// fbgemm: `fma(i2f(raw), mult, bias)`; qnnpack: `f(f(mult * i2f(raw)) + bias)`.
     pub fused_bias: bool,
@@ -376,8 +391,24 @@ impl DynamicEpilogue {
             col_offset: padded(column_offsets(k, zp_x, col_sums, wq, |_| 0), n_pad, 0),
             row_zp: padded((0..n).map(|j| wq.zero_point(j)).collect(), n_pad, 0),
             mult: padded(mult, n_pad, 0.0),
+            // No bias: fbgemm computes `f(i2f(raw) * m)`, which the fused form reproduces
+            // only with a `-0.0` addend (`x + -0.0 == x` for every x, signed zeros
+            // included, while `-0.0 + +0.0 == +0.0` would lose the sign of a product
+            // that underflows to zero). qnnpack adds its `+0.0` bias literally.
             bias: padded(
-                bias.map_or_else(|| vec![0.0; n], |b| b.to_vec()),
+                bias.map_or_else(
+                    || {
+                        vec![
+                            if profile == Profile::Fbgemm {
+                                -0.0
+                            } else {
+                                0.0
+                            };
+                            n
+                        ]
+                    },
+                    |b| b.to_vec(),
+                ),
                 n_pad,
                 0.0,
             ),

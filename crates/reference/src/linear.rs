@@ -12,15 +12,18 @@ use crate::{cvt, relu_f32};
 /// `raw[m,n] = sum_k (a[m,k] - zp_x) * (w[n,k] - zp_w[n])`, i32 with wrap-around, as the
 /// contract states (the K limit makes the true value fit, so wrapping never shows).
 ///
-/// `w` is the `n x k` row-major weight. Returns `m x n` row-major.
+/// `w` is the `n x k` row-major weight. Returns `m x n` row-major, or an error when the
+/// sizes are inconsistent (every product of them is checked, nothing is trusted).
 pub fn integer_core(
     a: &MatRef<'_, u8>,
     zp_x: i32,
     w: &[i8],
     n: usize,
     wq: &WeightQParams,
-) -> Vec<i32> {
+) -> Result<Vec<i32>> {
     let k = a.cols();
+    check_sizes(a.rows(), k, w, n)?;
+    wq.validate(n)?;
     let mut raw = vec![0i32; a.rows() * n];
     for i in 0..a.rows() {
         let row = a.row(i);
@@ -34,24 +37,37 @@ pub fn integer_core(
             raw[i * n + j] = acc;
         }
     }
-    raw
+    Ok(raw)
+}
+
+/// The size products a layer call derives from its arguments, checked: `n * k` must
+/// equal the weight's length and `m * n` (the output) must fit `usize`.
+fn check_sizes(m: usize, k: usize, w: &[i8], n: usize) -> Result<()> {
+    check_layer_dims(n, k)?;
+    let nk = n
+        .checked_mul(k)
+        .ok_or(crate::Error::Dimension("n * k overflows"))?;
+    if w.len() != nk {
+        return Err(crate::Error::Shape {
+            what: "weight elements (n * k)",
+            expected: nk,
+            got: w.len(),
+        });
+    }
+    m.checked_mul(n)
+        .ok_or(crate::Error::Dimension("m * n overflows"))?;
+    Ok(())
 }
 
 fn check_common(
+    m: usize,
     k: usize,
     w: &[i8],
     n: usize,
     wq: &WeightQParams,
     bias: Option<&[f32]>,
 ) -> Result<()> {
-    check_layer_dims(n, k)?;
-    if w.len() != n * k {
-        return Err(crate::Error::Shape {
-            what: "weight elements (n * k)",
-            expected: n * k,
-            got: w.len(),
-        });
-    }
+    check_sizes(m, k, w, n)?;
     wq.validate(n)?;
     if let Some(b) = bias {
         if b.len() != n {
@@ -81,10 +97,10 @@ pub fn static_linear(
     relu: bool,
     profile: Profile,
 ) -> Result<Vec<u8>> {
-    check_common(a.cols(), w, n, wq, bias)?;
+    check_common(a.rows(), a.cols(), w, n, wq, bias)?;
     x.validate("input")?;
     y.validate("output")?;
-    let raw = integer_core(a, x.zero_point, w, n, wq);
+    let raw = integer_core(a, x.zero_point, w, n, wq)?;
     let lo = if relu { y.zero_point as i64 } else { 0 };
     let finish = |yv: f32| (cvt(yv) as i64 + y.zero_point as i64).clamp(lo, 255) as u8;
     let sx = x.scale;
@@ -154,12 +170,12 @@ pub fn dynamic_linear(
     relu: bool,
     profile: Profile,
 ) -> Result<Vec<f32>> {
-    check_common(xin.cols(), w, n, wq, bias)?;
+    check_common(xin.rows(), xin.cols(), w, n, wq, bias)?;
     let rr = reduce_range && profile == Profile::Fbgemm;
     let qp = choose_dynamic_qparams(xin, rr)?;
     let q = quantize_activations(xin, qp.scale, qp.zero_point);
     let qa = MatRef::dense(&q, xin.rows(), xin.cols())?;
-    let raw = integer_core(&qa, qp.zero_point, w, n, wq);
+    let raw = integer_core(&qa, qp.zero_point, w, n, wq)?;
     let s = qp.scale;
     let mut out = vec![0f32; raw.len()];
     for (idx, o) in out.iter_mut().enumerate() {

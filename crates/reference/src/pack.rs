@@ -15,7 +15,7 @@ use crate::contract::PackedLayout;
 /// time (a few KiB apart, all in L1/L2). The common `kr` values get a constant-size copy
 /// so each group is a single 1/2/4/8-byte move.
 pub fn pack_into(w: &[i8], n: usize, k: usize, layout: PackedLayout, out: &mut [u8]) {
-    assert_eq!(w.len(), n * k, "weight length");
+    assert_eq!(Some(w.len()), n.checked_mul(k), "weight length");
     assert_eq!(out.len(), layout.packed_len(n, k), "packed length");
     for (p, panel_out) in out
         .chunks_exact_mut(layout.panel_bytes(k).max(1))
@@ -137,8 +137,12 @@ pub fn pack(w: &[i8], n: usize, k: usize, layout: PackedLayout) -> Vec<u8> {
 }
 
 /// Recovers the exact `n x k` weight from a packing.
+///
+/// # Panics
+/// If `n * k` overflows or `packed` is shorter than `layout.packed_len(n, k)` (the API
+/// validates packed bytes before unpacking).
 pub fn unpack(packed: &[u8], n: usize, k: usize, layout: PackedLayout) -> Vec<i8> {
-    let mut w = Vec::with_capacity(n * k);
+    let mut w = Vec::with_capacity(n.checked_mul(k).expect("n * k overflows usize"));
     for col in 0..n {
         for kk in 0..k {
             w.push(packed[layout.offset(col, kk, k)] as i8);
@@ -148,6 +152,9 @@ pub fn unpack(packed: &[u8], n: usize, k: usize, layout: PackedLayout) -> Vec<i8
 }
 
 /// `col_sum[n] = sum_k w[n,k]`, the pack-time half of the zero-point correction.
+///
+/// # Panics
+/// If `w` holds fewer than `n * k` values.
 pub fn column_sums(w: &[i8], n: usize, k: usize) -> Vec<i32> {
     (0..n)
         .map(|col| row_sum_i8(&w[col * k..(col + 1) * k]))

@@ -84,6 +84,9 @@ pub struct StaticCase {
     pub relu: bool,
     /// Arithmetic profile.
     pub profile: Profile,
+    /// Magnitude of the f32 input that [`StaticCase::dynamic_input`] derives for the
+    /// dynamic path (0.031 for ordinary cases; tiny or huge in the edge-scale sweep).
+    pub dyn_amp: f32,
 }
 
 impl StaticCase {
@@ -140,7 +143,25 @@ impl StaticCase {
             y,
             relu: rng.coin(),
             profile,
+            dyn_amp: 0.031,
         }
+    }
+
+    /// The f32 input the kernel harnesses feed the dynamic path: the case's activation
+    /// bytes, centred and scaled by `dyn_amp`, with every 13th element a `-0.0` (same
+    /// length and row stride as `a`).
+    pub fn dynamic_input(&self) -> Vec<f32> {
+        self.a
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                if i % 13 == 12 {
+                    -0.0
+                } else {
+                    (v as f32 - 117.0) * self.dyn_amp
+                }
+            })
+            .collect()
     }
 
     /// Largest magnitudes everywhere: activations 255 with zero point 0, weights
@@ -167,6 +188,90 @@ impl StaticCase {
         c.y.scale = 65_025.0 * k as f32 * c.x.scale * 1e-3 / 100.0;
         c
     }
+}
+
+/// Scales at the edges of the f32 range, smallest first: the smallest subnormal, a
+/// subnormal, the smallest normal, tiny, ordinary, large, and `f32::MAX`. Products of two
+/// of them underflow to (signed) zero or overflow to infinity, so the folded
+/// multipliers and bias terms of a layer built from them take every special value.
+pub const EDGE_SCALES: [f32; 9] = [
+    1e-45,
+    1e-40,
+    f32::MIN_POSITIVE,
+    1e-30,
+    1e-3,
+    1.0,
+    1e30,
+    1e38,
+    f32::MAX,
+];
+
+/// Bias values at the edges: both signed zeros, subnormals, huge finite values.
+pub const EDGE_BIASES: [f32; 10] = [
+    0.0,
+    -0.0,
+    1e-45,
+    -1e-45,
+    0.75,
+    -3.0,
+    1e30,
+    -1e38,
+    f32::MAX,
+    f32::MIN,
+];
+
+/// Input magnitudes for the dynamic path in the edge-scale sweep (tiny inputs hit the
+/// dynamic scale's lower clamp, huge ones give huge scales).
+const EDGE_DYN_AMPS: [f32; 4] = [1e-38, 0.031, 1e30, 1e36];
+
+/// The edge-scale sweep for one shape: `2 * EDGE_SCALES.len()` cases whose weight scales
+/// (per-tensor and per-channel), input and output scales, biases (absent, signed zeros,
+/// subnormal, huge) and dynamic input magnitudes walk through [`EDGE_SCALES`],
+/// [`EDGE_BIASES`] and tiny / huge inputs, with both profiles and ReLU on and off. Every
+/// kernel must equal the reference on all of them (a kernel that adds `+0.0` for a
+/// missing bias, for example, turns the reference's `-0.0` into `+0.0` here).
+pub fn edge_scale_sweep(rng: &mut Rng, m: usize, k: usize, n: usize) -> Vec<StaticCase> {
+    let len = EDGE_SCALES.len();
+    (0..2 * len)
+        .map(|i| {
+            let mut c = StaticCase::random(rng, m, k, n);
+            let pick = |j: usize| EDGE_SCALES[j % len];
+            c.x.scale = pick(i * 4 + 3);
+            c.y.scale = pick(i * 7 + 5);
+            c.wq = if i < len {
+                WeightQParams::PerTensor {
+                    scale: pick(i),
+                    zero_point: c.wq.zero_point(0),
+                }
+            } else {
+                WeightQParams::PerChannel {
+                    scales: (0..n).map(|j| pick(i + j)).collect(),
+                    zero_points: (0..n).map(|j| c.wq.zero_point(j)).collect(),
+                }
+            };
+            c.bias = match i % 3 {
+                0 => None,
+                1 => Some(
+                    (0..n)
+                        .map(|j| EDGE_BIASES[(i + j) % EDGE_BIASES.len()])
+                        .collect(),
+                ),
+                _ => Some(
+                    (0..n)
+                        .map(|j| if (i + j) % 2 == 0 { 0.0 } else { -0.0 })
+                        .collect(),
+                ),
+            };
+            c.profile = if i % 2 == 0 {
+                Profile::Fbgemm
+            } else {
+                Profile::Qnnpack
+            };
+            c.relu = i % 4 == 1;
+            c.dyn_amp = EDGE_DYN_AMPS[i % EDGE_DYN_AMPS.len()];
+            c
+        })
+        .collect()
 }
 
 /// Shapes around a kernel's tile: every partial M up to `2 * mr + 1`, N around `nr`

@@ -106,7 +106,7 @@ proptest! {
         let w = rng.i8s(n * k);
         let wq = random_wq(&mut rng, n, per_channel, &zps);
         let av = MatRef::new(&a, m, k, stride).unwrap();
-        let raw = integer_core(&av, zp_x, &w, n, &wq);
+        let raw = integer_core(&av, zp_x, &w, n, &wq).unwrap();
         prop_assert_eq!(raw.len(), m * n);
         for i in 0..m {
             for j in 0..n {
@@ -135,11 +135,11 @@ fn integer_core_exact_at_k_limit() {
     };
     let av = MatRef::dense(&a, 1, k).unwrap();
     // (255 - 0) * (-128 - 127) = -65_025 per term.
-    let raw = integer_core(&av, 0, &w, 1, &wq);
+    let raw = integer_core(&av, 0, &w, 1, &wq).unwrap();
     assert_eq!(raw[0] as i64, -65_025i64 * k as i64);
     // (0 - 255) * (-128 - 127) = +65_025 per term.
     let a0 = vec![0u8; k];
-    let raw = integer_core(&MatRef::dense(&a0, 1, k).unwrap(), 255, &w, 1, &wq);
+    let raw = integer_core(&MatRef::dense(&a0, 1, k).unwrap(), 255, &w, 1, &wq).unwrap();
     assert_eq!(raw[0] as i64, 65_025i64 * k as i64);
 }
 
@@ -180,7 +180,7 @@ proptest! {
         let wq = random_wq(&mut rng, n, per_channel, &zps);
         let sx = rng.log_uniform(1e-3, 1.0);
         let av = MatRef::dense(&a, m, k).unwrap();
-        let raw = integer_core(&av, zp_x, &w, n, &wq);
+        let raw = integer_core(&av, zp_x, &w, n, &wq).unwrap();
         let real = |idx: usize, bias: Option<&[f32]>| {
             let j = idx % n;
             let raw_term = sx as f64 * wq.scale(j) as f64 * raw[idx] as f64;
@@ -566,6 +566,60 @@ fn static_epilogue_equals_literal_testkit_sweep() {
                 literal_static(&c),
                 "extreme {m}x{k}x{n}"
             );
+        }
+    }
+}
+
+/// The edge-scale sweep (scales from the smallest subnormal to `f32::MAX`, signed-zero,
+/// subnormal and huge biases, tiny and huge inputs): folded static and dynamic epilogues
+/// equal the literal layers bit for bit, signs of zero included.
+#[test]
+fn epilogues_equal_literal_on_edge_scales() {
+    let mut rng = Rng::new(11);
+    for (m, k, n) in [(1, 1, 1), (3, 5, 17), (2, 64, 33)] {
+        for c in qlinear_reference::testkit::edge_scale_sweep(&mut rng, m, k, n) {
+            assert_eq!(folded_static(&c, 16, true), literal_static(&c), "{c:?}");
+            let x = c.dynamic_input();
+            let xv = MatRef::new(&x, m, k, c.a_stride).unwrap();
+            let want = dynamic_linear(
+                &xv,
+                &c.w,
+                n,
+                &c.wq,
+                c.bias.as_deref(),
+                false,
+                c.relu,
+                c.profile,
+            )
+            .unwrap();
+            let qp = choose_dynamic_qparams(&xv, false).unwrap();
+            let q = quantize_activations(&xv, qp.scale, qp.zero_point);
+            let qv = MatRef::dense(&q, m, k).unwrap();
+            let acc = plain_acc(&qv, &c.w, n);
+            let col_sums = pack::column_sums(&c.w, n, k);
+            let epi = DynamicEpilogue::new(
+                c.profile,
+                qp.scale,
+                qp.zero_point,
+                &c.wq,
+                &col_sums,
+                k,
+                c.bias.as_deref(),
+                c.relu,
+                n_pad(n, 16),
+            );
+            for i in 0..m {
+                let rs = pack::row_sum(qv.row(i));
+                for j in 0..n {
+                    let got = epi.apply(acc[i * n + j], rs, j);
+                    assert_eq!(
+                        got.to_bits(),
+                        want[i * n + j].to_bits(),
+                        "({i}, {j}): folded {got:e} literal {:e} {c:?}",
+                        want[i * n + j]
+                    );
+                }
+            }
         }
     }
 }
