@@ -146,6 +146,11 @@ impl Epilogue for DynamicEpilogue {
         unsafe {
             let zero = vdupq_n_f32(0.0);
             for (j, &acc_j) in acc.iter().enumerate() {
+                // Groups past `nc` are skipped: `out_row + n` for them may point beyond
+                // the end of the output buffer (UB for `ptr::add`).
+                if 4 * j >= nc {
+                    break;
+                }
                 let n = n0 + 4 * j;
                 let raw = raw4(acc_j, &self.col_offset, &self.row_zp, row_sum, n);
                 let xf = vcvtq_f32_s32(raw);
@@ -163,7 +168,7 @@ impl Epilogue for DynamicEpilogue {
                 let dst = out_row.add(n);
                 if 4 * j + 4 <= nc {
                     vst1q_f32(dst, v);
-                } else if 4 * j < nc {
+                } else {
                     let mut tmp = [0f32; 4];
                     vst1q_f32(tmp.as_mut_ptr(), v);
                     core::ptr::copy_nonoverlapping(tmp.as_ptr(), dst, nc - 4 * j);

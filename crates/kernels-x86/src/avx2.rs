@@ -3,8 +3,9 @@
 //! fbgemm, MLAS and oneDNN run u8 x i8 on AVX2 with `vpmaddubsw`, which adds two
 //! u8 x i8 products into a *saturating* i16: `255 * 127 * 2 = 64_770 > 32_767`, so
 //! full-range activations give wrong sums. This kernel never uses it. Activations are
-//! widened to i16 once per call (`vpmovzxbw`), weights are sign-extended to i16 as they
-//! are loaded (`vpmovsxbw`), and `vpmaddwd` adds two i16 x i16 products into an i32 lane:
+//! widened to i16 one row block at a time (`vpmovzxbw`), weights are sign-extended to
+//! i16 as they are loaded (`vpmovsxbw`), and `vpmaddwd` adds two i16 x i16 products into
+//! an i32 lane:
 //! `|255 * 128 * 2| < 2^31`, exact. `vpaddd` accumulates.
 //!
 //! ## Register budget (16 ymm)
@@ -34,6 +35,9 @@
 //!   byte 32 : k4..k7, ...; panel size kpad * 8 bytes, zero padded
 //! ```
 //!
+//! Memory: the widened rows of one row block (`blocking::block_rows`, about
+//! `2 * A_BLOCK_BYTES`) are the only allocation, reused for every block of the call.
+//!
 //! Reads: each activation row's `k` bytes (copied into a zero-padded i16 scratch), whole
 //! k-groups of whole panels, whole panels of the epilogue arrays. Writes: only columns
 //! `[n_begin, n_end)`.
@@ -44,7 +48,7 @@ use qlinear_reference::contract::{
     DynamicEpilogue, GemmArgs, StaticEpilogue,
 };
 
-use crate::blocking::Tiles;
+use crate::blocking::{block_rows, Tile, Tiles};
 use crate::epilogue256::{store_f32, store_u8};
 use crate::isa::{avx2_isa, detect, kernel_descriptor, target_fn};
 
@@ -90,21 +94,24 @@ avx2_isa!(target_fn! {
 });
 
 avx2_isa!(target_fn! {
-    /// Widens rows `[0, m)` of the activations to i16, `kpad` per row, zero padded.
+    /// Widens `rows` activation rows starting at row `first` to i16, `kpad` per row,
+    /// zero padded, into `wide` (which holds at least `rows * kpad` values).
     ///
     /// # Safety
-    /// AVX2 enabled; `args.a` rows hold `k` readable bytes.
+    /// AVX2 enabled; `args.a` rows `first .. first + rows` hold `k` readable bytes.
     #[inline]
-    unsafe fn widen_activations<T>(args: &GemmArgs<T>, kpad: usize) -> Vec<i16> {
-        let mut wide = vec![0i16; args.m * kpad];
-        for (i, dst) in wide.chunks_exact_mut(kpad).enumerate() {
-            // SAFETY: row `i < m` has `k` readable bytes at `a + i * a_stride`.
-            let row = unsafe { core::slice::from_raw_parts(args.a.add(i * args.a_stride), args.k) };
-            for (d, &s) in dst.iter_mut().zip(row) {
+    unsafe fn widen_rows<T>(args: &GemmArgs<T>, first: usize, rows: usize, kpad: usize, wide: &mut [i16]) {
+        for (i, dst) in wide.chunks_exact_mut(kpad).take(rows).enumerate() {
+            // SAFETY: row `first + i < m` has `k` readable bytes at `a + row * a_stride`.
+            let row = unsafe {
+                core::slice::from_raw_parts(args.a.add((first + i) * args.a_stride), args.k)
+            };
+            let (body, pad) = dst.split_at_mut(args.k);
+            for (d, &s) in body.iter_mut().zip(row) {
                 *d = s as i16;
             }
+            pad.fill(0);
         }
-        wide
     }
 });
 
@@ -159,37 +166,68 @@ avx2_isa!(target_fn! {
     #[inline]
     unsafe fn drive<T>(args: &GemmArgs<T>, store: impl Fn(__m256i, Option<i32>, usize, usize, *mut T)) {
         let kpad = args.k.div_ceil(KR) * KR;
-        // SAFETY: forwarded contract.
-        let wide = unsafe { widen_activations(args, kpad) };
-        for t in Tiles::new(args.m, args.k, args.n_begin, args.n_end, MR, NR) {
-            // SAFETY: `Tiles` yields tiles inside the call's range with 1 <= rows <= MR,
-            // so the widened rows, the panel and the output rows are in bounds.
-            unsafe {
-                let w = wide.as_ptr().add(t.row * kpad);
-                let panel = args.packed.add(t.panel * kpad * NR);
-                let mut sums = [_mm256_setzero_si256(); MR];
-                let next = t.prefetch_panel.map(|p| args.packed.add(p * kpad * NR));
-                macro_rules! tile {
-                    ($r:literal) => {
-                        match next {
-                            None => accumulate::<$r, false>(w, kpad, panel, panel),
-                            Some(p) => accumulate::<$r, true>(w, kpad, panel, p),
-                        }
-                    };
-                }
-                match t.rows {
-                    1 => sums[..1].copy_from_slice(&tile!(1)),
-                    2 => sums[..2].copy_from_slice(&tile!(2)),
-                    3 => sums[..3].copy_from_slice(&tile!(3)),
-                    4 => sums[..4].copy_from_slice(&tile!(4)),
-                    5 => sums[..5].copy_from_slice(&tile!(5)),
-                    _ => sums = tile!(6),
-                }
-                for (r, &acc) in sums.iter().enumerate().take(t.rows) {
-                    let i = t.row + r;
-                    let row_sum = (!args.row_sums.is_null()).then(|| *args.row_sums.add(i));
-                    store(acc, row_sum, t.n0, t.nc, args.out.add(i * args.out_stride));
-                }
+        // Activations are widened one row block at a time (the blocks of
+        // `crate::blocking`), into one buffer reused for every block: the extra memory is
+        // at most a block's worth, whatever M is.
+        let block = block_rows(args.k, MR).min(args.m);
+        let mut wide = vec![0i16; block * kpad];
+        for first in (0..args.m).step_by(block.max(1)) {
+            let rows = block.min(args.m - first);
+            // SAFETY: rows `first .. first + rows` are inside `[0, m)`.
+            unsafe { widen_rows(args, first, rows, kpad, &mut wide) };
+            // One block: `Tiles` over `rows` rows (no further row blocking), shifted by
+            // `first`.
+            for t in Tiles::new(rows, args.k, args.n_begin, args.n_end, MR, NR) {
+                // SAFETY: `Tiles` yields tiles inside the block with 1 <= rows <= MR, so
+                // the widened rows, the panel and the output rows are in bounds.
+                unsafe { tile(args, &wide, kpad, first, t, &store) };
+            }
+        }
+    }
+});
+
+avx2_isa!(target_fn! {
+    /// One register tile of a widened row block: `t.row` counts from the block's first
+    /// row, `first` is that row's index in the call.
+    ///
+    /// # Safety
+    /// AVX2 + FMA enabled; kernel contract on `args`; `t` lies inside the block, whose
+    /// widened rows are in `wide`.
+    #[inline]
+    unsafe fn tile<T>(
+        args: &GemmArgs<T>,
+        wide: &[i16],
+        kpad: usize,
+        first: usize,
+        t: Tile,
+        store: &impl Fn(__m256i, Option<i32>, usize, usize, *mut T),
+    ) {
+        // SAFETY: forwarded; see the caller.
+        unsafe {
+            let w = wide.as_ptr().add(t.row * kpad);
+            let panel = args.packed.add(t.panel * kpad * NR);
+            let mut sums = [_mm256_setzero_si256(); MR];
+            let next = t.prefetch_panel.map(|p| args.packed.add(p * kpad * NR));
+            macro_rules! tile {
+                ($r:literal) => {
+                    match next {
+                        None => accumulate::<$r, false>(w, kpad, panel, panel),
+                        Some(p) => accumulate::<$r, true>(w, kpad, panel, p),
+                    }
+                };
+            }
+            match t.rows {
+                1 => sums[..1].copy_from_slice(&tile!(1)),
+                2 => sums[..2].copy_from_slice(&tile!(2)),
+                3 => sums[..3].copy_from_slice(&tile!(3)),
+                4 => sums[..4].copy_from_slice(&tile!(4)),
+                5 => sums[..5].copy_from_slice(&tile!(5)),
+                _ => sums = tile!(6),
+            }
+            for (r, &acc) in sums.iter().enumerate().take(t.rows) {
+                let i = first + t.row + r;
+                let row_sum = (!args.row_sums.is_null()).then(|| *args.row_sums.add(i));
+                store(acc, row_sum, t.n0, t.nc, args.out.add(i * args.out_stride));
             }
         }
     }

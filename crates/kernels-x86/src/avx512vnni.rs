@@ -215,7 +215,15 @@ impl Output for StaticOut<'_> {
     ) {
         let e = self.epi;
         for v in 0..VECS {
-            // SAFETY: the store is masked to the valid columns of this row.
+            // Masks are a prefix: once a vector has no valid column, none after it has.
+            // Stop before forming `out_row + n0 + 16 v`, which for the last row of a
+            // buffer would point more than one past its end (UB for `ptr::add`, even
+            // though a zero-mask store touches nothing).
+            if masks[v] == 0 {
+                break;
+            }
+            // SAFETY: the store is masked to the valid columns of this row, and
+            // `n0 + 16 v` is one of them (its mask is non-zero).
             unsafe {
                 let raw = fold_raw(acc[v], c.col_offset[v], c.row_zp[v], row_sum);
                 // xf = fma(bias_a, bias_b, i2f(raw)); y = f(xf * mult)
@@ -233,6 +241,7 @@ impl Output for StaticOut<'_> {
                 // Non-negative after the lower clamp, so the unsigned-saturating narrow
                 // (vpmovusdb) is the upper clamp at 255.
                 let q = _mm512_max_epi32(q, _mm512_set1_epi32(e.lo));
+                debug_assert!(masks[v] != 0, "pointer formed for a vector with no valid column");
                 _mm_mask_storeu_epi8(out_row.add(n0 + 16 * v).cast(), masks[v], _mm512_cvtusepi32_epi8(q));
             }
         }
@@ -284,7 +293,15 @@ impl Output for DynamicOut<'_> {
     ) {
         let e = self.0;
         for v in 0..VECS {
-            // SAFETY: the store is masked to the valid columns of this row.
+            // Masks are a prefix: once a vector has no valid column, none after it has.
+            // Stop before forming `out_row + n0 + 16 v`, which for the last row of a
+            // buffer would point more than one past its end (UB for `ptr::add`, even
+            // though a zero-mask store touches nothing).
+            if masks[v] == 0 {
+                break;
+            }
+            // SAFETY: the store is masked to the valid columns of this row, and
+            // `n0 + 16 v` is one of them (its mask is non-zero).
             unsafe {
                 let raw = fold_raw(acc[v], c.col_offset[v], c.row_zp[v], row_sum);
                 let xf = _mm512_cvtepi32_ps(raw);
@@ -297,6 +314,7 @@ impl Output for DynamicOut<'_> {
                     // maxps returns the second operand for NaN and for +-0: x > 0 ? x : +0.
                     out = _mm512_max_ps(out, _mm512_setzero_ps());
                 }
+                debug_assert!(masks[v] != 0, "pointer formed for a vector with no valid column");
                 _mm512_mask_storeu_ps(out_row.add(n0 + 16 * v), masks[v], out);
             }
         }

@@ -16,6 +16,12 @@
 /// Activation bytes kept hot per row block.
 pub(crate) const A_BLOCK_BYTES: usize = 384 * 1024;
 
+/// Rows per row block at in_features `k`: as many whole `mr`-row tiles as fit
+/// [`A_BLOCK_BYTES`], at least one tile.
+pub(crate) fn block_rows(k: usize, mr: usize) -> usize {
+    ((A_BLOCK_BYTES / k.max(1)) / mr * mr).max(mr)
+}
+
 /// One register tile's work: rows `[row, row + rows)`, columns `[n0, n0 + nc)`, reading
 /// packed panel `panel` (an index).
 #[derive(Clone, Copy)]
@@ -56,7 +62,7 @@ impl Tiles {
         mr: usize,
         nr: usize,
     ) -> Self {
-        let mc = ((A_BLOCK_BYTES / k.max(1)) / mr * mr).max(mr);
+        let mc = block_rows(k, mr);
         Tiles {
             m,
             n_begin,

@@ -138,10 +138,16 @@ fn best_engine() -> Engine {
 }
 
 /// Resolves a backend choice: `Auto` honours `QLINEAR_BACKEND` (an unknown or unavailable
-/// name there is an error, not a silent fallback), then picks the best supported kernel.
+/// name there, or a value that is not UTF-8, is an error, not a silent fallback), then
+/// picks the best supported kernel.
 pub fn resolve(backend: Backend) -> Result<Engine, Error> {
     if backend == Backend::Auto {
-        if let Ok(name) = std::env::var(BACKEND_ENV) {
+        if let Some(value) = std::env::var_os(BACKEND_ENV) {
+            let Some(name) = value.to_str() else {
+                return Err(Error::UnknownBackend(format!(
+                    "{value:?} (the value of {BACKEND_ENV} is not valid UTF-8)"
+                )));
+            };
             if !name.trim().is_empty() {
                 let b: Backend = name.parse()?;
                 if b != Backend::Auto {

@@ -31,7 +31,7 @@ mod packed;
 pub use backend::{
     available_backends, compiled_kernels, cpu_info, resolve, Backend, CpuInfo, Engine, BACKEND_ENV,
 };
-pub use linear::{DynamicLinear, DynamicLinearBuilder, Linear, LinearBuilder};
+pub use linear::{DynamicLinear, DynamicLinearBuilder, Linear, LinearBuilder, SCRATCH_KEEP_BYTES};
 pub use packed::{PackedWeights, QuantizedWeight};
 pub use qlinear_reference::contract::KernelDesc;
 pub use qlinear_reference::{

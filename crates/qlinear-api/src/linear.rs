@@ -400,6 +400,16 @@ impl Linear {
     }
 }
 
+/// The most bytes of quantized-activation scratch a thread keeps between dynamic calls.
+///
+/// Each thread reuses one buffer for the quantized input of its dynamic calls (a fresh
+/// allocation per call costs page faults comparable to the quantization itself). A call
+/// whose input needs more than this gets its own buffer, freed when the call returns,
+/// so one large call does not pin its memory for the life of the thread. 4 MiB covers
+/// every activation of the bert / llm suites up to 512 x 8192; above it the call's
+/// GEMM dwarfs one allocation.
+pub const SCRATCH_KEEP_BYTES: usize = 4 << 20;
+
 thread_local! {
     /// Per-thread scratch for a dynamic call's quantized activations.
     static QUANTIZED: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
@@ -559,7 +569,10 @@ impl DynamicLinear {
                 // packing and epilogue match this kernel, chunks are disjoint.
                 unsafe { gemm(chunk, &epi) }
             });
-            cell.replace(q);
+            // Keep the buffer for the next call unless it is large (SCRATCH_KEEP_BYTES).
+            if q.capacity() <= SCRATCH_KEEP_BYTES {
+                cell.set(q);
+            }
             Ok(())
         })?;
         Ok(())

@@ -87,6 +87,20 @@ fn qlinear_backend_env_overrides_auto() {
         assert_eq!(resolve(Backend::Auto).unwrap().backend(), best, "{v:?}");
     }
 
+    // A value that is not UTF-8 is an error naming the variable, not silently ignored.
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        std::env::set_var(BACKEND_ENV, std::ffi::OsStr::from_bytes(b"avx\xff2"));
+        let r = resolve(Backend::Auto);
+        assert!(
+            matches!(&r, Err(Error::UnknownBackend(s)) if s.contains("QLINEAR_BACKEND") && s.contains("UTF-8")),
+            "{r:?}"
+        );
+        assert!(matches!(auto_static(), Err(Error::UnknownBackend(_))));
+        assert!(resolve(Backend::Reference).is_ok());
+    }
+
     // Unset again: back to the best.
     std::env::remove_var(BACKEND_ENV);
     assert_eq!(resolve(Backend::Auto).unwrap().backend(), best);
