@@ -2,15 +2,24 @@
 //! `conformance/FORMAT.md`): cases produced by a real PyTorch, replayed on any backend
 //! and compared bit for bit. The `qlinear conformance` command and the test suite both
 //! use this module, so what CI checks is what a user can run on their own files.
+//!
+//! [`parse`] validates everything the layers would reject at run time (scales finite and
+//! positive *as f32*, zero points in range, finite bias and f32 inputs, shapes, K within
+//! [`K_LIMIT`], unique ids), so a case that cannot run is a malformed file, reported
+//! with its id and field, never an exactness failure of [`run`].
+
+use std::collections::HashMap;
 
 use serde_json::Value;
 
 use crate::{
     ActQParams, Backend, DynamicLinear, Linear, MatRef, Observer, Profile, QuantizedWeight,
-    WeightQParams,
+    WeightQParams, K_LIMIT,
 };
 
-/// A malformed conformance file.
+/// A malformed conformance file. The message names the case (by id, or by its index in
+/// `cases` when it has no usable id) and the field, e.g.
+/// `case "static_3": field "output.zero_point": 300 is outside [0, 255]`.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("conformance file: {0}")]
 pub struct FormatError(pub String);
@@ -95,193 +104,337 @@ pub struct ObserveCase {
     pub expected: QuantizedWeight,
 }
 
-fn hex(v: &Value, what: &str) -> Result<Vec<u8>, FormatError> {
-    let s = match v.as_str() {
-        Some(s) => s,
-        None => return err(format!("{what}: expected a hex string")),
-    };
-    if s.len() % 2 != 0 {
-        return err(format!("{what}: odd hex length"));
+/// What is wrong with one field of a case; the case id is added by [`parse_case`].
+#[derive(Debug)]
+struct FieldError {
+    /// Dotted path of the field in the case, e.g. `weight.scales[2]`.
+    field: String,
+    /// What is wrong with it.
+    msg: String,
+}
+
+type FieldResult<T> = Result<T, FieldError>;
+
+fn bad<T>(field: impl Into<String>, msg: impl Into<String>) -> FieldResult<T> {
+    Err(FieldError {
+        field: field.into(),
+        msg: msg.into(),
+    })
+}
+
+/// The value at dotted `path` (object keys only) of a case.
+fn get<'a>(case: &'a Value, path: &str) -> FieldResult<&'a Value> {
+    let mut at = case;
+    let mut end = 0;
+    for key in path.split('.') {
+        if !at.is_object() {
+            return bad(&path[..end.max(1) - 1], "must be an object");
+        }
+        end += key.len();
+        at = match at.get(key) {
+            Some(v) => v,
+            None => return bad(&path[..end], "missing"),
+        };
+        end += 1;
     }
-    // `from_str_radix` alone would accept a sign ("+f"), which is not hex.
-    if !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return err(format!("{what}: bad hex"));
+    Ok(at)
+}
+
+fn usize_at(case: &Value, path: &str) -> FieldResult<usize> {
+    match get(case, path)?.as_u64().map(usize::try_from) {
+        Some(Ok(x)) => Ok(x),
+        Some(Err(_)) => bad(path, "does not fit this machine's usize"),
+        None => bad(path, "must be a non-negative integer"),
     }
-    (0..s.len() / 2)
-        .map(|i| {
-            u8::from_str_radix(s.get(2 * i..2 * i + 2).unwrap_or("zz"), 16)
-                .or_else(|_| err(format!("{what}: bad hex")))
+}
+
+fn bool_at(case: &Value, path: &str) -> FieldResult<bool> {
+    get(case, path)?.as_bool().ok_or_else(|| FieldError {
+        field: path.into(),
+        msg: "must be a boolean".into(),
+    })
+}
+
+fn str_at<'a>(case: &'a Value, path: &str) -> FieldResult<&'a str> {
+    get(case, path)?.as_str().ok_or_else(|| FieldError {
+        field: path.into(),
+        msg: "must be a string".into(),
+    })
+}
+
+fn list_at<'a>(case: &'a Value, path: &str) -> FieldResult<&'a [Value]> {
+    get(case, path)?
+        .as_array()
+        .map(Vec::as_slice)
+        .ok_or_else(|| FieldError {
+            field: path.into(),
+            msg: "must be a list".into(),
         })
+}
+
+/// A scale: a JSON number whose f32 value (`as f32`, as FORMAT.md prescribes) is finite
+/// and > 0. A decimal beyond the f32 range becomes infinite, a tiny one 0: both are
+/// rejected here, naming the number as written.
+fn scale_of(v: &Value, field: &str) -> FieldResult<f32> {
+    let Some(x) = v.as_f64() else {
+        return bad(field, format!("{v} is not a number"));
+    };
+    let s = x as f32;
+    let rule = "a scale must be finite and > 0";
+    if x.is_nan() || x <= 0.0 {
+        bad(field, format!("{v} is not > 0 ({rule})"))
+    } else if s.is_infinite() {
+        bad(field, format!("{v} overflows f32 (becomes inf; {rule})"))
+    } else if s == 0.0 {
+        bad(field, format!("{v} underflows f32 (becomes 0; {rule})"))
+    } else {
+        Ok(s)
+    }
+}
+
+/// A zero point: an integer in `[min, max]`.
+fn zero_point_of(v: &Value, field: &str, min: i32, max: i32) -> FieldResult<i32> {
+    let in_range = if let Some(z) = v.as_i64() {
+        (min as i64..=max as i64).contains(&z).then_some(z as i32)
+    } else if v.is_u64() {
+        None // above i64::MAX: out of range too
+    } else {
+        return bad(field, format!("{v} is not an integer"));
+    };
+    in_range.ok_or_else(|| FieldError {
+        field: field.into(),
+        msg: format!("{v} is outside [{min}, {max}]"),
+    })
+}
+
+fn scales_at(case: &Value, path: &str) -> FieldResult<Vec<f32>> {
+    list_at(case, path)?
+        .iter()
+        .enumerate()
+        .map(|(i, v)| scale_of(v, &format!("{path}[{i}]")))
         .collect()
 }
 
-fn hex_len<T>(
-    v: &Value,
-    what: &str,
-    count: usize,
-    conv: fn(&[u8]) -> T,
-    size: usize,
-) -> Result<Vec<T>, FormatError> {
-    let bytes = hex(v, what)?;
-    if Some(bytes.len()) != count.checked_mul(size) {
-        return err(format!(
-            "{what}: expected {count} elements, got {} bytes",
-            bytes.len()
-        ));
+fn zero_points_at(case: &Value, path: &str, min: i32, max: i32) -> FieldResult<Vec<i32>> {
+    list_at(case, path)?
+        .iter()
+        .enumerate()
+        .map(|(i, v)| zero_point_of(v, &format!("{path}[{i}]"), min, max))
+        .collect()
+}
+
+/// The bytes of the hex string at `path`, which must encode `count` elements of `size`
+/// bytes.
+fn hex_at(case: &Value, path: &str, count: usize, size: usize) -> FieldResult<Vec<u8>> {
+    let Some(s) = get(case, path)?.as_str() else {
+        return bad(path, "must be a hex string");
+    };
+    // `from_str_radix` alone would accept a sign ("+f"), which is not hex.
+    if let Some(i) = s.bytes().position(|b| !b.is_ascii_hexdigit()) {
+        return bad(path, format!("bad hex digit at character {i}"));
     }
-    Ok(bytes.chunks_exact(size).map(conv).collect())
+    if s.len() % 2 != 0 {
+        return bad(path, "odd hex length");
+    }
+    let want = count.checked_mul(size).and_then(|b| b.checked_mul(2));
+    if Some(s.len()) != want {
+        return bad(
+            path,
+            format!(
+                "expected {count} elements of {size} byte(s), got {} bytes",
+                s.len() / 2
+            ),
+        );
+    }
+    let nibble = |b: u8| match b {
+        b'0'..=b'9' => b - b'0',
+        b'a'..=b'f' => b - b'a' + 10,
+        _ => b - b'A' + 10,
+    };
+    Ok(s.as_bytes()
+        .chunks_exact(2)
+        .map(|p| nibble(p[0]) << 4 | nibble(p[1]))
+        .collect())
 }
 
-/// `a * b`, or an error when the sizes in a file overflow.
-fn product(a: usize, b: usize) -> Result<usize, FormatError> {
-    a.checked_mul(b)
-        .ok_or_else(|| FormatError(format!("sizes {a} x {b} overflow")))
+fn u8s_at(case: &Value, path: &str, count: usize) -> FieldResult<Vec<u8>> {
+    hex_at(case, path, count, 1)
 }
 
-fn f32_le(b: &[u8]) -> f32 {
-    f32::from_le_bytes([b[0], b[1], b[2], b[3]])
+fn i8s_at(case: &Value, path: &str, count: usize) -> FieldResult<Vec<i8>> {
+    Ok(hex_at(case, path, count, 1)?
+        .into_iter()
+        .map(|b| b as i8)
+        .collect())
 }
 
-fn field<'a>(v: &'a Value, key: &str) -> Result<&'a Value, FormatError> {
-    v.get(key)
-        .ok_or_else(|| FormatError(format!("missing key `{key}`")))
+/// Little-endian f32s of the hex string at `path`; with `finite`, a NaN or infinity is
+/// an error naming its index.
+fn f32s_at(case: &Value, path: &str, count: usize, finite: bool) -> FieldResult<Vec<f32>> {
+    let v: Vec<f32> = hex_at(case, path, count, 4)?
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    if finite {
+        if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+            return bad(
+                path,
+                format!("element at index {i} is {}; must be finite", v[i]),
+            );
+        }
+    }
+    Ok(v)
 }
 
-fn usize_of(v: &Value, key: &str) -> Result<usize, FormatError> {
-    field(v, key)?
-        .as_u64()
-        .map(|x| x as usize)
-        .ok_or_else(|| FormatError(format!("`{key}` must be a non-negative integer")))
+/// `n` (out_features) and `k` (in_features) of a layer: at least 1, K at most
+/// [`K_LIMIT`], and `n * k` elements addressable.
+fn layer_dims(case: &Value) -> FieldResult<(usize, usize, usize)> {
+    let (n, k) = (usize_at(case, "n")?, usize_at(case, "k")?);
+    if n == 0 {
+        return bad("n", "must be at least 1");
+    }
+    if k == 0 {
+        return bad("k", "must be at least 1");
+    }
+    if k > K_LIMIT {
+        return bad("k", format!("K = {k} exceeds the limit {K_LIMIT}"));
+    }
+    let nk = product(n, k, "n")?;
+    Ok((n, k, nk))
 }
 
-fn bool_of(v: &Value, key: &str) -> Result<bool, FormatError> {
-    field(v, key)?
-        .as_bool()
-        .ok_or_else(|| FormatError(format!("`{key}` must be a boolean")))
+/// `a * b`, or an error on `field` when the sizes in a file overflow.
+fn product(a: usize, b: usize, field: &str) -> FieldResult<usize> {
+    a.checked_mul(b).ok_or_else(|| FieldError {
+        field: field.into(),
+        msg: format!("sizes {a} x {b} overflow"),
+    })
 }
 
-fn f32_of(v: &Value, key: &str) -> Result<f32, FormatError> {
-    field(v, key)?
-        .as_f64()
-        .map(|x| x as f32)
-        .ok_or_else(|| FormatError(format!("`{key}` must be a number")))
-}
-
-fn i32_of(v: &Value, key: &str) -> Result<i32, FormatError> {
-    field(v, key)?
-        .as_i64()
-        .and_then(|x| i32::try_from(x).ok())
-        .ok_or_else(|| FormatError(format!("`{key}` must be an integer")))
-}
-
-fn f32_list(v: &Value, key: &str) -> Result<Vec<f32>, FormatError> {
-    field(v, key)?
-        .as_array()
-        .ok_or_else(|| FormatError(format!("`{key}` must be a list")))?
-        .iter()
-        .map(|x| x.as_f64().map(|f| f as f32))
-        .collect::<Option<_>>()
-        .ok_or_else(|| FormatError(format!("`{key}` must hold numbers")))
-}
-
-fn i32_list(v: &Value, key: &str) -> Result<Vec<i32>, FormatError> {
-    field(v, key)?
-        .as_array()
-        .ok_or_else(|| FormatError(format!("`{key}` must be a list")))?
-        .iter()
-        .map(|x| x.as_i64().and_then(|i| i32::try_from(i).ok()))
-        .collect::<Option<_>>()
-        .ok_or_else(|| FormatError(format!("`{key}` must hold integers")))
-}
-
-fn qparams(
-    scales: Vec<f32>,
-    zps: Vec<i32>,
+/// Per-tensor or per-channel qparams of the `scales` / `zero_points` lists under
+/// `at` (`weight` or `expected`): n entries each when per channel, else 1; qint8 zero
+/// points.
+fn weight_qparams(
+    case: &Value,
+    at: &str,
     per_channel: bool,
     n: usize,
-) -> Result<WeightQParams, FormatError> {
+) -> FieldResult<WeightQParams> {
     let want = if per_channel { n } else { 1 };
-    if scales.len() != want || zps.len() != want {
-        return err(format!("expected {want} weight scales and zero points"));
+    let how = if per_channel {
+        format!("per channel with n = {n}")
+    } else {
+        "per tensor".to_string()
+    };
+    let mut lists = Vec::new();
+    for key in ["scales", "zero_points"] {
+        let path = format!("{at}.{key}");
+        let got = list_at(case, &path)?.len();
+        if got != want {
+            return bad(path, format!("expected {want} entries ({how}), got {got}"));
+        }
+        lists.push(path);
     }
+    let scales = scales_at(case, &lists[0])?;
+    let zero_points = zero_points_at(case, &lists[1], -128, 127)?;
     Ok(if per_channel {
         WeightQParams::PerChannel {
             scales,
-            zero_points: zps,
+            zero_points,
         }
     } else {
         WeightQParams::PerTensor {
             scale: scales[0],
-            zero_point: zps[0],
+            zero_point: zero_points[0],
         }
     })
 }
 
-fn parse_case(c: &Value) -> Result<Case, FormatError> {
-    let id = field(c, "id")?
-        .as_str()
-        .ok_or_else(|| FormatError("`id` must be a string".into()))?
-        .to_string();
-    let ctx = |e: FormatError| FormatError(format!("case {id}: {}", e.0));
-    let kind = field(c, "kind").map_err(ctx)?.as_str().unwrap_or("");
-    match kind {
-        "static" | "dynamic" => parse_linear(c, &id, kind == "static").map_err(ctx),
-        "observe_weight" => parse_observe(c, &id).map_err(ctx),
-        other => Err(ctx(FormatError(format!("unknown kind `{other}`")))),
-    }
+/// A weight the checks above have validated; any remaining library objection is still
+/// reported against the field rather than trusted away.
+fn checked_weight(
+    data: Vec<i8>,
+    n: usize,
+    k: usize,
+    q: WeightQParams,
+    at: &str,
+) -> FieldResult<QuantizedWeight> {
+    QuantizedWeight::new(data, n, k, q).map_err(|e| FieldError {
+        field: at.into(),
+        msg: e.to_string(),
+    })
 }
 
-fn parse_linear(c: &Value, id: &str, is_static: bool) -> Result<Case, FormatError> {
-    let profile = match field(c, "engine")?.as_str() {
-        Some("fbgemm") | Some("x86") => Profile::Fbgemm,
-        Some("qnnpack") => Profile::Qnnpack,
-        _ => return err("`engine` must be fbgemm or qnnpack"),
+fn act_qparams(case: &Value, at: &str) -> FieldResult<ActQParams> {
+    Ok(ActQParams {
+        scale: scale_of(get(case, &format!("{at}.scale"))?, &format!("{at}.scale"))?,
+        zero_point: zero_point_of(
+            get(case, &format!("{at}.zero_point"))?,
+            &format!("{at}.zero_point"),
+            0,
+            255,
+        )?,
+    })
+}
+
+/// Parses case `index` of a file; errors name its id (or its index) and the field.
+fn parse_case(c: &Value, index: usize) -> Result<Case, FormatError> {
+    if !c.is_object() {
+        return err(format!("cases[{index}]: must be an object"));
+    }
+    let id = match get(c, "id").map(Value::as_str) {
+        Ok(Some(id)) if !id.is_empty() => id.to_string(),
+        Ok(_) => {
+            return err(format!(
+                "cases[{index}]: field \"id\": must be a non-empty string"
+            ))
+        }
+        Err(e) => return err(format!("cases[{index}]: field \"{}\": {}", e.field, e.msg)),
     };
-    let (m, k, n) = (usize_of(c, "m")?, usize_of(c, "k")?, usize_of(c, "n")?);
-    let (mk, nk, mn) = (product(m, k)?, product(n, k)?, product(m, n)?);
-    let relu = bool_of(c, "relu")?;
-    let w = field(c, "weight")?;
-    let per_channel = bool_of(w, "per_channel")?;
-    let wq = qparams(
-        f32_list(w, "scales")?,
-        i32_list(w, "zero_points")?,
-        per_channel,
-        n,
-    )?;
-    let wdata = hex_len(field(w, "data")?, "weight data", nk, |b| b[0] as i8, 1)?;
-    let weight = QuantizedWeight::new(wdata, n, k, wq).map_err(|e| FormatError(e.to_string()))?;
-    let bias = match field(c, "bias")? {
+    let parsed = match str_at(c, "kind") {
+        Ok("static") => parse_linear(c, &id, true),
+        Ok("dynamic") => parse_linear(c, &id, false),
+        Ok("observe_weight") => parse_observe(c, &id),
+        Ok(other) => bad(
+            "kind",
+            format!("unknown kind `{other}` (expected static, dynamic or observe_weight)"),
+        ),
+        Err(e) => Err(e),
+    };
+    parsed.or_else(|e| err(format!("case {id:?}: field \"{}\": {}", e.field, e.msg)))
+}
+
+fn parse_linear(c: &Value, id: &str, is_static: bool) -> FieldResult<Case> {
+    let profile = match str_at(c, "engine")? {
+        "fbgemm" | "x86" => Profile::Fbgemm,
+        "qnnpack" => Profile::Qnnpack,
+        other => return bad("engine", format!("`{other}` is not fbgemm, x86 or qnnpack")),
+    };
+    let m = usize_at(c, "m")?;
+    let (n, k, nk) = layer_dims(c)?;
+    let (mk, mn) = (product(m, k, "m")?, product(m, n, "m")?);
+    let relu = bool_at(c, "relu")?;
+    let per_channel = bool_at(c, "weight.per_channel")?;
+    let wq = weight_qparams(c, "weight", per_channel, n)?;
+    let weight = checked_weight(i8s_at(c, "weight.data", nk)?, n, k, wq, "weight")?;
+    let bias = match get(c, "bias")? {
         Value::Null => None,
-        b => Some(hex_len(b, "bias", n, f32_le, 4)?),
+        _ => Some(f32s_at(c, "bias", n, true)?),
     };
-    let input = field(c, "input")?;
     if is_static {
-        let x = ActQParams {
-            scale: f32_of(input, "scale")?,
-            zero_point: i32_of(input, "zero_point")?,
-        };
-        let out = field(c, "output")?;
-        let y = ActQParams {
-            scale: f32_of(out, "scale")?,
-            zero_point: i32_of(out, "zero_point")?,
-        };
+        let x = act_qparams(c, "input")?;
+        let y = act_qparams(c, "output")?;
         Ok(Case::Static(LinearCase {
             id: id.to_string(),
             profile,
             m,
             relu,
             input_qparams: Some(x),
-            input: Input::U8(hex_len(
-                field(input, "data")?,
-                "input data",
-                mk,
-                |b| b[0],
-                1,
-            )?),
+            input: Input::U8(u8s_at(c, "input.data", mk)?),
             weight,
             bias,
             param: y,
-            expected: hex_len(field(c, "expected")?, "expected", mn, |b| b[0], 1)?,
+            expected: u8s_at(c, "expected", mn)?,
         }))
     } else {
         Ok(Case::Dynamic(LinearCase {
@@ -290,55 +443,53 @@ fn parse_linear(c: &Value, id: &str, is_static: bool) -> Result<Case, FormatErro
             m,
             relu,
             input_qparams: None,
-            input: Input::F32(hex_len(field(input, "data")?, "input data", mk, f32_le, 4)?),
+            input: Input::F32(f32s_at(c, "input.data", mk, true)?),
             weight,
             bias,
-            param: bool_of(c, "reduce_range")?,
-            expected: hex_len(field(c, "expected")?, "expected", mn, f32_le, 4)?,
+            param: bool_at(c, "reduce_range")?,
+            expected: f32s_at(c, "expected", mn, false)?,
         }))
     }
 }
 
-fn parse_observe(c: &Value, id: &str) -> Result<Case, FormatError> {
-    let scheme = field(c, "scheme")?.as_str().unwrap_or("");
-    let (per_channel, symmetric) = match scheme {
+fn parse_observe(c: &Value, id: &str) -> FieldResult<Case> {
+    let (per_channel, symmetric) = match str_at(c, "scheme")? {
         "per_tensor_symmetric" => (false, true),
         "per_tensor_affine" => (false, false),
         "per_channel_symmetric" => (true, true),
         "per_channel_affine" => (true, false),
-        other => return err(format!("unknown scheme `{other}`")),
+        other => return bad("scheme", format!("unknown scheme `{other}`")),
     };
     let observer = Observer {
         per_channel,
         symmetric,
-        reduce_range: bool_of(c, "reduce_range")?,
+        reduce_range: bool_at(c, "reduce_range")?,
     };
-    let range = i32_list(c, "quant_range")?;
-    if range.len() != 2 {
-        return err("`quant_range` must have two entries");
-    }
-    let (n, k) = (usize_of(c, "n")?, usize_of(c, "k")?);
-    let nk = product(n, k)?;
-    let input = hex_len(
-        field(field(c, "input")?, "data")?,
-        "input data",
-        nk,
-        f32_le,
-        4,
-    )?;
-    let e = field(c, "expected")?;
-    let wq = qparams(
-        f32_list(e, "scales")?,
-        i32_list(e, "zero_points")?,
-        per_channel,
-        n,
-    )?;
-    let data = hex_len(field(e, "data")?, "expected data", nk, |b| b[0] as i8, 1)?;
-    let expected = QuantizedWeight::new(data, n, k, wq).map_err(|e| FormatError(e.to_string()))?;
+    let range = list_at(c, "quant_range")?;
+    let (qmin, qmax) = match range {
+        [lo, hi] => match (lo.as_i64(), hi.as_i64()) {
+            (Some(lo), Some(hi)) if -128 <= lo && lo < hi && hi <= 127 => (lo as i32, hi as i32),
+            _ => {
+                return bad(
+                    "quant_range",
+                    format!(
+                        "{} is not [qmin, qmax] with -128 <= qmin < qmax <= 127",
+                        get(c, "quant_range")?
+                    ),
+                )
+            }
+        },
+        _ => return bad("quant_range", "must have two entries"),
+    };
+    let (n, k, nk) = layer_dims(c)?;
+    let input = f32s_at(c, "input.data", nk, true)?;
+    let wq = weight_qparams(c, "expected", per_channel, n)?;
+    let data = i8s_at(c, "expected.data", nk)?;
+    let expected = checked_weight(data, n, k, wq, "expected")?;
     Ok(Case::ObserveWeight(ObserveCase {
         id: id.to_string(),
         observer,
-        quant_range: (range[0], range[1]),
+        quant_range: (qmin, qmax),
         n,
         k,
         input,
@@ -346,19 +497,33 @@ fn parse_observe(c: &Value, id: &str) -> Result<Case, FormatError> {
     }))
 }
 
-/// Parses a whole file.
+/// Parses and validates a whole file: every case, and that no two share an id.
 pub fn parse(text: &str) -> Result<Vec<Case>, FormatError> {
     let v: Value = serde_json::from_str(text).map_err(|e| FormatError(e.to_string()))?;
     match v.get("format").and_then(Value::as_str) {
         Some("qlinear-conformance/1") => {}
         other => return err(format!("unsupported format {other:?}")),
     }
-    field(&v, "cases")?
-        .as_array()
-        .ok_or_else(|| FormatError("`cases` must be a list".into()))?
+    let cases = match v.get("cases").map(Value::as_array) {
+        Some(Some(list)) => list,
+        Some(None) => return err("`cases` must be a list"),
+        None => return err("missing key `cases`"),
+    };
+    let cases = cases
         .iter()
-        .map(parse_case)
-        .collect()
+        .enumerate()
+        .map(|(i, c)| parse_case(c, i))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (i, c) in cases.iter().enumerate() {
+        if let Some(first) = seen.insert(c.id(), i) {
+            return err(format!(
+                "case {:?}: field \"id\": duplicate id (cases[{first}] and cases[{i}])",
+                c.id()
+            ));
+        }
+    }
+    Ok(cases)
 }
 
 /// One failed case: its id and the first difference.

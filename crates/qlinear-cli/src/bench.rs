@@ -12,6 +12,10 @@
 //! budget, as the scalar reference does on big shapes, is timed by that one call. The
 //! reported time is the median call.
 //!
+//! Every shape is checked before any probe or allocation ([`crate::limits`]): a zero
+//! dimension, K above the limit, a buffer size that overflows, or an estimated memory
+//! need above what the machine has available is a one-line error and exit code 2.
+//!
 //! Fractions are against this run's own probes (see [`crate::probe`]): peak MAC rate of
 //! the backend's instruction mix, and streaming-read bandwidth for a buffer of the
 //! weight's size (M = 1 only, where a GEMV is bound by reading the weight).
@@ -28,6 +32,7 @@ use qlinear_api::{
 use qlinear_reference::testkit::Rng;
 use serde::Serialize;
 
+use crate::limits::{self, Plan};
 use crate::probe::{self, PeakProbe, StreamProbe};
 use crate::suites::{self, Shape};
 
@@ -79,14 +84,17 @@ pub struct BenchArgs {
     /// `default` (the nine PERFORMANCE.md shapes), `bert` or `llm`.
     #[arg(long, default_value = "default")]
     pub suite: String,
-    /// `MxKxN` (repeatable); replaces the suite.
+    /// `MxKxN` (repeatable); replaces the suite. Each of M, K, N at least 1, K at most
+    /// 33025; shapes whose buffers cannot exist or do not fit in the available memory are
+    /// rejected before anything runs.
     #[arg(long = "shape", value_parser = suites::parse_shape)]
     pub shapes: Vec<Shape>,
     /// Layer kind(s) to time.
     #[arg(long, value_enum, default_value_t = ModeArg::Static)]
     pub mode: ModeArg,
-    /// Threads per forward call (and for the probes).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Threads per forward call (and for the probes), 1 to 1024.
+    #[arg(long, default_value_t = 1,
+          value_parser = clap::value_parser!(u64).range(1..=crate::limits::MAX_THREADS))]
     pub threads: u64,
     /// Write the full report as JSON.
     #[arg(long)]
@@ -223,10 +231,20 @@ fn seed(s: Shape) -> u64 {
 /// [2e-3, 1e-2] like trained layers), u8 activations around zero point 128, a small bias,
 /// and an output scale that spreads outputs over the u8 range without saturating
 /// (about 4 standard deviations of the widest channel over half the range).
-fn make_data(shape: Shape, with_f32: bool) -> ShapeData {
+///
+/// The shape must have passed [`crate::limits::check_shapes`]; an invalid one is still an
+/// error here, not a panic.
+fn make_data(shape: Shape, with_f32: bool) -> Result<ShapeData, String> {
     let Shape { m, k, n } = shape;
+    let invalid = |e: qlinear_api::Error| format!("shape {shape}: {e}");
+    let mk = m
+        .checked_mul(k)
+        .ok_or_else(|| format!("shape {shape}: M*K overflows"))?;
+    let nk = n
+        .checked_mul(k)
+        .ok_or_else(|| format!("shape {shape}: N*K overflows"))?;
     let mut rng = Rng::new(seed(shape));
-    let w = rng.i8s(n * k);
+    let w = rng.i8s(nk);
     let scales: Vec<f32> = (0..n).map(|_| rng.log_uniform(2e-3, 1e-2)).collect();
     let sw_max = scales.iter().copied().fold(0f32, f32::max);
     let weight = QuantizedWeight::new(
@@ -238,15 +256,15 @@ fn make_data(shape: Shape, with_f32: bool) -> ShapeData {
             zero_points: vec![0; n],
         },
     )
-    .expect("valid generated weight");
-    let x = ActQParams::new(0.05, 128).expect("valid input qparams");
+    .map_err(invalid)?;
+    let x = ActQParams::new(0.05, 128).map_err(invalid)?;
     // std of (u8 - 128) and of uniform i8 are both ~74: raw std ~ 74^2 * sqrt(K).
     let sigma = 74.0 * 74.0 * (k as f32).sqrt() * x.scale * sw_max;
-    let y = ActQParams::new(4.0 * sigma / 127.0, 128).expect("valid output qparams");
+    let y = ActQParams::new(4.0 * sigma / 127.0, 128).map_err(invalid)?;
     let bias = rng.f32s(n, sigma * 0.1);
-    let a_u8 = rng.bytes(m * k);
+    let a_u8 = rng.bytes(mk);
     let a_f32 = if with_f32 {
-        let mut v = rng.f32s(m * k, F32_AMP);
+        let mut v = rng.f32s(mk, F32_AMP);
         // Every row holds the global min and max, so any row range quantizes like all.
         for row in v.chunks_exact_mut(k) {
             row[0] = -F32_AMP;
@@ -258,7 +276,7 @@ fn make_data(shape: Shape, with_f32: bool) -> ShapeData {
     } else {
         Vec::new()
     };
-    ShapeData {
+    Ok(ShapeData {
         shape,
         weight,
         bias,
@@ -266,37 +284,47 @@ fn make_data(shape: Shape, with_f32: bool) -> ShapeData {
         y,
         a_u8,
         a_f32,
-    }
+    })
 }
 
-/// Runs `f(row_begin, row_end)` over `rows` split into one range per core.
-fn par_rows<T: Send>(rows: usize, f: impl Fn(usize, usize) -> Vec<T> + Sync) -> Vec<T> {
+/// Runs `f(row_begin, row_end)` over `rows` split into one range per core and
+/// concatenates the parts in row order; the first error (or a panicked thread) is the
+/// error.
+fn par_rows<T: Send>(
+    rows: usize,
+    f: impl Fn(usize, usize) -> Result<Vec<T>, String> + Sync,
+) -> Result<Vec<T>, String> {
     let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
-    let per = rows.div_ceil(cores.min(rows).max(1));
-    let parts: Vec<Vec<T>> = std::thread::scope(|s| {
+    let per = rows.div_ceil(cores.min(rows).max(1)).max(1);
+    let parts: Vec<Result<Vec<T>, String>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..rows)
-            .step_by(per.max(1))
+            .step_by(per)
             .map(|r0| {
                 let f = &f;
-                s.spawn(move || f(r0, (r0 + per).min(rows)))
+                s.spawn(move || f(r0, r0.saturating_add(per).min(rows)))
             })
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().expect("reference thread panicked"))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("a reference thread panicked".to_string()))
+            })
             .collect()
     });
-    parts.into_iter().flatten().collect()
+    let parts = parts.into_iter().collect::<Result<Vec<_>, _>>()?;
+    let mut out = Vec::with_capacity(parts.iter().map(Vec::len).sum());
+    for p in parts {
+        out.extend(p);
+    }
+    Ok(out)
 }
 
 fn oracle_static(d: &ShapeData) -> Result<Vec<u8>, String> {
     let Shape { m, k, n } = d.shape;
     let a = MatRef::dense(&d.a_u8, m, k).map_err(|e| e.to_string())?;
-    let out = par_rows(m, |r0, r1| {
-        let rows = match a.row_range(r0, r1) {
-            Ok(rows) => rows,
-            Err(e) => return vec![Err(e.to_string())],
-        };
+    par_rows(m, |r0, r1| {
+        let rows = a.row_range(r0, r1).map_err(|e| e.to_string())?;
         qlinear_reference::static_linear(
             &rows,
             d.x,
@@ -309,19 +337,14 @@ fn oracle_static(d: &ShapeData) -> Result<Vec<u8>, String> {
             Profile::Fbgemm,
         )
         .map_err(|e| e.to_string())
-        .map_or_else(|e| vec![Err(e)], |v| v.into_iter().map(Ok).collect())
-    });
-    out.into_iter().collect()
+    })
 }
 
 fn oracle_dynamic(d: &ShapeData) -> Result<Vec<f32>, String> {
     let Shape { m, k, n } = d.shape;
     let a = MatRef::dense(&d.a_f32, m, k).map_err(|e| e.to_string())?;
-    let out = par_rows(m, |r0, r1| {
-        let rows = match a.row_range(r0, r1) {
-            Ok(rows) => rows,
-            Err(e) => return vec![Err(e.to_string())],
-        };
+    par_rows(m, |r0, r1| {
+        let rows = a.row_range(r0, r1).map_err(|e| e.to_string())?;
         qlinear_reference::dynamic_linear(
             &rows,
             d.weight.data(),
@@ -333,9 +356,7 @@ fn oracle_dynamic(d: &ShapeData) -> Result<Vec<f32>, String> {
             Profile::Fbgemm,
         )
         .map_err(|e| e.to_string())
-        .map_or_else(|e| vec![Err(e)], |v| v.into_iter().map(Ok).collect())
-    });
-    out.into_iter().collect()
+    })
 }
 
 /// Median, minimum and count of timed calls.
@@ -749,6 +770,27 @@ fn run_inner(args: &BenchArgs) -> Result<bool, String> {
         return Err(format!("--max-seconds must be positive, got {max_s}"));
     }
     let probe_s = if args.quick { 0.04 } else { 0.2 };
+
+    // Every shape is checked before any probe or allocation (see `limits`).
+    let plan = Plan {
+        static_mode: modes.contains(&Mode::Static),
+        dynamic_mode: modes.contains(&Mode::Dynamic),
+        kernel_backends: backends
+            .iter()
+            .filter(|&&b| b != Backend::Reference)
+            .count(),
+        reference: backends.contains(&Backend::Reference),
+        threads,
+    };
+    let available = match limits::mem_available() {
+        Ok(bytes) => Some(bytes),
+        Err(e) => {
+            eprintln!("note: {e}; the memory check of the shapes is skipped");
+            None
+        }
+    };
+    limits::check_shapes(&shapes, &plan, available)?;
+
     let names: Vec<&str> = backends.iter().map(|b| b.name()).collect();
     eprintln!(
         "qlinear bench: backends {}, {} shapes, modes {:?}, {threads} thread(s), {max_s} s per measurement",
@@ -780,7 +822,7 @@ fn run_inner(args: &BenchArgs) -> Result<bool, String> {
         }
     }
     for (label, bytes) in stream_sizes {
-        let p = probe::stream(label, bytes, threads, probe_s);
+        let p = probe::stream(label, bytes, threads, probe_s)?;
         eprintln!(
             "probe: stream {} ({} bytes): {:.1} GB/s",
             p.label, p.bytes, p.gbps
@@ -793,7 +835,7 @@ fn run_inner(args: &BenchArgs) -> Result<bool, String> {
     let total = shapes.len() * modes.len() * backends.len();
     let mut done = 0;
     for &shape in &shapes {
-        let d = make_data(shape, modes.contains(&Mode::Dynamic));
+        let d = make_data(shape, modes.contains(&Mode::Dynamic))?;
         for &mode in &modes {
             let t = Instant::now();
             let expected = match mode {
@@ -892,7 +934,7 @@ fn run_inner(args: &BenchArgs) -> Result<bool, String> {
         weights.sort_unstable();
         weights.dedup();
         for (k, n) in weights {
-            let w = make_data(Shape::new(1, k, n), false).weight;
+            let w = make_data(Shape::new(1, k, n), false)?.weight;
             for &b in &backends {
                 let r = measure_pack(&w, b, max_s)?;
                 eprintln!(
@@ -1060,7 +1102,7 @@ mod tests {
     fn oracle_split_matches_whole() {
         // Row-split reference outputs equal the unsplit ones (dynamic needs equal
         // min/max per row, which make_data guarantees).
-        let d = make_data(Shape::new(5, 33, 7), true);
+        let d = make_data(Shape::new(5, 33, 7), true).unwrap();
         let a = MatRef::dense(&d.a_f32, 5, 33).unwrap();
         let whole = qlinear_reference::dynamic_linear(
             &a,

@@ -1,11 +1,13 @@
 //! `qlinear`: CPU info, backend comparison benchmarks and torch conformance runs.
 
+use std::collections::HashMap;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use qlinear_api::{available_backends, conformance, cpu_info, resolve, Backend};
 
 mod bench;
+mod limits;
 mod plot;
 mod probe;
 mod suites;
@@ -92,6 +94,9 @@ fn info() -> ExitCode {
     }
 }
 
+/// Replays the cases of `files` on `backend`: exit 0 when all pass, 1 when some case
+/// differs, 2 for a usage error or a malformed file (unreadable, invalid JSON, a case
+/// the layers would reject, or an id used twice, within a file or across `files`).
 fn run_conformance(backend: &str, files: &[std::path::PathBuf]) -> ExitCode {
     let backends = match parse_backends(backend) {
         Ok(b) => b,
@@ -101,6 +106,8 @@ fn run_conformance(backend: &str, files: &[std::path::PathBuf]) -> ExitCode {
         }
     };
     let mut cases = Vec::new();
+    // Case id -> the file that defined it first.
+    let mut seen: HashMap<String, &std::path::Path> = HashMap::new();
     for f in files {
         let text = match std::fs::read_to_string(f) {
             Ok(t) => t,
@@ -109,13 +116,26 @@ fn run_conformance(backend: &str, files: &[std::path::PathBuf]) -> ExitCode {
                 return ExitCode::from(2);
             }
         };
-        match conformance::parse(&text) {
-            Ok(c) => cases.extend(c),
+        let parsed = match conformance::parse(&text) {
+            Ok(c) => c,
             Err(e) => {
-                eprintln!("error: {}: {e}", f.display());
+                // `e.0` without the "conformance file:" prefix: the path says it.
+                eprintln!("error: {}: {}", f.display(), e.0);
+                return ExitCode::from(2);
+            }
+        };
+        for c in &parsed {
+            if let Some(first) = seen.insert(c.id().to_string(), f) {
+                eprintln!(
+                    "error: {}: case {:?}: duplicate id (already defined in {})",
+                    f.display(),
+                    c.id(),
+                    first.display()
+                );
                 return ExitCode::from(2);
             }
         }
+        cases.extend(parsed);
     }
     let mut failed = false;
     for b in backends {

@@ -194,11 +194,23 @@ fn sum_generic(buf: &[u8]) -> u64 {
 
 /// Streaming-read bandwidth for a buffer of `bytes` (split across `threads` readers):
 /// best of several timed passes, repeated until about `seconds` have been spent.
-pub fn stream(label: impl Into<String>, bytes: usize, threads: usize, seconds: f64) -> StreamProbe {
+///
+/// A buffer that cannot be allocated is an error (callers check sizes first; this is
+/// the last line of defence against an abort).
+pub fn stream(
+    label: impl Into<String>,
+    bytes: usize,
+    threads: usize,
+    seconds: f64,
+) -> Result<StreamProbe, String> {
+    let label = label.into();
     let threads = threads.max(1);
-    let bytes = bytes.max(64 * threads);
+    let bytes = bytes.max(threads.saturating_mul(64));
     // Non-zero contents so every page is really backed by memory.
-    let buf = vec![1u8; bytes];
+    let mut buf = Vec::new();
+    buf.try_reserve_exact(bytes)
+        .map_err(|e| format!("stream probe {label}: {bytes} bytes: {e}"))?;
+    buf.resize(bytes, 1u8);
     let per = bytes.div_ceil(threads);
     // Each timed run reads the buffer `passes` times (at least ~64 MiB in total), so
     // small, cache-resident buffers are timed over milliseconds, not microseconds.
@@ -221,12 +233,12 @@ pub fn stream(label: impl Into<String>, bytes: usize, threads: usize, seconds: f
         spent += dt;
         reps += 1;
     }
-    StreamProbe {
-        label: label.into(),
+    Ok(StreamProbe {
+        label,
         bytes,
-        gbps: (bytes * passes) as f64 / best / 1e9,
+        gbps: bytes as f64 * passes as f64 / best / 1e9,
         threads,
-    }
+    })
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -534,7 +546,7 @@ mod tests {
 
     #[test]
     fn stream_probe_reports_positive_rate() {
-        let p = stream("tiny", 1 << 16, 1, 0.001);
+        let p = stream("tiny", 1 << 16, 1, 0.001).unwrap();
         assert!(p.gbps > 0.0 && p.gbps.is_finite());
     }
 }

@@ -45,6 +45,10 @@ impl std::str::FromStr for Shape {
 }
 
 /// Parses `MxKxN` (each a positive integer; `x` or `X` separators, spaces ignored).
+///
+/// `M = 0` is rejected too, although the layers accept an empty batch: a bench of zero
+/// rows times nothing and has no GMAC/s. Whether a well-formed shape can actually run
+/// (the K limit, sizes, memory) is checked separately, by [`crate::limits`].
 pub fn parse_shape(s: &str) -> Result<Shape, String> {
     let parts: Vec<&str> = s.trim().split(['x', 'X']).map(str::trim).collect();
     if parts.len() != 3 {
@@ -54,9 +58,20 @@ pub fn parse_shape(s: &str) -> Result<Shape, String> {
     }
     let mut dims = [0usize; 3];
     for (d, (p, what)) in dims.iter_mut().zip(parts.iter().zip(["M", "K", "N"])) {
-        let v: usize = p
-            .parse()
-            .map_err(|_| format!("shape `{s}`: {what} = `{p}` is not a positive integer"))?;
+        let v: usize = match p.parse() {
+            Ok(v) => v,
+            Err(e) if *e.kind() == std::num::IntErrorKind::PosOverflow => {
+                return Err(format!(
+                    "shape `{s}`: {what} = `{p}` is too large (at most {})",
+                    usize::MAX
+                ))
+            }
+            Err(_) => {
+                return Err(format!(
+                    "shape `{s}`: {what} = `{p}` is not a positive integer"
+                ))
+            }
+        };
         if v == 0 {
             return Err(format!("shape `{s}`: {what} must be at least 1"));
         }
@@ -122,6 +137,7 @@ mod tests {
     fn rejects_bad_shapes() {
         for bad in [
             "", "1x2", "1x2x3x4", "0x2x3", "1x0x3", "1x2x0", "ax2x3", "1x-2x3", "1x2x3.5", "1xx3",
+            "1x1x", "x1x1", "1x2x3 4", "1,2,3",
         ] {
             let err = parse_shape(bad).expect_err(bad);
             assert!(err.contains("shape"), "{bad}: {err}");
@@ -130,6 +146,17 @@ mod tests {
             .unwrap_err()
             .contains("K must be at least 1"));
         assert!(parse_shape("1xzx3").unwrap_err().contains("K = `z`"));
+        assert!(parse_shape("0x5x5")
+            .unwrap_err()
+            .contains("M must be at least 1"));
+        assert!(parse_shape("99999999999999999999x1x1")
+            .unwrap_err()
+            .contains("M = `99999999999999999999` is too large"));
+        // Well-formed but impossible shapes parse; `limits` rejects them.
+        assert_eq!(
+            parse_shape("18446744073709551615x1x1"),
+            Ok(Shape::new(usize::MAX, 1, 1))
+        );
     }
 
     #[test]
