@@ -1,0 +1,317 @@
+//! Writes the checked-in seed corpora, `fuzz/corpus/<target>/seed-*`, deterministically.
+//!
+//! Rerun after a change of the packed format, of the kernels' layouts or of the
+//! differential target's `Input` (from `fuzz/`, stable or nightly):
+//!
+//! ```sh
+//! cd fuzz && cargo run --release --example gen_corpus
+//! ```
+//!
+//! It replaces the `seed-*` files of every target and leaves other files (inputs a local
+//! `cargo fuzz run` added) alone. Seeds:
+//!
+//! * `packed_bytes`, `packed_bytes_resealed`: valid blobs for the reference layout and
+//!   every compiled kernel's layout (those this CPU runs via `PackedWeights::to_bytes`,
+//!   checked equal to the hand serializer; the others hand-serialized), several shapes
+//!   each, per-tensor and per-channel qparams; plus a few near misses (truncated, wrong
+//!   version, bad flag, non-zero padding, trailing byte), each with a valid checksum.
+//! * `differential`: inputs found by a seeded random search over `Input`, one per
+//!   combination of backend index, mode, profile, per-channel, bias and K kind, valid
+//!   for the reference, plus a few the reference rejects, tall ones (M split across
+//!   threads) and ones near the K limit. Candidates that fail the target's own check are
+//!   skipped and reported (that is a bug to fix, not a seed).
+//!
+//! Every seed is fed through its target's check before it is written.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use arbitrary::{Arbitrary, Unstructured};
+use qlinear_api::{compiled_kernels, Backend, PackedWeights, QuantizedWeight, WeightQParams};
+use qlinear_fuzz::differential::{Case, Input, KSpec};
+use qlinear_fuzz::packed;
+use qlinear_reference::contract::PackedLayout;
+use qlinear_reference::testkit::Rng;
+
+fn corpus_dir(target: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("corpus")
+        .join(target)
+}
+
+/// Empties the `seed-*` files of a target's corpus directory (creating it).
+fn reset(target: &str) -> PathBuf {
+    let dir = corpus_dir(target);
+    fs::create_dir_all(&dir).expect("create corpus dir");
+    for e in fs::read_dir(&dir).expect("read corpus dir") {
+        let e = e.expect("dir entry");
+        if e.file_name().to_string_lossy().starts_with("seed-") {
+            fs::remove_file(e.path()).expect("remove old seed");
+        }
+    }
+    dir
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) {
+    fs::write(dir.join(format!("seed-{name}")), bytes).expect("write seed");
+}
+
+/// A deterministic weight with qparams of kind `variant`.
+fn weight(rng: &mut Rng, n: usize, k: usize, variant: usize) -> QuantizedWeight {
+    let data = rng.i8s(n * k);
+    let qparams = match variant % 4 {
+        0 => WeightQParams::PerTensor {
+            scale: 0.02,
+            zero_point: 0,
+        },
+        1 => WeightQParams::PerChannel {
+            scales: (0..n).map(|_| rng.log_uniform(1e-4, 1e-1)).collect(),
+            zero_points: (0..n).map(|_| rng.range_i32(-128, 127)).collect(),
+        },
+        2 => WeightQParams::PerTensor {
+            scale: rng.log_uniform(1e-3, 1.0),
+            zero_point: -128,
+        },
+        // Extreme but valid scales (not the subnormal ones: a dynamic multiplier that
+        // underflows to zero is for the fuzzer to find).
+        _ => WeightQParams::PerChannel {
+            scales: (0..n)
+                .map(|j| match j % 3 {
+                    0 => f32::MIN_POSITIVE,
+                    1 => f32::MAX,
+                    _ => 1.0,
+                })
+                .collect(),
+            zero_points: (0..n).map(|j| [127, 0, -128][j % 3]).collect(),
+        },
+    };
+    QuantizedWeight::new(data, n, k, qparams).expect("valid seed weight")
+}
+
+/// (kernel name, layout, backend if this CPU runs it) for the reference and every
+/// compiled kernel.
+fn layouts() -> Vec<(&'static str, PackedLayout, Option<Backend>)> {
+    let available = qlinear_api::available_backends();
+    let mut v = vec![(
+        "reference",
+        PackedLayout::ROW_MAJOR,
+        Some(Backend::Reference),
+    )];
+    for d in compiled_kernels() {
+        let b: Backend = d.backend.parse().expect("kernel backend name");
+        v.push((d.name, d.layout, available.contains(&b).then_some(b)));
+    }
+    v
+}
+
+fn packed_seeds() -> Vec<(String, Vec<u8>)> {
+    const SHAPES: [(usize, usize); 6] = [(1, 1), (3, 5), (8, 16), (17, 33), (33, 65), (5, 130)];
+    let mut rng = Rng::new(0x5eed_9ac4);
+    let mut seeds = Vec::new();
+    let mut first_valid = None;
+    for (name, layout, backend) in layouts() {
+        for (i, &(n, k)) in SHAPES.iter().enumerate() {
+            let w = weight(&mut rng, n, k, i);
+            let mut bytes = packed::serialize(name, layout, &w);
+            if let Some(b) = backend {
+                let p = PackedWeights::new(&w, b).expect("pack for an available backend");
+                assert_eq!(p.kernel_name(), name, "backend {b} runs another kernel");
+                assert!(
+                    p.to_bytes() == bytes,
+                    "the hand serializer differs from to_bytes for {name}: update fuzz/src/packed.rs"
+                );
+                bytes = p.to_bytes();
+            }
+            let mut resealed = bytes.clone();
+            assert!(
+                packed::reseal(&mut resealed) && resealed == bytes,
+                "reseal is not the identity"
+            );
+            let pc = if w.qparams().is_per_channel() {
+                "pc"
+            } else {
+                "pt"
+            };
+            let label = name.replace('/', "_");
+            // The near misses start from a kernel layout with padding (the last packed
+            // byte of a 3 x 5 weight is K padding when kr > 1).
+            if backend.is_some() && first_valid.is_none() && layout.kr > 1 && (n, k) == (3, 5) {
+                first_valid = Some((w.clone(), name, layout));
+            }
+            seeds.push((format!("{label}-{n}x{k}-{pc}"), bytes));
+        }
+    }
+
+    // Near misses, each with a valid checksum (they reach the check they fail).
+    let (w, name, layout) = first_valid.expect("a valid blob");
+    let good = packed::serialize(name, layout, &w);
+    let body = good.len() - packed::CHECKSUM_LEN;
+    let seal = |mut b: Vec<u8>| {
+        assert!(packed::reseal(&mut b));
+        b
+    };
+    let mut v = good.clone();
+    v[4] = 2; // version
+    seeds.push(("bad-version".into(), seal(v)));
+    let name_len = u32::from_le_bytes(good[8..12].try_into().unwrap()) as usize;
+    let flag = 12 + name_len + 8 + 8 + 4 + 4;
+    let mut v = good.clone();
+    v[flag] = 2; // per_channel flag
+    seeds.push(("bad-flag".into(), seal(v)));
+    let mut v = good.clone();
+    v[body - 1] = 0x55; // last packed byte: padding for every layout but the row-major one
+    seeds.push(("bad-padding".into(), seal(v)));
+    let mut v = good[..body].to_vec();
+    v.push(0);
+    v.extend_from_slice(&[0; 8]);
+    seeds.push(("bad-trailing".into(), seal(v)));
+    let mut v = good[..body / 2].to_vec();
+    v.extend_from_slice(&[0; 8]);
+    seeds.push(("bad-truncated".into(), seal(v)));
+    let mut v = good.clone();
+    v[0] = b'X';
+    seeds.push(("bad-magic".into(), seal(v)));
+    for (name, bytes) in &seeds {
+        if name.starts_with("bad-") {
+            assert!(
+                PackedWeights::from_bytes(bytes).is_err(),
+                "near miss {name} is accepted"
+            );
+        }
+    }
+    seeds
+}
+
+/// Runs `f`, returning the panic message if it panics.
+fn catch(f: impl FnOnce()) -> Option<String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .err()
+        .map(|e| {
+            e.downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default()
+        })
+}
+
+fn k_kind(input: &Input) -> &'static str {
+    match input.shape.k {
+        KSpec::Tiny(_) => "tiny",
+        KSpec::Small(_) => "small",
+        KSpec::Aligned(_) => "aligned",
+        KSpec::NearLimit(_) => "klimit",
+    }
+}
+
+fn differential_seeds() -> (Vec<(String, Vec<u8>)>, Vec<String>) {
+    const VALID: usize = 24;
+    const INVALID: usize = 3;
+    const TALL: usize = 2;
+    const NEAR_LIMIT: usize = 2;
+    let min_len = Input::size_hint(0).0;
+    let mut rng = Rng::new(0xd1ff_5eed);
+    let mut seeds = Vec::new();
+    let mut keys = BTreeSet::new();
+    let (mut valid, mut invalid, mut tall, mut near) = (0, 0, 0, 0);
+    let mut failures = Vec::new();
+    for _ in 0..200_000 {
+        if valid >= VALID && invalid >= INVALID && tall >= TALL && near >= NEAR_LIMIT {
+            break;
+        }
+        let len = min_len + rng.below(400);
+        let bytes = rng.bytes(len);
+        let Ok(input) = Input::arbitrary_take_rest(Unstructured::new(&bytes)) else {
+            continue;
+        };
+        let case = Case::new(&input);
+        let ok = case.reference_static().is_none_or(|r| r.is_ok())
+            && case.reference_dynamic().is_none_or(|r| r.is_ok());
+        let is_tall = ok && case.m >= 64 && case.threads > 1;
+        let is_near = ok && matches!(input.shape.k, KSpec::NearLimit(_)) && case.m > 0;
+        let key = (
+            input.backend as usize % qlinear_fuzz::backends().len(),
+            format!("{:?}", input.mode),
+            input.qnnpack,
+            input.w.per_channel,
+            input.bias.is_some(),
+            k_kind(&input),
+        );
+        let wanted = if !ok {
+            invalid < INVALID
+        } else if is_tall {
+            tall < TALL
+        } else if is_near {
+            near < NEAR_LIMIT
+        } else {
+            valid < VALID && case.m > 0 && case.n > 0 && !keys.contains(&key)
+        };
+        if !wanted {
+            continue;
+        }
+        if let Some(msg) = catch(|| case.check()) {
+            failures.push(msg);
+            continue;
+        }
+        let label = if !ok {
+            invalid += 1;
+            "invalid"
+        } else if is_tall {
+            tall += 1;
+            "tall"
+        } else if is_near {
+            near += 1;
+            "klimit"
+        } else {
+            valid += 1;
+            keys.insert(key);
+            "case"
+        };
+        let name = format!(
+            "{:02}-{label}-{}x{}x{}-{}",
+            seeds.len(),
+            case.m,
+            case.k,
+            case.n,
+            case.backend
+        );
+        seeds.push((name, bytes));
+    }
+    (seeds, failures)
+}
+
+fn main() {
+    // Seeds that fail a check are reported below, not printed as panics.
+    std::panic::set_hook(Box::new(|_| {}));
+
+    let packed = packed_seeds();
+    for target in ["packed_bytes", "packed_bytes_resealed"] {
+        let dir = reset(target);
+        for (name, bytes) in &packed {
+            if let Some(msg) = catch(|| {
+                packed::check_raw(bytes);
+                packed::check_resealed(bytes);
+            }) {
+                panic!("packed seed {name} fails the target's check: {msg}");
+            }
+            write(&dir, name, bytes);
+        }
+        let total: usize = packed.iter().map(|(_, b)| b.len()).sum();
+        println!("{target}: {} seeds, {total} bytes", packed.len());
+    }
+
+    let (seeds, failures) = differential_seeds();
+    let dir = reset("differential");
+    for (name, bytes) in &seeds {
+        write(&dir, name, bytes);
+    }
+    let total: usize = seeds.iter().map(|(_, b)| b.len()).sum();
+    println!("differential: {} seeds, {total} bytes", seeds.len());
+    if !failures.is_empty() {
+        println!(
+            "differential: skipped {} candidates that FAIL the target's check; first:\n{}",
+            failures.len(),
+            failures[0]
+        );
+    }
+}
