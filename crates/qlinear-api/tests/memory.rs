@@ -164,7 +164,9 @@ fn static_call_extra_memory_is_bounded() {
                 // thread; the input itself is 4 MiB.
                 let bound = 4 * m + threads * (1 << 20) + 64 * 1024;
                 assert!(peak <= bound, "{b}: peak extra {peak} > {bound}");
-                assert!(kept <= 0, "{b}: a static call keeps {kept} bytes");
+                // Nothing sized by the call stays; a pool thread's first use of a
+                // thread-local may register its destructor (a few bytes).
+                assert!(kept <= 1024, "{b}: a static call keeps {kept} bytes");
             }
         }
     }
