@@ -28,6 +28,9 @@ use qlinear_reference::contract::PackedLayout;
 
 use crate::isa::{avx2_isa, target_fn};
 
+/// The widest panel the c4 packer handles (its column-sum accumulators are a fixed array).
+const MAX_NR: usize = 32;
+
 avx2_isa!(target_fn! {
     /// Packs panel `p` of an `n x k` weight for the layout `(NR, 4)` into `out`.
     ///
@@ -42,16 +45,18 @@ avx2_isa!(target_fn! {
         out: &mut [u8],
         col_sums: &mut [i32],
     ) {
-        const { assert!(NR.is_multiple_of(8)) };
+        // One i16 column-sum vector per 8 columns, in a fixed array: a wider panel would
+        // be silently truncated by the `zip` below, so it is rejected at compile time.
+        const { assert!(NR.is_multiple_of(8) && NR <= MAX_NR, "c4 packer: NR must be 8, 16, 24 or 32") };
         let layout = PackedLayout { nr: NR, kr: 4 };
-        assert_eq!(w.len(), n * k, "weight length");
+        assert_eq!(Some(w.len()), n.checked_mul(k), "weight length");
         assert_eq!(out.len(), layout.panel_bytes(k), "panel length");
         assert_eq!(col_sums.len(), NR, "column sums length");
         let full_groups = k / 4;
         let vector_groups = full_groups / 8 * 8;
         let ones_u8 = _mm256_set1_epi8(1);
         let ones_i16 = _mm256_set1_epi16(1);
-        let mut sums = [_mm256_setzero_si256(); 4];
+        let mut sums = [_mm256_setzero_si256(); MAX_NR / 8];
         for g0 in (0..vector_groups).step_by(8) {
             for (cb, sum) in (0..NR).step_by(8).zip(sums.iter_mut()) {
                 let rows: [__m256i; 8] = core::array::from_fn(|i| {
