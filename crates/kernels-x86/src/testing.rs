@@ -9,7 +9,7 @@
 #![allow(clippy::print_stderr)]
 
 use qlinear_reference::contract::{DynamicEpilogue, GemmArgs, KernelDesc, StaticEpilogue};
-use qlinear_reference::testkit::{edge_scale_sweep, edge_shapes, Rng, StaticCase};
+use qlinear_reference::testkit::{edge_scale_sweep, Rng, StaticCase};
 use qlinear_reference::{pack, MatRef};
 
 fn required(name: &str) -> bool {
@@ -186,6 +186,44 @@ fn check_case(desc: &KernelDesc, c: &StaticCase, n_begin: usize, n_end: usize) {
     }
 }
 
+/// The shapes `check_kernel` runs: the whole edge catalogue of the tile.
+#[cfg(not(miri))]
+fn shapes(mr: usize, nr: usize, kr: usize) -> Vec<(usize, usize, usize)> {
+    qlinear_reference::testkit::edge_shapes(mr, nr, kr)
+}
+
+/// Under Miri (every operation interpreted, orders of magnitude slower) a subset of the
+/// catalogue: every partial M up to `mr + 1`, K around the k-group (below, at, above,
+/// and a tail after whole groups), N around the panel width, and one shape with two row
+/// tiles, three panels and a K tail (so the column-range splits run too).
+#[cfg(miri)]
+fn shapes(mr: usize, nr: usize, kr: usize) -> Vec<(usize, usize, usize)> {
+    let ks = [1, kr - 1, kr, kr + 1, 2 * kr + 3];
+    let ns = [1, nr - 1, nr, nr + 1, 2 * nr + 3];
+    let mut shapes: Vec<_> = (1..=mr + 1)
+        .map(|m| (m, ks[m % ks.len()], ns[m % ns.len()]))
+        .collect();
+    shapes.push((mr + 1, 2 * kr + 3, 2 * nr + 3));
+    shapes
+}
+
+/// The shapes of the edge-scale sweep.
+#[cfg(not(miri))]
+fn sweep_shapes(mr: usize, nr: usize, _kr: usize) -> [(usize, usize, usize); 3] {
+    [
+        (1, 5, nr + 1),
+        (mr + 1, 67, 2 * nr + 3),
+        (2 * mr + 1, 300, nr - 1),
+    ]
+}
+
+/// Under Miri, one small shape of the edge-scale sweep (two row tiles, a K tail, a
+/// second panel with one valid column).
+#[cfg(miri)]
+fn sweep_shapes(mr: usize, nr: usize, kr: usize) -> [(usize, usize, usize); 1] {
+    [(mr + 1, kr + 1, nr + 1)]
+}
+
 /// The edge catalogue of `desc`'s tile, random and extreme cases, whole and by column
 /// ranges. Skips (with a message) when the CPU lacks the ISA, unless `QLINEAR_REQUIRE`
 /// lists the kernel's backend.
@@ -201,7 +239,7 @@ pub(crate) fn check_kernel(desc: &KernelDesc) {
     }
     let mut rng = Rng::new(0x5eed ^ desc.name.len() as u64);
     let nr = desc.layout.nr;
-    for (m, k, n) in edge_shapes(desc.mr, nr, desc.layout.kr) {
+    for (m, k, n) in shapes(desc.mr, nr, desc.layout.kr) {
         for variant in 0..2 {
             let c = if variant == 0 {
                 StaticCase::random(&mut rng, m, k, n)
@@ -218,12 +256,7 @@ pub(crate) fn check_kernel(desc: &KernelDesc) {
         }
     }
     // Scales from the smallest subnormal to f32::MAX, signed-zero and huge biases.
-    let mr = desc.mr;
-    for (m, k, n) in [
-        (1, 5, nr + 1),
-        (mr + 1, 67, 2 * nr + 3),
-        (2 * mr + 1, 300, nr - 1),
-    ] {
+    for (m, k, n) in sweep_shapes(desc.mr, nr, desc.layout.kr) {
         for c in edge_scale_sweep(&mut rng, m, k, n) {
             check_case(desc, &c, 0, n);
         }
