@@ -43,7 +43,9 @@ qemu-aarch64 --version | head -n 1
 runner_for() { echo "qemu-aarch64 -L $SYSROOT -cpu $1"; }
 
 step "workspace tests under -cpu max (QLINEAR_REQUIRE=neon,neondot,i8mm)"
+# QLINEAR_CLI_RUNNER: the CLI tests spawn the aarch64 `qlinear` binary through qemu too.
 CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="$(runner_for max)" \
+QLINEAR_CLI_RUNNER="$(runner_for max)" \
 QLINEAR_REQUIRE=neon,neondot,i8mm \
     cargo test --workspace --target "$TARGET"
 

@@ -14,10 +14,26 @@ struct Run {
     elapsed: Duration,
 }
 
+/// The command that runs the `qlinear` binary: the binary itself, or, when the tests
+/// are cross-run under an emulator, the runner named by `QLINEAR_CLI_RUNNER` (e.g.
+/// `qemu-aarch64 -L /usr/aarch64-linux-gnu -cpu max`, set by `.ci/arm.sh`) followed by it.
+fn qlinear_command() -> Command {
+    let bin = env!("CARGO_BIN_EXE_qlinear");
+    match std::env::var("QLINEAR_CLI_RUNNER") {
+        Ok(runner) if !runner.trim().is_empty() => {
+            let mut words = runner.split_whitespace();
+            let mut cmd = Command::new(words.next().expect("non-empty runner"));
+            cmd.args(words).arg(bin);
+            cmd
+        }
+        _ => Command::new(bin),
+    }
+}
+
 /// Runs `qlinear args...`, killing it after `limit`.
 fn qlinear(args: &[&str], limit: Duration) -> Run {
     let start = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_qlinear"))
+    let mut child = qlinear_command()
         .args(args)
         .env_remove("QLINEAR_BACKEND")
         .stdin(Stdio::null())
