@@ -81,7 +81,7 @@ pub struct BenchArgs {
     /// `all` (every available backend), `auto`, or backend names, comma-separated.
     #[arg(long, default_value = "all")]
     pub backend: String,
-    /// `default` (the nine PERFORMANCE.md shapes), `bert` or `llm`.
+    /// `default` (the nine shapes of docs/performance.md), `bert` or `llm`.
     #[arg(long, default_value = "default")]
     pub suite: String,
     /// `MxKxN` (repeatable); replaces the suite. Each of M, K, N at least 1, K at most

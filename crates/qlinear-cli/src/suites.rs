@@ -80,7 +80,7 @@ pub fn parse_shape(s: &str) -> Result<Shape, String> {
     Ok(Shape::new(dims[0], dims[1], dims[2]))
 }
 
-/// The nine shapes of PERFORMANCE.md.
+/// The nine shapes of the default suite (`docs/performance.md`).
 pub const DEFAULT_SUITE: [Shape; 9] = [
     Shape::new(1, 4096, 4096),
     Shape::new(1, 4096, 14336),

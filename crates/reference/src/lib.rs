@@ -3,7 +3,7 @@
 //! This crate is the arithmetic contract of qlinear written as plain, obviously-correct
 //! Rust (`#![forbid(unsafe_code)]`). Every optimized kernel in the workspace is tested
 //! bit for bit against the functions here, so they follow the normative text
-//! (`SEMANTICS.md`, vendored as the module docs below) literally, one rounding at a time,
+//! (`docs/semantics.md` in the repository) literally, one rounding at a time,
 //! and never try to be fast.
 //!
 //! What lives here:
@@ -45,7 +45,7 @@ pub use quantize::{
     DynamicQParams, Observer,
 };
 
-/// `cvt(y)` of SEMANTICS.md: f32 -> i32, round half to even, saturating to the i32 range.
+/// `cvt(y)` of `docs/semantics.md`: f32 -> i32, round half to even, saturating to the i32 range.
 /// NaN maps to 0 (Rust's `as` semantics); kernels reproduce this exactly.
 #[inline]
 pub fn cvt(y: f32) -> i32 {

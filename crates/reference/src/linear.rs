@@ -1,4 +1,4 @@
-//! The literal static and dynamic linear layers of SEMANTICS.md.
+//! The literal static and dynamic linear layers of `docs/semantics.md`.
 //!
 //! Each function follows the normative formulas one operation at a time; comments quote
 //! the formula they implement. No folding, no reordering: that is the kernels' business,

@@ -98,7 +98,7 @@ pub enum Error {
 /// Result alias used throughout qlinear.
 pub type Result<T> = core::result::Result<T, Error>;
 
-/// Which engine's arithmetic to reproduce bit for bit (see SEMANTICS.md).
+/// Which engine's arithmetic to reproduce bit for bit (see `docs/semantics.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Profile {
     /// torch engines `fbgemm` / `x86` (the default).
@@ -179,7 +179,7 @@ pub enum WeightQParams {
 }
 
 impl WeightQParams {
-    /// Scale applying to output channel `n` (`scale_w[j]` of SEMANTICS.md).
+    /// Scale applying to output channel `n` (`scale_w[j]` of `docs/semantics.md`).
     ///
     /// # Panics
     /// Per-channel parameters with `n >= scales.len()` (validated layers never ask).

@@ -40,7 +40,7 @@ pub fn min_max_finite(x: &MatRef<'_, f32>) -> Result<(f32, f32)> {
 }
 
 /// PyTorch's `ChooseQuantizationParams` for a dynamic input (u8, qmin = 0,
-/// qmax = 127 with `reduce_range`, else 255), as spelled out in SEMANTICS.md.
+/// qmax = 127 with `reduce_range`, else 255), as spelled out in `docs/semantics.md`.
 pub fn choose_dynamic_qparams(x: &MatRef<'_, f32>, reduce_range: bool) -> Result<DynamicQParams> {
     let (min, max) = min_max_finite(x)?;
     Ok(dynamic_qparams_from_min_max(min, max, reduce_range))
