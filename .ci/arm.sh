@@ -58,6 +58,9 @@ for spec in cortex-a53:neon:neon cortex-a76:neondot:neon,neondot max:i8mm:neon,n
     CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="$(runner_for "$cpu")" \
     QLINEAR_REQUIRE="$require" QLINEAR_EXPECT_AUTO="$expect" \
         cargo test --target "$TARGET" -p qlinear-kernels-arm
+    CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="$(runner_for "$cpu")" \
+    QLINEAR_REQUIRE="$require" QLINEAR_EXPECT_AUTO="$expect" \
+        cargo test --target "$TARGET" -p qlinear --test arm_auto_dispatch
     info="$(env -u QLINEAR_BACKEND qemu-aarch64 -L "$SYSROOT" -cpu "$cpu" "$QLINEAR_BIN" info)"
     echo "$info"
     got="$(sed -n 's/^auto: //p' <<<"$info")"

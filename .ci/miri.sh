@@ -176,11 +176,11 @@ miri_test reference tree "" -p qlinear-reference --test properties ||
     fail "reference property tests"
 
 step "api: errors.rs, review_defects.rs (reference backend)"
-miri_test api tree "" -p qlinear-api --no-fail-fast --test errors --test review_defects ||
+miri_test api tree "" -p qlinear --no-fail-fast --test errors --test review_defects ||
     fail "api: errors.rs / review_defects.rs"
 
 step "api: api.rs subset (reference backend)"
-if miri_test api tree "" -p qlinear-api --test api -- --exact "${API_SUBSET[@]}"; then
+if miri_test api tree "" -p qlinear --test api -- --exact "${API_SUBSET[@]}"; then
     expect_passed "api.rs subset" "${#API_SUBSET[@]}"
 else
     fail "api: api.rs subset"
@@ -231,7 +231,7 @@ else
 fi
 
 step "api-kernels: errors.rs, review_defects.rs on every engine (features $vnni_features)"
-miri_test api-kernels tree "$vnni_features" -p qlinear-api --no-fail-fast \
+miri_test api-kernels tree "$vnni_features" -p qlinear --no-fail-fast \
     --test errors --test review_defects ||
     fail "api-kernels: errors.rs / review_defects.rs"
 

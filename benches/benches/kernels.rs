@@ -1,14 +1,14 @@
 //! One criterion group per compiled kernel this CPU supports, found by iterating
-//! `qlinear_api::compiled_kernels()`: a new kernel is benched without new bench code.
+//! `qlinear::compiled_kernels()`: a new kernel is benched without new bench code.
 //! Each kernel is forced through its backend name; static and dynamic layers, one
 //! thread, over `KERNEL_SHAPES` (M = 1 GEMV included). Throughput is in MACs.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use qlinear_api::Backend;
+use qlinear::Backend;
 use qlinear_benches::*;
 
 fn kernels(c: &mut Criterion) {
-    for desc in qlinear_api::compiled_kernels().filter(|d| (d.is_supported)()) {
+    for desc in qlinear::compiled_kernels().filter(|d| (d.is_supported)()) {
         let backend: Backend = match desc.backend.parse() {
             Ok(b) => b,
             Err(_) => continue,

@@ -2,7 +2,7 @@
 //! and `DynamicLinear` on a few BERT-base and Llama shapes. Throughput is in MACs.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use qlinear_api::Backend;
+use qlinear::Backend;
 use qlinear_benches::*;
 
 fn layers(c: &mut Criterion) {

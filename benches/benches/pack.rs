@@ -3,7 +3,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use qlinear_api::{available_backends, PackedWeights};
+use qlinear::{available_backends, PackedWeights};
 use qlinear_benches::*;
 
 fn pack(c: &mut Criterion) {

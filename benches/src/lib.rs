@@ -1,7 +1,7 @@
 //! criterion benches for qlinear; see `benches/benches/`:
 //!
 //! * `kernels`: one group per compiled kernel this CPU supports (found by iterating
-//!   `qlinear_api::compiled_kernels()`, forced through its backend name), static and
+//!   `qlinear::compiled_kernels()`, forced through its backend name), static and
 //!   dynamic layers over a few shapes including M = 1.
 //! * `pack`: `PackedWeights::new` per available backend (throughput in weight bytes).
 //! * `layers`: whole `Linear` / `DynamicLinear` layers (Auto backend) on BERT and
@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, BenchmarkId};
-use qlinear_api::{
+use qlinear::{
     ActQParams, Backend, DynamicLinear, Linear, MatMut, MatRef, QuantizedWeight, WeightQParams,
 };
 use qlinear_reference::testkit::Rng;
@@ -96,7 +96,7 @@ pub fn bias(n: usize) -> Vec<f32> {
 }
 
 /// A static layer of `k -> n` on `backend` (single-threaded by default).
-pub fn static_layer(k: usize, n: usize, backend: Backend) -> qlinear_api::Result<Linear> {
+pub fn static_layer(k: usize, n: usize, backend: Backend) -> qlinear::Result<Linear> {
     Linear::builder(weight(k, n), input_qparams(), output_qparams(k))
         .bias(bias(n))
         .backend(backend)
@@ -105,7 +105,7 @@ pub fn static_layer(k: usize, n: usize, backend: Backend) -> qlinear_api::Result
 }
 
 /// A dynamic layer of `k -> n` on `backend` (single-threaded by default).
-pub fn dynamic_layer(k: usize, n: usize, backend: Backend) -> qlinear_api::Result<DynamicLinear> {
+pub fn dynamic_layer(k: usize, n: usize, backend: Backend) -> qlinear::Result<DynamicLinear> {
     DynamicLinear::builder(weight(k, n))
         .bias(bias(n))
         .backend(backend)

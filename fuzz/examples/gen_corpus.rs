@@ -28,7 +28,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use arbitrary::{Arbitrary, Unstructured};
-use qlinear_api::{compiled_kernels, Backend, PackedWeights, QuantizedWeight, WeightQParams};
+use qlinear::{compiled_kernels, Backend, PackedWeights, QuantizedWeight, WeightQParams};
 use qlinear_fuzz::differential::{Case, Input, KSpec};
 use qlinear_fuzz::packed;
 use qlinear_reference::contract::PackedLayout;
@@ -92,7 +92,7 @@ fn weight(rng: &mut Rng, n: usize, k: usize, variant: usize) -> QuantizedWeight 
 /// (kernel name, layout, backend if this CPU runs it) for the reference and every
 /// compiled kernel.
 fn layouts() -> Vec<(&'static str, PackedLayout, Option<Backend>)> {
-    let available = qlinear_api::available_backends();
+    let available = qlinear::available_backends();
     let mut v = vec![(
         "reference",
         PackedLayout::ROW_MAJOR,

@@ -10,7 +10,7 @@
 //! keep its canary value.
 
 use arbitrary::Arbitrary;
-use qlinear_api::{
+use qlinear::{
     ActQParams, Backend, DynamicLinear, Linear, MatMut, MatRef, PackedWeights, Profile,
     QuantizedWeight, Result, WeightQParams, K_LIMIT,
 };

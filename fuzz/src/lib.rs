@@ -10,11 +10,11 @@
 pub mod differential;
 pub mod packed;
 
-use qlinear_api::Backend;
+use qlinear::Backend;
 use std::sync::OnceLock;
 
-/// [`qlinear_api::available_backends`], computed once per process.
+/// [`qlinear::available_backends`], computed once per process.
 pub fn backends() -> &'static [Backend] {
     static B: OnceLock<Vec<Backend>> = OnceLock::new();
-    B.get_or_init(qlinear_api::available_backends)
+    B.get_or_init(qlinear::available_backends)
 }

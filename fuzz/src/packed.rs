@@ -1,6 +1,6 @@
 //! The `PackedWeights` byte format as the fuzz targets see it.
 //!
-//! Format (`crates/qlinear-api/src/packed.rs`, all integers little-endian):
+//! Format (`crates/qlinear/src/packed.rs`, all integers little-endian):
 //!
 //! ```text
 //! "QLPW" | version u32 = 1 | name_len u32 | kernel name (utf-8)
@@ -15,7 +15,7 @@
 //! seed generator asserts it) and a resealed input is never rejected for its checksum
 //! ([`check_resealed`] asserts that), so a drift of the format is caught at once.
 
-use qlinear_api::{
+use qlinear::{
     ActQParams, DynamicLinear, Error, Linear, MatMut, MatRef, PackedWeights, Profile,
     QuantizedWeight, WeightQParams,
 };

@@ -2,7 +2,7 @@
 //! points are called directly through its [`KernelDesc`] (no API, no driver), on the
 //! reference packer's output and the reference's folded epilogues, for the edge
 //! catalogue of its tile sizes, whole and split into column ranges, and compared bit
-//! for bit with the literal oracle. (The API-level suite in `qlinear-api/tests` covers
+//! for bit with the literal oracle. (The API-level suite in `qlinear/tests` covers
 //! threading, views and the conformance file on top of this.)
 
 // Test code: telling the person running the tests about a skipped kernel is the point.

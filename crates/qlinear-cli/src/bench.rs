@@ -25,7 +25,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use qlinear_api::{
+use qlinear::{
     cpu_info, ActQParams, Backend, DynamicLinear, Linear, MatMut, MatRef, PackedWeights, Profile,
     QuantizedWeight, WeightQParams,
 };
@@ -236,7 +236,7 @@ fn seed(s: Shape) -> u64 {
 /// error here, not a panic.
 fn make_data(shape: Shape, with_f32: bool) -> Result<ShapeData, String> {
     let Shape { m, k, n } = shape;
-    let invalid = |e: qlinear_api::Error| format!("shape {shape}: {e}");
+    let invalid = |e: qlinear::Error| format!("shape {shape}: {e}");
     let mk = m
         .checked_mul(k)
         .ok_or_else(|| format!("shape {shape}: M*K overflows"))?;
@@ -462,9 +462,8 @@ fn prepare<'a>(
     expected: &Expected,
 ) -> Result<Prepared<'a>, String> {
     let Shape { m, k, n } = d.shape;
-    let err = move |e: qlinear_api::Error| {
-        format!("{backend} {mode} {}: {e}", d.shape, mode = mode.name())
-    };
+    let err =
+        move |e: qlinear::Error| format!("{backend} {mode} {}: {e}", d.shape, mode = mode.name());
     match (mode, expected) {
         (Mode::Static, Expected::U8(want)) => {
             let layer = Linear::builder(d.weight.clone(), d.x, d.y)

@@ -23,7 +23,7 @@
 //!
 //! then 10% and 64 MiB on top for the allocator, thread stacks, the program itself and
 //! the dynamic scratch a thread keeps between calls (at most
-//! [`qlinear_api::SCRATCH_KEEP_BYTES`], 4 MiB).
+//! [`qlinear::SCRATCH_KEEP_BYTES`], 4 MiB).
 
 use crate::suites::Shape;
 
@@ -101,7 +101,7 @@ pub fn check_shapes(shapes: &[Shape], plan: &Plan, available: Option<u64>) -> Re
 }
 
 /// Checks that the bench can run `shape` under `plan`: `M`, `K`, `N` at least 1, `K` at
-/// most [`qlinear_api::K_LIMIT`], every buffer size representable, and the estimated
+/// most [`qlinear::K_LIMIT`], every buffer size representable, and the estimated
 /// memory (module docs) within `available` bytes, when that is known. The error is one
 /// line starting with `shape MxKxN:`.
 pub fn check_shape(shape: Shape, plan: &Plan, available: Option<u64>) -> Result<(), String> {
@@ -112,11 +112,8 @@ pub fn check_shape(shape: Shape, plan: &Plan, available: Option<u64>) -> Result<
             return fail(format!("{what} must be at least 1"));
         }
     }
-    if k > qlinear_api::K_LIMIT {
-        return fail(format!(
-            "K = {k} exceeds the limit {}",
-            qlinear_api::K_LIMIT
-        ));
+    if k > qlinear::K_LIMIT {
+        return fail(format!("K = {k} exceeds the limit {}", qlinear::K_LIMIT));
     }
     if plan.threads == 0 || plan.threads as u64 > MAX_THREADS {
         return fail(format!(
@@ -212,7 +209,7 @@ mod tests {
         }
         let e = check_shape(s(1, 33_026, 1), &p, None).unwrap_err();
         assert_eq!(e, "shape 1x33026x1: K = 33026 exceeds the limit 33025");
-        assert!(check_shape(s(1, qlinear_api::K_LIMIT, 1), &p, Some(64 * GB)).is_ok());
+        assert!(check_shape(s(1, qlinear::K_LIMIT, 1), &p, Some(64 * GB)).is_ok());
     }
 
     #[test]

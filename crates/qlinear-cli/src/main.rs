@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use qlinear_api::{available_backends, conformance, cpu_info, resolve, Backend};
+use qlinear::{available_backends, conformance, cpu_info, resolve, Backend};
 
 mod bench;
 mod limits;
@@ -70,7 +70,7 @@ fn info() -> ExitCode {
     println!("features: {}", feats.join(" "));
     let avail: Vec<&str> = available_backends().iter().map(|b| b.name()).collect();
     println!("available backends: {}", avail.join(", "));
-    for k in qlinear_api::compiled_kernels() {
+    for k in qlinear::compiled_kernels() {
         println!(
             "kernel: {} ({})",
             k.name,

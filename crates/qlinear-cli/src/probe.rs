@@ -16,7 +16,7 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use qlinear_api::Backend;
+use qlinear::Backend;
 
 /// The peak of one backend's instruction mix.
 #[derive(Debug, Clone, serde::Serialize)]

@@ -1,7 +1,7 @@
 //! Every error variant reachable from the public API, each asserted exactly with
 //! `matches!` (variant and the fields that identify the cause). Nothing may panic.
 
-use qlinear_api::{
+use qlinear::{
     available_backends, resolve, ActQParams, Backend, DynamicLinear, Error, Linear, MatMut, MatRef,
     Observer, PackedWeights, QuantizedWeight, WeightQParams, K_LIMIT,
 };

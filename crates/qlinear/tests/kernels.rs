@@ -13,7 +13,7 @@
 //! the backend is listed in `QLINEAR_REQUIRE` (comma-separated names, or `all`).
 
 use proptest::prelude::*;
-use qlinear_api::{
+use qlinear::{
     available_backends, compiled_kernels, conformance, Backend, DynamicLinear, KernelDesc, Linear,
     MatMut, MatRef, Profile, QuantizedWeight, WeightQParams,
 };
@@ -264,7 +264,7 @@ fn k_limit_worst_case(backend: Backend) {
         return;
     };
     let mut rng = Rng::new(33_025);
-    let k = qlinear_api::K_LIMIT;
+    let k = qlinear::K_LIMIT;
     for &m in &[1usize, desc.mr, desc.mr + 1] {
         let n = desc.layout.nr + 3;
         let c = StaticCase::extreme(m, k, n, &mut rng);
@@ -425,8 +425,8 @@ fn auto_picks_the_best_available_backend() {
             },
         )
         .unwrap(),
-        qlinear_api::ActQParams::new(0.1, 0).unwrap(),
-        qlinear_api::ActQParams::new(0.1, 0).unwrap(),
+        qlinear::ActQParams::new(0.1, 0).unwrap(),
+        qlinear::ActQParams::new(0.1, 0).unwrap(),
     )
     .build()
     .unwrap();

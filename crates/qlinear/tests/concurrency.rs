@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use qlinear_api::{
+use qlinear::{
     available_backends, ActQParams, DynamicLinear, Linear, MatMut, MatRef, QuantizedWeight,
     WeightQParams,
 };

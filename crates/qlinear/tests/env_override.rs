@@ -2,7 +2,7 @@
 //! so this file holds a single test (its own process) and no other test reads the
 //! variable concurrently.
 
-use qlinear_api::{
+use qlinear::{
     available_backends, resolve, ActQParams, Backend, DynamicLinear, Error, Linear,
     QuantizedWeight, WeightQParams, BACKEND_ENV,
 };

@@ -7,8 +7,8 @@
 //! `conformance/torch-2.15-public.json`.
 #![cfg(feature = "conformance")]
 
-use qlinear_api::conformance::{self, Case};
-use qlinear_api::{Backend, K_LIMIT};
+use qlinear::conformance::{self, Case};
+use qlinear::{Backend, K_LIMIT};
 use serde_json::{json, Value};
 
 /// `public-0014-static-fbgemm` of the public file.

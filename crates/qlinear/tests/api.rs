@@ -4,8 +4,8 @@
 //! qparams changes, packed serialization, `from_float`, threads, and the conformance
 //! vectors.
 
-use qlinear_api::conformance::{self, Case};
-use qlinear_api::{
+use qlinear::conformance::{self, Case};
+use qlinear::{
     available_backends, ActQParams, Backend, DynamicLinear, Linear, MatMut, MatRef, Observer,
     PackedWeights, Profile, QuantizedWeight, WeightQParams,
 };

@@ -3,7 +3,7 @@
 //! D9) are tested in `qlinear-cli/tests`, the kernels' pointer arithmetic (D6) by the
 //! kernel suites under Miri and AddressSanitizer (see `docs/reliability.md`).
 
-use qlinear_api::{
+use qlinear::{
     available_backends, ActQParams, DynamicLinear, Error, Linear, MatMut, MatRef, Profile,
     QuantizedWeight, WeightQParams,
 };

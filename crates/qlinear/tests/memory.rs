@@ -15,7 +15,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use qlinear_api::{
+use qlinear::{
     available_backends, ActQParams, Backend, DynamicLinear, Linear, MatMut, MatRef,
     QuantizedWeight, WeightQParams,
 };
@@ -80,7 +80,7 @@ const MIB: f64 = 1024.0 * 1024.0;
 #[test]
 fn dynamic_scratch_does_not_stay_large() {
     let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let keep = qlinear_api::SCRATCH_KEEP_BYTES;
+    let keep = qlinear::SCRATCH_KEEP_BYTES;
     for b in available_backends() {
         let (m, k, n) = (3000, 4000, 16); // 12 MB of quantized activations
         let layer = DynamicLinear::builder(weight(n, k, 0))

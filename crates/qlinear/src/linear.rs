@@ -205,8 +205,8 @@ impl LinearBuilder {
 /// (`torch.ao.nn.quantized.Linear`, or `LinearReLU` with [`LinearBuilder::relu`]).
 ///
 /// ```
-/// use qlinear_api::{ActQParams, Linear, QuantizedWeight, WeightQParams, MatRef, MatMut};
-/// # fn main() -> Result<(), qlinear_api::Error> {
+/// use qlinear::{ActQParams, Linear, QuantizedWeight, WeightQParams, MatRef, MatMut};
+/// # fn main() -> Result<(), qlinear::Error> {
 /// let (n, k) = (3, 4);
 /// let w = QuantizedWeight::new(
 ///     vec![1, -2, 3, -4, 5, 6, -7, 8, 0, 1, 0, -1],
@@ -451,8 +451,8 @@ impl DynamicLinearBuilder {
 /// with PyTorch's qparams choice (`torch.ao.nn.quantized.dynamic.Linear`).
 ///
 /// ```
-/// use qlinear_api::{DynamicLinear, QuantizedWeight, Observer};
-/// # fn main() -> Result<(), qlinear_api::Error> {
+/// use qlinear::{DynamicLinear, QuantizedWeight, Observer};
+/// # fn main() -> Result<(), qlinear::Error> {
 /// let w: Vec<f32> = (0..6 * 5).map(|i| (i as f32 * 0.37).sin()).collect();
 /// let qw = QuantizedWeight::from_float(&w, 6, 5, Observer::PER_CHANNEL_SYMMETRIC)?;
 /// let layer = DynamicLinear::builder(qw).relu(true).build()?;
