@@ -27,6 +27,7 @@ pub mod conformance;
 mod driver;
 mod linear;
 mod packed;
+mod packing;
 
 pub use backend::{
     available_backends, compiled_kernels, cpu_info, resolve, Backend, CpuInfo, Engine, BACKEND_ENV,

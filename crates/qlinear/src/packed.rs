@@ -17,15 +17,14 @@
 //! kernel, qparams ranges, zero padding, checksum) and returns
 //! [`Error::CorruptPacked`] rather than trusting any of it.
 
-use aligned_vec::{AVec, ConstAlign};
 use qlinear_reference::contract::PackedLayout;
 use qlinear_reference::params::check_layer_dims;
 use qlinear_reference::{pack, Error, Observer, Result, WeightQParams};
 
 use crate::backend::{resolve, Backend, Engine};
+use crate::packing;
 
-/// Packed buffers are 64-byte aligned (one cache line, one zmm).
-pub type AlignedBytes = AVec<u8, ConstAlign<64>>;
+pub use crate::packing::AlignedBytes;
 
 /// An `N x K` int8 weight (out_features x in_features, like torch) with its qparams:
 /// what `from_reference` takes and what `weight()` / unpack gives back, exactly.
@@ -119,36 +118,11 @@ impl PackedWeights {
     }
 
     pub(crate) fn for_engine(w: &QuantizedWeight, engine: Engine) -> Self {
-        let layout = match engine {
-            Engine::Reference => PackedLayout::ROW_MAJOR,
-            Engine::Kernel(k) => k.layout,
-        };
-        // Built panel by panel in a small (cache-resident) buffer and appended, so the
-        // big buffer is written exactly once.
-        let mut data = AlignedBytes::with_capacity(64, layout.packed_len(w.n, w.k));
-        let mut panel = vec![0u8; layout.panel_bytes(w.k)];
-        let fast = match engine {
-            Engine::Kernel(desc) => desc.pack_panel,
-            Engine::Reference => None,
-        };
-        let n_pad = layout.n_padded(w.n);
-        let mut col_sums = vec![0i32; n_pad];
-        for (p, sums) in col_sums.chunks_exact_mut(layout.nr).enumerate() {
-            match fast {
-                // SAFETY: a kernel engine is only built for kernels this CPU supports
-                // (`resolve`); `w` holds n * k values (checked by QuantizedWeight::new),
-                // `panel` holds one panel of this layout, `sums` nr values, and
-                // p < n_pad / nr.
-                Some(f) => unsafe { f(&w.data, w.n, w.k, p, &mut panel, sums) },
-                None => {
-                    pack::pack_panel(&w.data, w.n, w.k, layout, p, &mut panel);
-                    let cols = (p * layout.nr..((p + 1) * layout.nr).min(w.n)).len();
-                    let rows = &w.data[p * layout.nr * w.k..(p * layout.nr + cols) * w.k];
-                    sums[..cols].copy_from_slice(&pack::column_sums(rows, cols, w.k));
-                }
-            }
-            data.extend_from_slice(&panel);
-        }
+        let packing::Packed {
+            layout,
+            data,
+            col_sums,
+        } = packing::pack_weight(&w.data, w.n, w.k, engine);
         PackedWeights {
             engine,
             n: w.n,
