@@ -7,17 +7,47 @@
 //! * [`Linear`]: static, u8 activations -> u8 outputs, optional fused ReLU.
 //! * [`DynamicLinear`]: f32 -> f32, input quantized per call like PyTorch.
 //! * [`QuantizedWeight`] / [`PackedWeights`]: int8 weights with per-tensor or
-//!   per-channel qparams, packed for one kernel; `from_float` with torch's observers.
+//!   per-channel qparams ([`WeightQParams`]), packed for one kernel; `from_float` with
+//!   torch's weight [`Observer`]s.
+//! * [`ActQParams`]: the scale and zero point of a u8 activation tensor.
 //! * [`Backend`]: `Auto` (best detected kernel, or `QLINEAR_BACKEND`) or a named one;
 //!   [`available_backends`] lists what this CPU runs.
 //!
 //! Unlike fbgemm, MLAS or oneDNN on AVX2, no kernel here ever saturates an
 //! intermediate: every backend, thread count and M gives the reference's exact bits.
 //! Invalid input is an [`Error`], never a panic.
+//!
+//! ```
+//! use qlinear::prelude::*;
+//!
+//! # fn main() -> Result<(), qlinear::Error> {
+//! // torch.ao.nn.quantized.dynamic.Linear(3, 2) from f32 weights, per-channel int8.
+//! let w = [0.5, -1.0, 0.25, 2.0, 0.0, -0.75];
+//! let layer = DynamicLinear::from_float(&w, 2, 3, Observer::PER_CHANNEL_SYMMETRIC)?
+//!     .bias(vec![0.1, -0.1])
+//!     .build()?;
+//! let y = layer.forward_vec(&[1.0, 2.0, 3.0, -1.0, 0.5, 0.0], 2)?; // two rows
+//! assert_eq!(y.len(), 2 * 2);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Feature flags
+//!
+//! | feature | default | what it does |
+//! |---|---|---|
+//! | `rayon` | on | forward calls split M and N over a rayon pool (`threads(n)` on the builders) |
+//! | `conformance` | off | the `conformance` module: reads torch's golden-vector files and runs them on any backend (test tooling; pulls in `serde_json`) |
+//!
+//! ## Where things are documented
+//!
+//! The arithmetic contract (torch's rounding, the profiles, what "exact" means) is
+//! `docs/semantics.md` in the repository; the packed-weight formats are described on
+//! [`PackedWeights`]; [`unstable`] holds kernel-level internals with no semver promise.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 /// The README's usage example, compiled and run as a doctest.
-#[doc = include_str!("../../../README.md")]
+#[doc = include_str!("../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
@@ -29,12 +59,32 @@ mod linear;
 mod packed;
 mod packing;
 
-pub use backend::{
-    available_backends, compiled_kernels, cpu_info, resolve, Backend, CpuInfo, Engine, BACKEND_ENV,
-};
+pub use backend::{available_backends, cpu_info, Backend, CpuInfo, BACKEND_ENV};
 pub use linear::{DynamicLinear, DynamicLinearBuilder, Linear, LinearBuilder, SCRATCH_KEEP_BYTES};
 pub use packed::{PackedWeights, QuantizedWeight};
-pub use qlinear_reference::contract::KernelDesc;
 pub use qlinear_reference::{
     ActQParams, Error, MatMut, MatRef, Observer, Profile, Result, WeightQParams, K_LIMIT,
 };
+
+/// The names most programs need: `use qlinear::prelude::*;`.
+pub mod prelude {
+    pub use crate::{
+        ActQParams, Backend, DynamicLinear, Error, Linear, MatMut, MatRef, Observer,
+        PackedWeights, Profile, QuantizedWeight, WeightQParams,
+    };
+}
+
+/// Kernel-level internals for qlinear's own CLI, benches and fuzzers.
+///
+/// **Unstable:** nothing here follows semver; it changes whenever the kernel contract
+/// does. Programs that use qlinear as a library need none of it: pick a kernel with
+/// [`Backend`], see what runs with `kernel_name()`.
+pub mod unstable {
+    pub use crate::backend::{compiled_kernels, resolve, Engine};
+    pub use qlinear_reference::contract::KernelDesc;
+}
+
+// Deprecated-in-place aliases kept while the workspace moves to `unstable::`; hidden
+// from the documentation and not part of the public surface.
+#[doc(hidden)]
+pub use unstable::{compiled_kernels, resolve, Engine, KernelDesc};
