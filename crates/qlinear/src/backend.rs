@@ -13,6 +13,25 @@ use qlinear_reference::Error;
 pub const BACKEND_ENV: &str = "QLINEAR_BACKEND";
 
 /// Which implementation runs a layer.
+///
+/// Every backend gives the same bits; they differ in speed and in which CPUs run them.
+/// `Auto` picks the best one this CPU has (or the one named by the `QLINEAR_BACKEND`
+/// environment variable); forcing a backend the CPU lacks is an
+/// [`Error::BackendUnavailable`], never a crash.
+///
+/// ```
+/// use qlinear::{available_backends, Backend};
+///
+/// // What this machine runs, best first; the scalar reference is always last.
+/// let here = available_backends();
+/// assert_eq!(here.last(), Some(&Backend::Reference));
+///
+/// // Names round-trip through `FromStr`, as on the command line.
+/// let b: Backend = "avx512vnni".parse()?;
+/// assert_eq!(b, Backend::Avx512Vnni);
+/// assert!("sse9".parse::<Backend>().is_err());
+/// # Ok::<(), qlinear::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Backend {
     /// The best kernel this CPU supports (or `QLINEAR_BACKEND` when set).
