@@ -1,5 +1,5 @@
 //! One criterion group per compiled kernel this CPU supports, found by iterating
-//! `qlinear::compiled_kernels()`: a new kernel is benched without new bench code.
+//! `qlinear::unstable::compiled_kernels()`: a new kernel is benched without new bench code.
 //! Each kernel is forced through its backend name; static and dynamic layers, one
 //! thread, over `KERNEL_SHAPES` (M = 1 GEMV included). Throughput is in MACs.
 
@@ -8,7 +8,7 @@ use qlinear::Backend;
 use qlinear_benches::*;
 
 fn kernels(c: &mut Criterion) {
-    for desc in qlinear::compiled_kernels().filter(|d| (d.is_supported)()) {
+    for desc in qlinear::unstable::compiled_kernels().filter(|d| (d.is_supported)()) {
         let backend: Backend = match desc.backend.parse() {
             Ok(b) => b,
             Err(_) => continue,

@@ -1,7 +1,7 @@
 //! criterion benches for qlinear; see `benches/benches/`:
 //!
 //! * `kernels`: one group per compiled kernel this CPU supports (found by iterating
-//!   `qlinear::compiled_kernels()`, forced through its backend name), static and
+//!   `qlinear::unstable::compiled_kernels()`, forced through its backend name), static and
 //!   dynamic layers over a few shapes including M = 1.
 //! * `pack`: `PackedWeights::new` per available backend (throughput in weight bytes).
 //! * `layers`: whole `Linear` / `DynamicLinear` layers (Auto backend) on BERT and
