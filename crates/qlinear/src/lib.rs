@@ -55,13 +55,16 @@ mod backend;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod driver;
+mod layer_io;
 mod linear;
 mod packed;
+pub mod packed_format;
 mod packing;
 
 pub use backend::{available_backends, cpu_info, Backend, CpuInfo, BACKEND_ENV};
 pub use linear::{DynamicLinear, DynamicLinearBuilder, Linear, LinearBuilder, SCRATCH_KEEP_BYTES};
 pub use packed::{PackedWeights, QuantizedWeight};
+pub use packed_format::{LayerKind, LoadReport};
 pub use qlinear_reference::{
     ActQParams, Error, MatMut, MatRef, Observer, Profile, Result, WeightQParams, K_LIMIT,
 };

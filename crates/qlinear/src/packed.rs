@@ -4,24 +4,38 @@
 //! activation or output parameters, so one packing serves static, dynamic and M = 1
 //! calls, and a layer's output scale can change without repacking.
 //!
-//! Serialized form ([`PackedWeights::to_bytes`]), all integers little-endian:
+//! ## Serialized form
 //!
-//! ```text
-//! "QLPW" | version u32 = 1 | name_len u32 | kernel name (utf-8)
-//! n u64 | k u64 | nr u32 | kr u32 | per_channel u8
-//! scales f32 x (n or 1) | zero points i32 x (n or 1)
-//! packed_len u64 | packed bytes | FNV-1a-64 of everything before it
-//! ```
+//! [`PackedWeights::to_bytes`] writes format version 2, described byte by byte in
+//! [`crate::packed_format`] (and `docs/packed-format.md`): a 64-byte fixed header, the
+//! kernel name, qparams, column sums and an optional layer record, zero fill up to a
+//! 64-byte-aligned offset, the packed data, and an xxh3-64 checksum. The loaders check
+//! every field directly and return [`Error::CorruptPacked`] rather than trusting any
+//! of it.
 //!
-//! [`PackedWeights::from_bytes`] checks every field (lengths, layout against the named
-//! kernel, qparams ranges, zero padding, checksum) and returns
-//! [`Error::CorruptPacked`] rather than trusting any of it.
+//! ## Storage: owned or borrowed
+//!
+//! A packing's bytes live either in an owned 64-byte-aligned buffer (packing, copying
+//! loads) or inside the caller's buffer: a `&'static [u8]`
+//! ([`PackedWeights::from_static`]) or a shared owner such as an `Arc<Mmap>`
+//! ([`PackedWeights::from_shared`]). Borrowing is safe code: the `PackedWeights` holds
+//! the `&'static` slice or a clone of the `Arc`, so the bytes outlive it, and the
+//! kernels see a `&[u8]` of exactly the validated length. The owner's `as_ref()` must
+//! return the same bytes on every call (as `Vec<u8>`, `Box<[u8]>` or a read-only
+//! memory map do); an owner that breaks this gets a panic (the slice no longer holds the
+//! packed data) or wrong outputs, never out-of-bounds access. A memory map of a file
+//! that another process modifies is the same situation, and the reason a map is created
+//! with `unsafe` in the first place.
+
+use std::ops::Deref;
+use std::sync::Arc;
 
 use qlinear_reference::contract::PackedLayout;
 use qlinear_reference::params::check_layer_dims;
 use qlinear_reference::{pack, Error, Observer, Result, WeightQParams};
 
-use crate::backend::{resolve, Backend, Engine};
+use crate::backend::{available_backends, resolve, Backend, Engine, BACKEND_ENV};
+use crate::packed_format::{self, LayerRecord, LoadReport, Parsed};
 use crate::packing;
 
 pub use crate::packing::AlignedBytes;
@@ -97,15 +111,63 @@ impl QuantizedWeight {
     }
 }
 
+/// Where a packing's bytes live (see the module docs): the kernels only see `&[u8]`.
+#[derive(Clone)]
+pub(crate) enum PackedData {
+    /// A 64-byte-aligned buffer of our own.
+    Owned(AlignedBytes),
+    /// Inside a `'static` buffer (validated, 64-byte aligned).
+    Static(&'static [u8]),
+    /// `owner.as_ref()[offset..offset + len]` (validated, 64-byte aligned when loaded).
+    Shared {
+        owner: Arc<dyn AsRef<[u8]> + Send + Sync>,
+        offset: usize,
+        len: usize,
+    },
+}
+
+impl Deref for PackedData {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            PackedData::Owned(v) => v,
+            PackedData::Static(s) => s,
+            // Panics (never reads out of bounds) if the owner breaks its contract of
+            // returning the same bytes every time.
+            PackedData::Shared { owner, offset, len } => {
+                &(**owner).as_ref()[*offset..*offset + *len]
+            }
+        }
+    }
+}
+
+impl PackedData {
+    fn kind(&self) -> &'static str {
+        match self {
+            PackedData::Owned(_) => "owned",
+            PackedData::Static(_) => "borrowed (static)",
+            PackedData::Shared { .. } => "borrowed (shared)",
+        }
+    }
+}
+
 /// A weight packed for one engine, with its pack-time column sums.
-#[derive(Debug, Clone)]
+///
+/// Serialize it with [`to_bytes`](PackedWeights::to_bytes) (format version 2,
+/// documented in [`crate::packed_format`]) and load it on any CPU with
+/// [`from_bytes`](PackedWeights::from_bytes) and friends: bytes whose layout a local
+/// kernel uses are taken as they are (copied, or used in place by
+/// [`from_shared`](PackedWeights::from_shared) / [`from_static`](PackedWeights::from_static)),
+/// others are unpacked and repacked for the local kernel, and the [`LoadReport`] says
+/// which happened.
+#[derive(Clone)]
 pub struct PackedWeights {
     pub(crate) engine: Engine,
     pub(crate) n: usize,
     pub(crate) k: usize,
     pub(crate) qparams: WeightQParams,
     pub(crate) layout: PackedLayout,
-    pub(crate) data: AlignedBytes,
+    pub(crate) data: PackedData,
     /// `n_pad` column sums (zeros past `n`).
     pub(crate) col_sums: Vec<i32>,
 }
@@ -129,7 +191,7 @@ impl PackedWeights {
             k: w.k,
             qparams: w.qparams.clone(),
             layout,
-            data,
+            data: PackedData::Owned(data),
             col_sums,
         }
     }
@@ -173,168 +235,285 @@ impl PackedWeights {
     pub fn repack(&self, backend: Backend) -> Result<Self> {
         PackedWeights::new(&self.unpack(), backend)
     }
+}
 
-    /// Serializes the packing (format in the module docs).
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.data.len() + 64 + 8 * self.n);
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&1u32.to_le_bytes());
-        let name = self.kernel_name().as_bytes();
-        out.extend_from_slice(&(name.len() as u32).to_le_bytes());
-        out.extend_from_slice(name);
-        out.extend_from_slice(&(self.n as u64).to_le_bytes());
-        out.extend_from_slice(&(self.k as u64).to_le_bytes());
-        out.extend_from_slice(&(self.layout.nr as u32).to_le_bytes());
-        out.extend_from_slice(&(self.layout.kr as u32).to_le_bytes());
-        let (scales, zps): (Vec<f32>, Vec<i32>) = match &self.qparams {
-            WeightQParams::PerTensor { scale, zero_point } => (vec![*scale], vec![*zero_point]),
-            WeightQParams::PerChannel {
-                scales,
-                zero_points,
-            } => (scales.clone(), zero_points.clone()),
+impl std::fmt::Debug for PackedWeights {
+    /// A short summary: kernel, shape, layout, qparams kind and storage, never the bytes.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let qparams = match &self.qparams {
+            WeightQParams::PerTensor { scale, zero_point } => {
+                format!("per-tensor (scale {scale:e}, zero point {zero_point})")
+            }
+            WeightQParams::PerChannel { .. } => format!("per-channel ({} channels)", self.n),
         };
-        out.push(self.qparams.is_per_channel() as u8);
-        scales
-            .iter()
-            .for_each(|s| out.extend_from_slice(&s.to_le_bytes()));
-        zps.iter()
-            .for_each(|z| out.extend_from_slice(&z.to_le_bytes()));
-        out.extend_from_slice(&(self.data.len() as u64).to_le_bytes());
-        out.extend_from_slice(&self.data);
-        let sum = fnv1a(&out);
-        out.extend_from_slice(&sum.to_le_bytes());
-        out
+        f.debug_struct("PackedWeights")
+            .field("kernel", &self.kernel_name())
+            .field("out_features", &self.n)
+            .field("in_features", &self.k)
+            .field("layout", &self.layout)
+            .field("qparams", &qparams)
+            .field("packed_bytes", &self.data.len())
+            .field("storage", &self.data.kind())
+            .finish()
+    }
+}
+
+/// How a loader may keep the input's bytes.
+#[derive(Clone)]
+pub(crate) enum Borrow {
+    /// Copy (or repack) into our own buffer.
+    No,
+    Static(&'static [u8]),
+    Shared(Arc<dyn AsRef<[u8]> + Send + Sync>),
+}
+
+impl PackedWeights {
+    /// The packed layout `(nr, kr)` of the bytes.
+    pub fn layout(&self) -> PackedLayout {
+        self.layout
     }
 
-    /// Parses and validates serialized packed weights. The named kernel must be
-    /// available on this CPU ([`Error::BackendUnavailable`] otherwise; unpack on a
-    /// machine that has it, or use `repack`).
+    /// True when the packed data lives in a buffer the caller handed to
+    /// [`from_static`](PackedWeights::from_static) or
+    /// [`from_shared`](PackedWeights::from_shared) (no copy was made).
+    pub fn is_borrowed(&self) -> bool {
+        !matches!(self.data, PackedData::Owned(_))
+    }
+
+    /// Serializes the packing: format version 2 ([`crate::packed_format`]), weights
+    /// only (no layer record).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        packed_format::write(&self.write_parts(), None)
+    }
+
+    pub(crate) fn write_parts(&self) -> packed_format::WriteParts<'_> {
+        packed_format::WriteParts {
+            kernel_name: self.kernel_name(),
+            n: self.n,
+            k: self.k,
+            layout: self.layout,
+            qparams: &self.qparams,
+            col_sums: &self.col_sums,
+            data: &self.data,
+        }
+    }
+
+    /// Parses and validates serialized packed weights (version 2, or version 1) for the
+    /// best local kernel (see [`from_bytes_for`](PackedWeights::from_bytes_for)). A layer
+    /// record in the file is validated and ignored.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
-        let corrupt = Error::CorruptPacked;
-        if bytes.len() < 8 {
-            return Err(corrupt("too short"));
+        Self::from_bytes_for(bytes, Backend::Auto).map(|(p, _)| p)
+    }
+
+    /// [`from_bytes`](PackedWeights::from_bytes), also saying what the load did.
+    pub fn from_bytes_with_report(bytes: &[u8]) -> Result<(Self, LoadReport)> {
+        Self::from_bytes_for(bytes, Backend::Auto)
+    }
+
+    /// Parses and validates serialized packed weights for `backend`, copying them into
+    /// an owned aligned buffer.
+    ///
+    /// * `Backend::Auto` (with `QLINEAR_BACKEND` unset): the stored kernel when this CPU
+    ///   runs it, else another local kernel with the same layout `(nr, kr)`; the bytes
+    ///   are then used as they are. When no local kernel has the layout (bytes packed for
+    ///   an ISA this CPU lacks, or for the reference), the weight is unpacked and packed
+    ///   for the best local kernel.
+    /// * A named backend (or `QLINEAR_BACKEND`): that backend's kernel, repacking when
+    ///   its layout differs.
+    ///
+    /// [`LoadReport::repacked`] says whether a repack happened.
+    pub fn from_bytes_for(bytes: &[u8], backend: Backend) -> Result<(Self, LoadReport)> {
+        load(bytes, backend, Borrow::No).map(|(p, r, _)| (p, r))
+    }
+
+    /// Loads from a `'static` buffer (an `include_bytes!`, a leaked buffer), using the
+    /// packed data in place when it is 64-byte aligned in memory and a local kernel
+    /// uses its layout ([`LoadReport::zero_copy`]); otherwise copies or repacks, as
+    /// [`from_bytes`](PackedWeights::from_bytes) does.
+    pub fn from_static(bytes: &'static [u8]) -> Result<(Self, LoadReport)> {
+        load(bytes, Backend::Auto, Borrow::Static(bytes)).map(|(p, r, _)| (p, r))
+    }
+
+    /// Loads from a shared owner of the file's bytes (`Arc<Vec<u8>>`, `Arc<Mmap>`, ...),
+    /// keeping a clone of the `Arc` and using the packed data in place when it is
+    /// 64-byte aligned in memory and a local kernel uses its layout
+    /// ([`LoadReport::zero_copy`]); otherwise copies or repacks. The owner's `as_ref()`
+    /// must return the same bytes every time (module docs).
+    pub fn from_shared<O>(owner: Arc<O>) -> Result<(Self, LoadReport)>
+    where
+        O: AsRef<[u8]> + Send + Sync + 'static,
+    {
+        Self::from_shared_for(owner, Backend::Auto)
+    }
+
+    /// [`from_shared`](PackedWeights::from_shared) for a given backend (kernel choice as
+    /// in [`from_bytes_for`](PackedWeights::from_bytes_for)).
+    pub fn from_shared_for<O>(owner: Arc<O>, backend: Backend) -> Result<(Self, LoadReport)>
+    where
+        O: AsRef<[u8]> + Send + Sync + 'static,
+    {
+        let owner: Arc<dyn AsRef<[u8]> + Send + Sync> = owner;
+        let bytes: &[u8] = (*owner).as_ref();
+        load(bytes, backend, Borrow::Shared(owner.clone())).map(|(p, r, _)| (p, r))
+    }
+}
+
+/// The stored layout and kernel name, read without validation (to choose the engine
+/// before the data pass); `None` when the header is too short or malformed, which the
+/// full parse then reports.
+fn peek(bytes: &[u8]) -> Option<(PackedLayout, &[u8])> {
+    let u32_at = |o: usize| -> Option<u32> {
+        Some(u32::from_le_bytes(bytes.get(o..o + 4)?.try_into().ok()?))
+    };
+    match u32_at(4)? {
+        2 => {
+            let name_len = (u32_at(36)? as usize).min(packed_format::MAX_NAME_LEN);
+            let layout = PackedLayout {
+                nr: u32_at(24)? as usize,
+                kr: u32_at(28)? as usize,
+            };
+            Some((layout, bytes.get(64..64 + name_len)?))
         }
-        let (body, tail) = bytes.split_at(bytes.len() - 8);
-        if fnv1a(body).to_le_bytes() != tail {
-            return Err(corrupt("checksum mismatch"));
+        1 => {
+            let name_len = (u32_at(8)? as usize).min(packed_format::MAX_NAME_LEN);
+            let name = bytes.get(12..12 + name_len)?;
+            let o = 12 + name_len + 16;
+            let layout = PackedLayout {
+                nr: u32_at(o)? as usize,
+                kr: u32_at(o + 4)? as usize,
+            };
+            Some((layout, name))
         }
-        let mut r = Reader(body);
-        if r.take(4)? != MAGIC {
-            return Err(corrupt("bad magic"));
-        }
-        if r.u32()? != 1 {
-            return Err(corrupt("unsupported version"));
-        }
-        let name_len = r.u32()? as usize;
-        let name = std::str::from_utf8(r.take(name_len)?).map_err(|_| corrupt("kernel name"))?;
-        let n = usize::try_from(r.u64()?).map_err(|_| corrupt("n"))?;
-        let k = usize::try_from(r.u64()?).map_err(|_| corrupt("k"))?;
-        check_layer_dims(n, k).map_err(|_| corrupt("dimensions out of range"))?;
-        // The packing holds at least n bytes; a larger n would overflow `packed_len`.
-        if n > bytes.len() {
-            return Err(corrupt("dimensions out of range"));
-        }
-        let nr = r.u32()? as usize;
-        let kr = r.u32()? as usize;
-        let per_channel = match r.take(1)?[0] {
-            0 => false,
-            1 => true,
-            _ => return Err(corrupt("per_channel flag")),
+        _ => None,
+    }
+}
+
+fn engine_layout(e: Engine) -> PackedLayout {
+    match e {
+        Engine::Reference => PackedLayout::ROW_MAJOR,
+        Engine::Kernel(d) => d.layout,
+    }
+}
+
+/// The engine that will run a file with this stored layout and kernel name.
+fn target_engine(stored: Option<(PackedLayout, &[u8])>, backend: Backend) -> Result<Engine> {
+    let env_set = std::env::var_os(BACKEND_ENV).is_some_and(|v| !v.is_empty());
+    if backend != Backend::Auto || env_set {
+        return resolve(backend);
+    }
+    if let Some((layout, name)) = stored {
+        let kernels = || {
+            available_backends()
+                .into_iter()
+                .filter(|&b| b != Backend::Reference)
+                .filter_map(|b| resolve(b).ok())
         };
-        let count = if per_channel { n } else { 1 };
-        if count > r.0.len() / 8 {
-            return Err(corrupt("truncated qparams"));
+        let named = kernels().find(|e| e.kernel_name().as_bytes() == name);
+        if let Some(e) = named.filter(|&e| engine_layout(e) == layout) {
+            return Ok(e);
         }
-        let scales = (0..count)
-            .map(|_| r.u32().map(f32::from_bits))
-            .collect::<Result<Vec<_>>>()?;
-        let zps = (0..count)
-            .map(|_| r.u32().map(|v| v as i32))
-            .collect::<Result<Vec<_>>>()?;
-        let qparams = if per_channel {
-            WeightQParams::PerChannel {
-                scales,
-                zero_points: zps,
-            }
+        if let Some(e) = kernels().find(|&e| engine_layout(e) == layout) {
+            return Ok(e);
+        }
+    }
+    resolve(Backend::Auto)
+}
+
+/// Borrowing arguments for a shared owner: the owner as a trait object and its bytes.
+pub(crate) fn shared<O>(owner: Arc<O>) -> Arc<dyn AsRef<[u8]> + Send + Sync>
+where
+    O: AsRef<[u8]> + Send + Sync + 'static,
+{
+    owner
+}
+
+/// The one loader behind every `from_*`: parse and validate, then use the bytes in
+/// place, copy them, or repack them.
+pub(crate) fn load(
+    bytes: &[u8],
+    backend: Backend,
+    borrow: Borrow,
+) -> Result<(PackedWeights, LoadReport, Option<LayerRecord>)> {
+    let stored = peek(bytes);
+    let engine = target_engine(stored, backend)?;
+    let local = engine_layout(engine);
+    let same_layout = stored.is_some_and(|(l, _)| l == local);
+    let mut zero_copy = false;
+    let (parsed, data) = if same_layout {
+        if matches!(borrow, Borrow::No) {
+            let mut buf = AlignedBytes::new(64);
+            let parsed = packed_format::parse(bytes, Some(&mut buf))?;
+            (parsed, Some(PackedData::Owned(buf)))
         } else {
-            WeightQParams::PerTensor {
-                scale: scales[0],
-                zero_point: zps[0],
-            }
-        };
-        qparams
-            .validate(n)
-            .map_err(|_| corrupt("qparams out of range"))?;
-        let engine = if name == "reference" {
-            Engine::Reference
-        } else {
-            let desc = crate::backend::compiled_kernels()
-                .find(|d| d.name == name)
-                .ok_or(corrupt("unknown kernel name"))?;
-            let backend: Backend = desc.backend.parse()?;
-            match resolve(backend)? {
-                e @ Engine::Kernel(d) if d.name == name => e,
-                _ => return Err(Error::BackendUnavailable(name.to_string())),
-            }
-        };
-        let layout = match engine {
-            Engine::Reference => PackedLayout::ROW_MAJOR,
-            Engine::Kernel(d) => d.layout,
-        };
-        if layout != (PackedLayout { nr, kr }) {
-            return Err(corrupt("layout does not match the kernel"));
+            let parsed = packed_format::parse(bytes, None)?;
+            let offset = parsed.data.as_ptr() as usize - bytes.as_ptr() as usize;
+            let aligned = (parsed.data.as_ptr() as usize).is_multiple_of(packed_format::DATA_ALIGN);
+            let len = parsed.data.len();
+            let data = match borrow {
+                Borrow::Static(s) if aligned => PackedData::Static(&s[offset..offset + len]),
+                Borrow::Shared(owner) if aligned => PackedData::Shared { owner, offset, len },
+                _ => {
+                    let mut buf = AlignedBytes::with_capacity(64, len);
+                    buf.extend_from_slice(parsed.data);
+                    PackedData::Owned(buf)
+                }
+            };
+            zero_copy = !matches!(data, PackedData::Owned(_));
+            (parsed, Some(data))
         }
-        let len = usize::try_from(r.u64()?).map_err(|_| corrupt("length"))?;
-        if len != layout.packed_len(n, k) {
-            return Err(corrupt("packed length does not match the shape"));
-        }
-        let data = r.take(len)?;
-        if !r.0.is_empty() {
-            return Err(corrupt("trailing bytes"));
-        }
-        let weight = pack::unpack(data, n, k, layout);
-        // Padding must be zero: repacking must reproduce the bytes exactly.
-        let w = QuantizedWeight {
-            data: weight,
+    } else {
+        (packed_format::parse(bytes, None)?, None)
+    };
+    let Parsed {
+        version,
+        kernel_name,
+        n,
+        k,
+        layout,
+        qparams,
+        col_sums,
+        data: stored_data,
+        layer,
+    } = parsed;
+    let report = |kernel: &'static str, repacked: bool| LoadReport {
+        version,
+        stored_kernel: kernel_name.to_string(),
+        stored_layout: layout,
+        kernel,
+        repacked,
+        zero_copy,
+        layer: layer.as_ref().map(LayerRecord::kind),
+    };
+    let packed = match data {
+        Some(data) => PackedWeights {
+            engine,
             n,
             k,
             qparams,
-        };
-        let packed = PackedWeights::for_engine(&w, engine);
-        if packed.data.as_slice() != data {
-            return Err(corrupt("non-zero padding"));
+            layout,
+            data,
+            col_sums,
+        },
+        None => {
+            let w = QuantizedWeight {
+                data: pack::unpack(stored_data, n, k, layout),
+                n,
+                k,
+                qparams,
+            };
+            let p = PackedWeights::for_engine(&w, engine);
+            if p.col_sums[..n] != col_sums[..n] {
+                return Err(Error::CorruptPacked(
+                    "column sums do not match the packed weight",
+                ));
+            }
+            p
         }
-        Ok(packed)
-    }
+    };
+    let r = report(engine.kernel_name(), data_is_repacked(&packed, layout));
+    Ok((packed, r, layer))
 }
 
-const MAGIC: &[u8; 4] = b"QLPW";
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
-
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, len: usize) -> Result<&'a [u8]> {
-        if len > self.0.len() {
-            return Err(Error::CorruptPacked("truncated"));
-        }
-        let (head, rest) = self.0.split_at(len);
-        self.0 = rest;
-        Ok(head)
-    }
-    fn u32(&mut self) -> Result<u32> {
-        Ok(u32::from_le_bytes(
-            self.take(4)?.try_into().expect("4 bytes"),
-        ))
-    }
-    fn u64(&mut self) -> Result<u64> {
-        Ok(u64::from_le_bytes(
-            self.take(8)?.try_into().expect("8 bytes"),
-        ))
-    }
+fn data_is_repacked(p: &PackedWeights, stored: PackedLayout) -> bool {
+    p.layout != stored
 }

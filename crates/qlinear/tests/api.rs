@@ -491,7 +491,8 @@ fn packed_bytes_round_trip() {
         for b in backends() {
             let p = PackedWeights::new(&w, b).unwrap();
             let bytes = p.to_bytes();
-            let q = PackedWeights::from_bytes(&bytes).unwrap();
+            let (q, report) = PackedWeights::from_bytes_for(&bytes, b).unwrap();
+            assert!(!report.repacked, "{b}");
             assert_eq!(q.to_bytes(), bytes, "{b}");
             assert_eq!(q.unpack(), w, "{b}");
             assert_eq!(q.unpack(), p.unpack(), "{b}");

@@ -729,16 +729,11 @@ fn backend_unavailable() {
 // Corrupt packed weights
 // ---------------------------------------------------------------------------------------
 
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
-
-/// Rewrites the trailing checksum so only the intended corruption remains.
+/// Rewrites the trailing checksum (xxh3-64 of everything before it, format version 2)
+/// so only the intended corruption remains.
 fn reseal(mut bytes: Vec<u8>) -> Vec<u8> {
     let body = bytes.len() - 8;
-    let sum = fnv1a(&bytes[..body]);
+    let sum = xxhash_rust::xxh3::xxh3_64(&bytes[..body]);
     bytes[body..].copy_from_slice(&sum.to_le_bytes());
     bytes
 }
@@ -750,10 +745,15 @@ fn corrupt(r: Result<PackedWeights, Error>) -> Option<&'static str> {
     }
 }
 
-/// Header offsets of a serialization: (name_len, offset of n, offset of packed data).
-fn header(bytes: &[u8]) -> (usize, usize) {
-    let name_len = u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize;
-    (name_len, 12 + name_len)
+fn field(bytes: &[u8], off: usize) -> u64 {
+    u64::from_le_bytes(bytes[off..off + 8].try_into().unwrap())
+}
+
+/// Offset of the first weight scale (after the 64-byte fixed header and the kernel name
+/// with its zero fill); see `qlinear::packed_format`.
+fn scales_offset(bytes: &[u8]) -> usize {
+    let name_len = u32::from_le_bytes(bytes[36..40].try_into().unwrap()) as usize;
+    64 + name_len.next_multiple_of(4)
 }
 
 #[test]
@@ -766,7 +766,7 @@ fn corrupt_packed_basic() {
         assert_eq!(reseal(good.clone()), good);
 
         // Truncated anywhere (and empty).
-        for cut in [0, 1, 7, 8, 20, good.len() / 2, good.len() - 1] {
+        for cut in [0, 1, 7, 8, 20, 64, good.len() / 2, good.len() - 1] {
             assert!(
                 corrupt(PackedWeights::from_bytes(&good[..cut])).is_some(),
                 "{b}: truncated to {cut}"
@@ -780,8 +780,9 @@ fn corrupt_packed_basic() {
                 );
             }
         }
-        // Any flipped byte breaks the checksum.
-        for pos in [0, 5, good.len() / 2, good.len() - 9, good.len() - 1] {
+        // A flipped byte in the packed data or the checksum breaks the checksum.
+        let data = field(&good, 40) as usize;
+        for pos in [data, data + 3, good.len() - 9, good.len() - 1] {
             let mut f = good.clone();
             f[pos] ^= 0x40;
             assert_eq!(
@@ -798,13 +799,15 @@ fn corrupt_packed_basic() {
             Some("bad magic"),
             "{b}"
         );
-        // Unsupported version.
-        let mut v = good.clone();
-        v[4] = 2;
-        assert!(
-            corrupt(PackedWeights::from_bytes(&reseal(v))).is_some(),
-            "{b}"
-        );
+        // Unsupported versions.
+        for v in [0u8, 3, 255] {
+            let mut f = good.clone();
+            f[4] = v;
+            assert!(
+                corrupt(PackedWeights::from_bytes(&reseal(f))).is_some(),
+                "{b}: version {v}"
+            );
+        }
         // Trailing bytes before the checksum.
         let mut t = good[..good.len() - 8].to_vec();
         t.push(0);
@@ -814,65 +817,35 @@ fn corrupt_packed_basic() {
             "{b}"
         );
 
-        let (name_len, off) = header(&good);
-        assert_eq!(&good[12..off], p.kernel_name().as_bytes());
-        // n = 0 (dimension out of range).
-        let mut z = good.clone();
-        z[off..off + 8].copy_from_slice(&0u64.to_le_bytes());
-        assert!(
-            corrupt(PackedWeights::from_bytes(&reseal(z))).is_some(),
-            "{b}"
-        );
-        // k above the limit.
-        let mut kk = good.clone();
-        kk[off + 8..off + 16].copy_from_slice(&(K_LIMIT as u64 + 1).to_le_bytes());
-        assert!(
-            corrupt(PackedWeights::from_bytes(&reseal(kk))).is_some(),
-            "{b}"
-        );
-        // Layout (nr) that does not match the kernel.
-        let mut l = good.clone();
-        let nr = u32::from_le_bytes(l[off + 16..off + 20].try_into().unwrap());
-        l[off + 16..off + 20].copy_from_slice(&(nr + 1).to_le_bytes());
-        assert!(
-            corrupt(PackedWeights::from_bytes(&reseal(l))).is_some(),
-            "{b}"
-        );
-        // per_channel flag other than 0/1.
-        let mut pc = good.clone();
-        pc[off + 24] = 2;
-        assert!(
-            corrupt(PackedWeights::from_bytes(&reseal(pc))).is_some(),
-            "{b}"
-        );
+        let set = |off: usize, v: &[u8]| {
+            let mut f = good.clone();
+            f[off..off + v.len()].copy_from_slice(v);
+            corrupt(PackedWeights::from_bytes(&reseal(f)))
+        };
+        // n = 0, k above the limit, nr / kr = 0, unknown flag bits, name length 0.
+        assert!(set(8, &0u64.to_le_bytes()).is_some(), "{b}");
+        assert!(set(16, &(K_LIMIT as u64 + 1).to_le_bytes()).is_some(), "{b}");
+        assert!(set(24, &0u32.to_le_bytes()).is_some(), "{b}");
+        assert!(set(28, &0u32.to_le_bytes()).is_some(), "{b}");
+        assert!(set(32, &0x10u32.to_le_bytes()).is_some(), "{b}");
+        assert!(set(36, &0u32.to_le_bytes()).is_some(), "{b}");
+        // A layout (nr) that does not describe the data: lengths disagree.
+        let nr = u32::from_le_bytes(good[24..28].try_into().unwrap());
+        assert!(set(24, &(nr + 1).to_le_bytes()).is_some(), "{b}");
+        // data_offset, data_len, file_len that disagree with the rest.
+        assert!(set(40, &(field(&good, 40) + 64).to_le_bytes()).is_some(), "{b}");
+        assert!(set(48, &(field(&good, 48) - 1).to_le_bytes()).is_some(), "{b}");
+        assert!(set(56, &(field(&good, 56) + 1).to_le_bytes()).is_some(), "{b}");
         // Weight scale NaN and zero point 200 (qparams out of range).
-        let mut s = good.clone();
-        s[off + 25..off + 29].copy_from_slice(&f32::NAN.to_le_bytes());
-        assert!(
-            corrupt(PackedWeights::from_bytes(&reseal(s))).is_some(),
-            "{b}"
-        );
-        let mut zp = good.clone();
-        zp[off + 29..off + 33].copy_from_slice(&200i32.to_le_bytes());
-        assert!(
-            corrupt(PackedWeights::from_bytes(&reseal(zp))).is_some(),
-            "{b}"
-        );
-        // Unknown kernel name of the same length.
-        let mut nm = good.clone();
-        nm[12..12 + name_len].fill(b'z');
-        assert!(
-            corrupt(PackedWeights::from_bytes(&reseal(nm))).is_some(),
-            "{b}: unknown kernel name"
-        );
-        // Packed length field that disagrees with the shape.
-        let len_off = off + 33;
-        let mut pl = good.clone();
-        let len = u64::from_le_bytes(pl[len_off..len_off + 8].try_into().unwrap());
-        assert_eq!(len as usize, p.packed_len());
-        pl[len_off..len_off + 8].copy_from_slice(&(len - 1).to_le_bytes());
-        assert!(
-            corrupt(PackedWeights::from_bytes(&reseal(pl))).is_some(),
+        let s = scales_offset(&good);
+        assert!(set(s, &f32::NAN.to_le_bytes()).is_some(), "{b}");
+        assert!(set(s + 4, &200i32.to_le_bytes()).is_some(), "{b}");
+        // A kernel name with a control character.
+        assert!(set(64, b"\n").is_some(), "{b}");
+        // A wrong column sum.
+        assert_eq!(
+            set(s + 8, &1_000_000i32.to_le_bytes()),
+            Some("column sums do not match the packed weight"),
             "{b}"
         );
     }
@@ -891,12 +864,13 @@ fn corrupt_packed_non_zero_padding() {
             continue;
         }
         let good = p.to_bytes();
-        let (_, off) = header(&good);
-        let nr = u32::from_le_bytes(good[off + 16..off + 20].try_into().unwrap()) as usize;
-        let kr = u32::from_le_bytes(good[off + 20..off + 24].try_into().unwrap()) as usize;
+        let nr = u32::from_le_bytes(good[24..28].try_into().unwrap()) as usize;
+        let kr = u32::from_le_bytes(good[28..32].try_into().unwrap()) as usize;
         let layout = PackedLayout { nr, kr };
+        assert_eq!(layout, p.layout());
         assert_eq!(layout.packed_len(n, k), p.packed_len());
-        let data = good.len() - 8 - p.packed_len();
+        let data = field(&good, 40) as usize;
+        assert_eq!(data % 64, 0);
         let mut used = vec![false; p.packed_len()];
         for col in 0..n {
             for kk in 0..k {
@@ -907,18 +881,27 @@ fn corrupt_packed_non_zero_padding() {
             let mut bad = good.clone();
             assert_eq!(bad[data + pad], 0, "{b}: padding byte {pad} not zero");
             bad[data + pad] = 1;
-            assert_eq!(
-                corrupt(PackedWeights::from_bytes(&reseal(bad))),
-                Some("non-zero padding"),
-                "{b}: padding byte {pad}"
+            let why = corrupt(PackedWeights::from_bytes(&reseal(bad)));
+            assert!(
+                why.is_some_and(|w| w.starts_with("non-zero padding")),
+                "{b}: padding byte {pad}: {why:?}"
             );
             tested += 1;
         }
-        // And a changed weight byte (not padding) is accepted as a different weight.
+        // A changed weight byte (not padding) no longer matches the stored column sums;
+        // with the column sum updated too it is accepted as a different weight.
         let first = layout.offset(0, 0, k);
         let mut w2 = good.clone();
         w2[data + first] = w2[data + first].wrapping_add(1);
-        let q = PackedWeights::from_bytes(&reseal(w2)).unwrap();
+        assert_eq!(
+            corrupt(PackedWeights::from_bytes(&reseal(w2.clone()))),
+            Some("column sums do not match the packed weight"),
+            "{b}"
+        );
+        let s = scales_offset(&good) + 8;
+        let sum = i32::from_le_bytes(w2[s..s + 4].try_into().unwrap());
+        w2[s..s + 4].copy_from_slice(&(sum + 1).to_le_bytes());
+        let q = PackedWeights::from_bytes_for(&reseal(w2), b).unwrap().0;
         assert_eq!(
             q.unpack().data()[0],
             weight(n, k).data()[0].wrapping_add(1),
@@ -969,13 +952,15 @@ fn many_threads_are_fine() {
 fn corrupt_packed_huge_n_does_not_panic() {
     for b in backends() {
         let good = PackedWeights::new(&weight(5, 6), b).unwrap().to_bytes();
-        let (_, off) = header(&good);
         for n in [1u64 << 62, u64::MAX / 3, u64::MAX] {
-            let mut h = good.clone();
-            h[off..off + 8].copy_from_slice(&n.to_le_bytes());
-            let h = reseal(h);
-            let r = std::panic::catch_unwind(|| corrupt(PackedWeights::from_bytes(&h)).is_some());
-            assert!(matches!(r, Ok(true)), "{b}: n = {n}: panicked or accepted");
+            for off in [8, 48, 56] {
+                let mut h = good.clone();
+                h[off..off + 8].copy_from_slice(&n.to_le_bytes());
+                let h = reseal(h);
+                let r =
+                    std::panic::catch_unwind(|| corrupt(PackedWeights::from_bytes(&h)).is_some());
+                assert!(matches!(r, Ok(true)), "{b}: field {off} = {n}: panicked or accepted");
+            }
         }
     }
 }
