@@ -16,7 +16,7 @@ mod suites;
 #[command(
     name = "qlinear",
     version,
-    about = "Exact int8 linear layers: info, bench, conformance"
+    about = "Exact int8 linear layers: info, bench, plot, conformance"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -38,6 +38,15 @@ enum Command {
     },
     /// Compare backends: GMAC/s, fraction of measured peak, exactness.
     Bench(bench::BenchArgs),
+    /// Re-render the SVG plot of a saved `bench --json` report, without re-running it.
+    Plot {
+        /// The JSON report written by `qlinear bench --json`.
+        #[arg(long)]
+        json: std::path::PathBuf,
+        /// The SVG file to write.
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
 }
 
 /// Parses `all|auto|NAME[,NAME]` into concrete backends (Auto resolved, so reports name
@@ -156,5 +165,15 @@ fn main() -> ExitCode {
         Command::Info => info(),
         Command::Conformance { backend, files } => run_conformance(&backend, &files),
         Command::Bench(args) => bench::run(args),
+        Command::Plot { json, out } => match plot::replot(&json, &out) {
+            Ok(()) => {
+                eprintln!("wrote {}", out.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
     }
 }
