@@ -4,7 +4,8 @@ use std::collections::HashMap;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use qlinear::{available_backends, conformance, cpu_info, resolve, Backend};
+use qlinear::unstable::{compiled_kernels, resolve};
+use qlinear::{available_backends, conformance, cpu_info, Backend};
 
 mod bench;
 mod limits;
@@ -79,7 +80,7 @@ fn info() -> ExitCode {
     println!("features: {}", feats.join(" "));
     let avail: Vec<&str> = available_backends().iter().map(|b| b.name()).collect();
     println!("available backends: {}", avail.join(", "));
-    for k in qlinear::compiled_kernels() {
+    for k in compiled_kernels() {
         println!(
             "kernel: {} ({})",
             k.name,

@@ -9,7 +9,8 @@
 #![cfg(target_arch = "aarch64")]
 #![allow(clippy::print_stderr)]
 
-use qlinear::{resolve, Backend, BACKEND_ENV};
+use qlinear::unstable::resolve;
+use qlinear::{Backend, BACKEND_ENV};
 
 #[test]
 fn auto_picks_the_expected_backend() {
