@@ -17,6 +17,13 @@
 //! K tail are left to the portable packer (`pack_panel_from`), which also owns the
 //! zero padding there. The result is byte-identical to `qlinear_reference::pack`.
 //!
+//! Loop order: K in blocks of 64 k-groups (256 bytes of each of the panel's rows), and
+//! inside a block the 8-column strips one after the other. Walking all `NR` rows in step
+//! 32 bytes at a time (the first version) kept 32 read streams open for `NR = 32` and
+//! ran at ~60% of the `NR = 8` speed; with the blocks every row is read four whole cache
+//! lines at a time and the 32-column packer is as fast as the 8-column one (at
+//! 4096 x 4096, cache-warm: ~10 -> ~17 GB/s).
+//!
 //! The column sums come from the transposed vectors for free: in a k-group vector each
 //! u32 lane is one column's 4 bytes, so `vpmaddubsw` against ones (pairs, |sum| <= 256,
 //! no saturation) then `vpmaddwd` against ones gives each column's 4-byte sum; the
@@ -30,6 +37,9 @@ use crate::isa::{avx2_isa, target_fn};
 
 /// The widest panel the c4 packer handles (its column-sum accumulators are a fixed array).
 const MAX_NR: usize = 32;
+
+/// k-groups per K block: 256 bytes (four cache lines) of each source row.
+const BLOCK_GROUPS: usize = 64;
 
 avx2_isa!(target_fn! {
     /// Packs panel `p` of an `n x k` weight for the layout `(NR, 4)` into `out`.
@@ -57,27 +67,32 @@ avx2_isa!(target_fn! {
         let ones_u8 = _mm256_set1_epi8(1);
         let ones_i16 = _mm256_set1_epi16(1);
         let mut sums = [_mm256_setzero_si256(); MAX_NR / 8];
-        for g0 in (0..vector_groups).step_by(8) {
+        // K in blocks of BLOCK_GROUPS k-groups, each finished for all NR columns before
+        // the next (see the module docs).
+        for gb in (0..vector_groups).step_by(BLOCK_GROUPS) {
+            let ge = (gb + BLOCK_GROUPS).min(vector_groups);
             for (cb, sum) in (0..NR).step_by(8).zip(sums.iter_mut()) {
-                let rows: [__m256i; 8] = core::array::from_fn(|i| {
-                    let c = p * NR + cb + i;
-                    if c < n {
-                        let src = &w[c * k + g0 * 4..c * k + g0 * 4 + 32];
-                        // SAFETY: `src` is 32 in-bounds bytes (g0 + 8 <= k / 4).
-                        unsafe { _mm256_loadu_si256(src.as_ptr().cast()) }
-                    } else {
-                        _mm256_setzero_si256()
+                for g0 in (gb..ge).step_by(8) {
+                    let rows: [__m256i; 8] = core::array::from_fn(|i| {
+                        let c = p * NR + cb + i;
+                        if c < n {
+                            let src = &w[c * k + g0 * 4..c * k + g0 * 4 + 32];
+                            // SAFETY: `src` is 32 in-bounds bytes (g0 + 8 <= k / 4).
+                            unsafe { _mm256_loadu_si256(src.as_ptr().cast()) }
+                        } else {
+                            _mm256_setzero_si256()
+                        }
+                    });
+                    // SAFETY: AVX2 is enabled in this function.
+                    let t: [__m256i; 8] = unsafe { transpose_8x8(rows) };
+                    for (g, v) in t.iter().enumerate() {
+                        let at = (g0 + g) * NR * 4 + cb * 4;
+                        let dst = &mut out[at..at + 32];
+                        // SAFETY: `dst` is 32 in-bounds bytes.
+                        unsafe { _mm256_storeu_si256(dst.as_mut_ptr().cast(), *v) };
+                        let pairs = _mm256_maddubs_epi16(ones_u8, *v);
+                        *sum = _mm256_add_epi32(*sum, _mm256_madd_epi16(pairs, ones_i16));
                     }
-                });
-                // SAFETY: AVX2 is enabled in this function.
-                let t: [__m256i; 8] = unsafe { transpose_8x8(rows) };
-                for (g, v) in t.iter().enumerate() {
-                    let at = (g0 + g) * NR * 4 + cb * 4;
-                    let dst = &mut out[at..at + 32];
-                    // SAFETY: `dst` is 32 in-bounds bytes.
-                    unsafe { _mm256_storeu_si256(dst.as_mut_ptr().cast(), *v) };
-                    let pairs = _mm256_maddubs_epi16(ones_u8, *v);
-                    *sum = _mm256_add_epi32(*sum, _mm256_madd_epi16(pairs, ones_i16));
                 }
             }
         }
