@@ -108,6 +108,7 @@ pub fn static_layer(k: usize, n: usize, backend: Backend) -> qlinear::Result<Lin
 pub fn dynamic_layer(k: usize, n: usize, backend: Backend) -> qlinear::Result<DynamicLinear> {
     DynamicLinear::builder(weight(k, n))
         .bias(bias(n))
+        .reduce_range(false)
         .backend(backend)
         .threads(1)
         .build()

@@ -244,6 +244,7 @@ fn forward_one_row(p: &PackedWeights, w: &QuantizedWeight) {
             let got = DynamicLinear::from_packed(p.clone())
                 .maybe_bias(b.clone())
                 .profile(profile)
+                .reduce_range(false)
                 .build()
                 .and_then(|layer| {
                     let mut out = vec![0f32; n];

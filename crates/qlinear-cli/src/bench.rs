@@ -488,8 +488,10 @@ fn prepare<'a>(
             )
         }
         (Mode::Dynamic, Expected::F32(want)) => {
+            // Full range, as `oracle_dynamic` computes it.
             let layer = DynamicLinear::builder(d.weight.clone())
                 .bias(d.bias.clone())
+                .reduce_range(false)
                 .backend(backend)
                 .threads(threads)
                 .build()

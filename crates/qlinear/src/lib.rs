@@ -52,6 +52,7 @@
 pub struct ReadmeDoctests;
 
 mod backend;
+mod calibrate;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod driver;
@@ -62,11 +63,15 @@ pub mod packed_format;
 mod packing;
 
 pub use backend::{available_backends, cpu_info, Backend, CpuInfo, BACKEND_ENV};
+pub use calibrate::Calibrator;
 pub use linear::{DynamicLinear, DynamicLinearBuilder, Linear, LinearBuilder, SCRATCH_KEEP_BYTES};
 pub use packed::{PackedWeights, QuantizedWeight};
 pub use packed_format::{LayerKind, LoadReport};
 pub use qlinear_reference::{
     ActQParams, Error, MatMut, MatRef, Observer, Profile, Result, WeightQParams, K_LIMIT,
+};
+pub use qlinear_reference::observer::{
+    ActivationObserver, MinMaxObserver, MovingAverageMinMaxObserver,
 };
 
 /// The names most programs need: `use qlinear::prelude::*;`.

@@ -4,13 +4,27 @@
 //!
 //! A layer owns its [`PackedWeights`] (packed once, at build time, for the kernel chosen
 //! at build time) and, for the static layer, its folded epilogue. `forward` takes
-//! `&self`, allocates only per-call scratch, and layers are `Send + Sync`.
+//! `&self`, allocates only per-call scratch, and layers are `Send + Sync` and `Clone`
+//! (a clone copies the packed weight). Their `Debug` output is a one-line summary
+//! (shape, kernel, qparams), never the weight bytes.
+//!
+//! The static layer also has an f32 face, [`Linear::forward_f32`]: torch's
+//! `QuantStub -> Linear -> DeQuantStub`, i.e. [`ActQParams::quantize`] with the input
+//! qparams, the u8 layer, [`ActQParams::dequantize`] with the output qparams; each step
+//! is exactly torch's, so the composition is too.
+//!
+//! `reduce_range` of the dynamic layer defaults per profile, like torch's
+//! `nn.quantized.dynamic.Linear` module: `true` for [`Profile::Fbgemm`] (the module
+//! passes `reduce_range=True` and fbgemm honours it), `false` for [`Profile::Qnnpack`]
+//! (torch's qnnpack ignores it). [`DynamicLinearBuilder::reduce_range`] overrides it.
 
 use qlinear_reference::contract::{DynamicEpilogue, GemmArgs, StaticEpilogue};
 use qlinear_reference::params::check_finite;
 use qlinear_reference::{
     ActQParams, Error, MatMut, MatRef, Observer, Profile, Result, WeightQParams,
 };
+
+use std::fmt;
 
 use crate::backend::{Backend, Engine};
 use crate::driver;
@@ -100,7 +114,7 @@ fn as_i8(bytes: &[u8]) -> Vec<i8> {
 }
 
 /// Options shared by both layer builders.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct Common {
     bias: Option<Vec<f32>>,
     relu: bool,
@@ -156,9 +170,79 @@ macro_rules! common_setters {
     };
 }
 
+#[derive(Clone)]
 enum WeightSource {
     Plain(QuantizedWeight),
     Packed(PackedWeights),
+}
+
+/// `Debug` of weight qparams without per-channel vectors.
+struct QParamsSummary<'a>(&'a WeightQParams);
+
+impl fmt::Debug for QParamsSummary<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            WeightQParams::PerTensor { scale, zero_point } => f
+                .debug_struct("PerTensor")
+                .field("scale", scale)
+                .field("zero_point", zero_point)
+                .finish(),
+            WeightQParams::PerChannel { scales, .. } => write!(
+                f,
+                "PerChannel({} channels{})",
+                scales.len(),
+                if self.0.all_zero_points_zero() {
+                    ", symmetric"
+                } else {
+                    ""
+                }
+            ),
+        }
+    }
+}
+
+/// `Debug` of an optional bias: its length, not its values.
+struct BiasSummary<'a>(Option<&'a [f32]>);
+
+impl fmt::Debug for BiasSummary<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            None => f.write_str("None"),
+            Some(b) => write!(f, "Some({} values)", b.len()),
+        }
+    }
+}
+
+impl fmt::Debug for WeightSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WeightSource::Plain(w) => f
+                .debug_struct("QuantizedWeight")
+                .field("out_features", &w.out_features())
+                .field("in_features", &w.in_features())
+                .field("qparams", &QParamsSummary(w.qparams()))
+                .finish_non_exhaustive(),
+            WeightSource::Packed(p) => f
+                .debug_struct("PackedWeights")
+                .field("out_features", &p.n)
+                .field("in_features", &p.k)
+                .field("kernel", &p.kernel_name())
+                .field("qparams", &QParamsSummary(&p.qparams))
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+impl fmt::Debug for Common {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Common")
+            .field("bias", &BiasSummary(self.bias.as_deref()))
+            .field("relu", &self.relu)
+            .field("profile", &self.profile)
+            .field("backend", &self.backend)
+            .field("threads", &self.threads)
+            .finish()
+    }
 }
 
 impl WeightSource {
@@ -173,11 +257,29 @@ impl WeightSource {
 }
 
 /// Builder of a static [`Linear`].
+///
+/// `Clone`; `Debug` prints a summary (shape, qparams, options), not the weight.
+#[derive(Clone)]
 pub struct LinearBuilder {
     weight: WeightSource,
     input: ActQParams,
     output: ActQParams,
     common: Common,
+}
+
+impl fmt::Debug for LinearBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LinearBuilder")
+            .field("weight", &self.weight)
+            .field("input", &self.input)
+            .field("output", &self.output)
+            .field("bias", &BiasSummary(self.common.bias.as_deref()))
+            .field("relu", &self.common.relu)
+            .field("profile", &self.common.profile)
+            .field("backend", &self.common.backend)
+            .field("threads", &self.common.threads)
+            .finish()
+    }
 }
 
 impl LinearBuilder {
@@ -224,14 +326,38 @@ impl LinearBuilder {
 /// layer.forward(MatRef::new(&x[4..], 1, k, k)?, MatMut::new(&mut buf, 1, n, 8)?)?;
 /// assert_eq!(&buf[..n], &y[n..]);
 /// println!("{} ran {:?}", layer.kernel_name(), y);
+/// // The same layer on f32 tensors: QuantStub -> Linear -> DeQuantStub.
+/// let yf = layer.forward_f32_vec(&[0.0, 1.2, -2.8, 12.7], 1)?;
+/// assert_eq!(yf, layer.output_qparams().dequantize_vec(&y[..n]));
 /// # Ok(()) }
 /// ```
+///
+/// `Clone` copies the packed weight; `Debug` prints a summary:
+/// `Linear { out_features: 3, in_features: 4, kernel: "...", profile: Fbgemm, ... }`.
+#[derive(Clone)]
 pub struct Linear {
     packed: PackedWeights,
     input: ActQParams,
     output: ActQParams,
     common: Common,
     epilogue: Option<StaticEpilogue>,
+}
+
+impl fmt::Debug for Linear {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Linear")
+            .field("out_features", &self.packed.n)
+            .field("in_features", &self.packed.k)
+            .field("kernel", &self.kernel_name())
+            .field("profile", &self.common.profile)
+            .field("weight_qparams", &QParamsSummary(&self.packed.qparams))
+            .field("input", &self.input)
+            .field("output", &self.output)
+            .field("bias", &BiasSummary(self.common.bias.as_deref()))
+            .field("relu", &self.common.relu)
+            .field("threads", &self.common.threads)
+            .finish()
+    }
 }
 
 impl Linear {
@@ -370,6 +496,70 @@ impl Linear {
         Ok(out)
     }
 
+    /// f32 in, f32 out, exactly torch's `QuantStub -> Linear -> DeQuantStub` (eager
+    /// mode static quantization after `convert`): the input is quantized with the
+    /// layer's input qparams ([`ActQParams::quantize`], torch's `quantize_per_tensor`),
+    /// the u8 layer runs ([`Linear::forward`], any kernel, the layer's threads), and the
+    /// u8 output is dequantized with the output qparams ([`ActQParams::dequantize`]).
+    /// Every step is exact, so the result equals composing the three by hand, bit for
+    /// bit, on every backend.
+    ///
+    /// Allocates `m * (in_features + out_features)` bytes of u8 scratch per call.
+    ///
+    /// # Errors
+    /// Shape errors as [`Linear::forward`]; [`Error::NonFinite`] (flat index
+    /// `row * in_features + col` of the first NaN or infinity in the input; torch has no
+    /// defined result there); [`Error::ScaleTooSmall`] when the input scale is so small
+    /// (below about 2.9e-39) that `1 / scale` overflows f32. `output` is untouched on
+    /// error.
+    pub fn forward_f32(&self, input: MatRef<'_, f32>, output: MatMut<'_, f32>) -> Result<()> {
+        self.forward_f32_with_threads(input, output, self.common.threads)
+    }
+
+    /// [`Linear::forward_f32`] with an explicit thread count for this call.
+    pub fn forward_f32_with_threads(
+        &self,
+        input: MatRef<'_, f32>,
+        output: MatMut<'_, f32>,
+        threads: usize,
+    ) -> Result<()> {
+        let (k, n) = (self.packed.k, self.packed.n);
+        check_io(k, n, &input, &output)?;
+        let m = input.rows();
+        // Both products are bounded by the views' buffer lengths (stride >= cols), so
+        // neither overflows nor sizes an allocation beyond the caller's own data.
+        let mut qx = vec![0u8; output_len(m, k)?];
+        self.input
+            .quantize_mat(input, MatMut::dense(&mut qx, m, k)?)
+            .map_err(|e| match e {
+                // Name the scale as the layer's input scale.
+                Error::ScaleTooSmall { value, .. } => Error::ScaleTooSmall {
+                    what: "input",
+                    value,
+                },
+                other => other,
+            })?;
+        let mut qy = vec![0u8; output_len(m, n)?];
+        self.forward_with_threads(
+            MatRef::dense(&qx, m, k)?,
+            MatMut::dense(&mut qy, m, n)?,
+            threads,
+        )?;
+        self.output
+            .dequantize_mat(MatRef::dense(&qy, m, n)?, output)
+    }
+
+    /// Allocating convenience for [`Linear::forward_f32`]: `input` holds `m` dense rows
+    /// of `in_features` floats; returns `m` dense rows of `out_features`.
+    pub fn forward_f32_vec(&self, input: &[f32], m: usize) -> Result<Vec<f32>> {
+        // The input view first: it bounds `m` by the input's length before any
+        // allocation is sized by it.
+        let input = MatRef::dense(input, m, self.packed.k)?;
+        let mut out = vec![0f32; output_len(m, self.packed.n)?];
+        self.forward_f32(input, MatMut::dense(&mut out, m, self.packed.n)?)?;
+        Ok(out)
+    }
+
     /// The exact int8 weight and qparams (torch's `weight()` / unpack).
     pub fn weight(&self) -> QuantizedWeight {
         self.packed.unpack()
@@ -381,6 +571,10 @@ impl Linear {
     /// The bias, if any.
     pub fn bias(&self) -> Option<&[f32]> {
         self.common.bias.as_deref()
+    }
+    /// Whether a ReLU is fused (torch's `LinearReLU`).
+    pub fn relu(&self) -> bool {
+        self.common.relu
     }
     /// Input qparams.
     pub fn input_qparams(&self) -> ActQParams {
@@ -416,22 +610,47 @@ thread_local! {
 }
 
 /// Builder of a [`DynamicLinear`].
+///
+/// `reduce_range` defaults per profile, like torch's `nn.quantized.dynamic.Linear`
+/// module: `true` with [`Profile::Fbgemm`], `false` with [`Profile::Qnnpack`]; set it
+/// with [`DynamicLinearBuilder::reduce_range`]. `Clone`; `Debug` prints a summary.
+#[derive(Clone)]
 pub struct DynamicLinearBuilder {
     weight: WeightSource,
-    reduce_range: bool,
+    /// `None`: the profile's default, resolved at `build`.
+    reduce_range: Option<bool>,
     common: Common,
+}
+
+impl fmt::Debug for DynamicLinearBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DynamicLinearBuilder")
+            .field("weight", &self.weight)
+            .field("reduce_range", &self.reduce_range)
+            .field("bias", &BiasSummary(self.common.bias.as_deref()))
+            .field("relu", &self.common.relu)
+            .field("profile", &self.common.profile)
+            .field("backend", &self.common.backend)
+            .field("threads", &self.common.threads)
+            .finish()
+    }
 }
 
 impl DynamicLinearBuilder {
     common_setters!();
 
     /// PyTorch's `reduce_range` for the input qparams (range [0, 127] instead of
-    /// [0, 255]). Default `false`, like the functional op; torch's
-    /// `nn.quantized.dynamic.Linear` module passes `true`. qlinear never saturates, so
-    /// this is only for bit parity with torch. Ignored by [`Profile::Qnnpack`], as torch
-    /// does.
+    /// [0, 255]).
+    ///
+    /// When not set, it follows the profile as torch's `nn.quantized.dynamic.Linear`
+    /// module does: `true` for [`Profile::Fbgemm`] (the module calls
+    /// `linear_dynamic(x, reduce_range=True)`), `false` for [`Profile::Qnnpack`]
+    /// (torch's qnnpack ignores the flag). The functional op
+    /// `torch.ops.quantized.linear_dynamic` defaults to `false`: pass `false` here to
+    /// match it. qlinear never saturates, so this only matters for bit parity with
+    /// torch. [`Profile::Qnnpack`] ignores an explicit `true` too, as torch does.
     pub fn reduce_range(mut self, reduce_range: bool) -> Self {
-        self.reduce_range = reduce_range;
+        self.reduce_range = Some(reduce_range);
         self
     }
 
@@ -441,7 +660,9 @@ impl DynamicLinearBuilder {
         check_bias(self.common.bias.as_deref(), packed.n)?;
         Ok(DynamicLinear {
             packed,
-            reduce_range: self.reduce_range,
+            reduce_range: self
+                .reduce_range
+                .unwrap_or(self.common.profile == Profile::Fbgemm),
             common: self.common,
         })
     }
@@ -458,12 +679,35 @@ impl DynamicLinearBuilder {
 /// let layer = DynamicLinear::builder(qw).relu(true).build()?;
 /// let y = layer.forward_vec(&[0.5, -1.0, 2.0, 0.0, 0.25], 1)?;
 /// assert!(y.iter().all(|&v| v >= 0.0));
+/// // Like torch's module on fbgemm, the input range is reduced by default.
+/// assert!(layer.reduce_range());
 /// # Ok(()) }
 /// ```
+///
+/// `reduce_range` defaults per profile (`true` for [`Profile::Fbgemm`], `false` for
+/// [`Profile::Qnnpack`]); see [`DynamicLinearBuilder::reduce_range`]. `Clone` copies
+/// the packed weight; `Debug` prints a summary, not the weight.
+#[derive(Clone)]
 pub struct DynamicLinear {
     packed: PackedWeights,
     reduce_range: bool,
     common: Common,
+}
+
+impl fmt::Debug for DynamicLinear {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DynamicLinear")
+            .field("out_features", &self.packed.n)
+            .field("in_features", &self.packed.k)
+            .field("kernel", &self.kernel_name())
+            .field("profile", &self.common.profile)
+            .field("weight_qparams", &QParamsSummary(&self.packed.qparams))
+            .field("reduce_range", &self.reduce_range)
+            .field("bias", &BiasSummary(self.common.bias.as_deref()))
+            .field("relu", &self.common.relu)
+            .field("threads", &self.common.threads)
+            .finish()
+    }
 }
 
 impl DynamicLinear {
@@ -471,7 +715,7 @@ impl DynamicLinear {
     pub fn builder(weight: QuantizedWeight) -> DynamicLinearBuilder {
         DynamicLinearBuilder {
             weight: WeightSource::Plain(weight),
-            reduce_range: false,
+            reduce_range: None,
             common: Common::default(),
         }
     }
@@ -480,7 +724,7 @@ impl DynamicLinear {
     pub fn from_packed(packed: PackedWeights) -> DynamicLinearBuilder {
         DynamicLinearBuilder {
             weight: WeightSource::Packed(packed),
-            reduce_range: false,
+            reduce_range: None,
             common: Common::default(),
         }
     }
@@ -600,6 +844,10 @@ impl DynamicLinear {
     pub fn bias(&self) -> Option<&[f32]> {
         self.common.bias.as_deref()
     }
+    /// Whether a ReLU is fused.
+    pub fn relu(&self) -> bool {
+        self.common.relu
+    }
     /// The kernel that runs this layer.
     pub fn kernel_name(&self) -> &'static str {
         self.packed.kernel_name()
@@ -608,7 +856,9 @@ impl DynamicLinear {
     pub fn profile(&self) -> Profile {
         self.common.profile
     }
-    /// Whether the input range is reduced to [0, 127].
+    /// Whether the input range is reduced to [0, 127]: the builder's setting, or the
+    /// profile's default (`true` for [`Profile::Fbgemm`], `false` for
+    /// [`Profile::Qnnpack`]). [`Profile::Qnnpack`] ignores it even when `true`.
     pub fn reduce_range(&self) -> bool {
         self.reduce_range
     }

@@ -298,7 +298,10 @@ fn buffer_too_small() {
             Err(Error::BufferTooSmall {
                 needed: 8,
                 len: 7,
-                what: "output"
+                what: "output",
+                rows: 2,
+                cols: 4,
+                stride: 4,
             })
         ),
         "{r:?}"
@@ -413,7 +416,7 @@ fn invalid_scales() {
             );
         }
         let r = QuantizedWeight::new(vec![0; 6], 2, 3, pt(v, 0));
-        assert!(is_invalid_scale(&r, "weight scale", v), "weight {v}: {r:?}");
+        assert!(is_invalid_scale(&r, "weight", v), "weight {v}: {r:?}");
         let r = QuantizedWeight::new(
             vec![0; 6],
             2,
@@ -423,10 +426,7 @@ fn invalid_scales() {
                 zero_points: vec![0, 0],
             },
         );
-        assert!(
-            is_invalid_scale(&r, "weight scale", v),
-            "per-channel {v}: {r:?}"
-        );
+        assert!(is_invalid_scale(&r, "weight", v), "per-channel {v}: {r:?}");
     }
 }
 
@@ -824,7 +824,10 @@ fn corrupt_packed_basic() {
         };
         // n = 0, k above the limit, nr / kr = 0, unknown flag bits, name length 0.
         assert!(set(8, &0u64.to_le_bytes()).is_some(), "{b}");
-        assert!(set(16, &(K_LIMIT as u64 + 1).to_le_bytes()).is_some(), "{b}");
+        assert!(
+            set(16, &(K_LIMIT as u64 + 1).to_le_bytes()).is_some(),
+            "{b}"
+        );
         assert!(set(24, &0u32.to_le_bytes()).is_some(), "{b}");
         assert!(set(28, &0u32.to_le_bytes()).is_some(), "{b}");
         assert!(set(32, &0x10u32.to_le_bytes()).is_some(), "{b}");
@@ -833,9 +836,18 @@ fn corrupt_packed_basic() {
         let nr = u32::from_le_bytes(good[24..28].try_into().unwrap());
         assert!(set(24, &(nr + 1).to_le_bytes()).is_some(), "{b}");
         // data_offset, data_len, file_len that disagree with the rest.
-        assert!(set(40, &(field(&good, 40) + 64).to_le_bytes()).is_some(), "{b}");
-        assert!(set(48, &(field(&good, 48) - 1).to_le_bytes()).is_some(), "{b}");
-        assert!(set(56, &(field(&good, 56) + 1).to_le_bytes()).is_some(), "{b}");
+        assert!(
+            set(40, &(field(&good, 40) + 64).to_le_bytes()).is_some(),
+            "{b}"
+        );
+        assert!(
+            set(48, &(field(&good, 48) - 1).to_le_bytes()).is_some(),
+            "{b}"
+        );
+        assert!(
+            set(56, &(field(&good, 56) + 1).to_le_bytes()).is_some(),
+            "{b}"
+        );
         // Weight scale NaN and zero point 200 (qparams out of range).
         let s = scales_offset(&good);
         assert!(set(s, &f32::NAN.to_le_bytes()).is_some(), "{b}");
@@ -959,7 +971,10 @@ fn corrupt_packed_huge_n_does_not_panic() {
                 let h = reseal(h);
                 let r =
                     std::panic::catch_unwind(|| corrupt(PackedWeights::from_bytes(&h)).is_some());
-                assert!(matches!(r, Ok(true)), "{b}: field {off} = {n}: panicked or accepted");
+                assert!(
+                    matches!(r, Ok(true)),
+                    "{b}: field {off} = {n}: panicked or accepted"
+                );
             }
         }
     }

@@ -42,7 +42,12 @@ fn d1_dynamic_sign_of_zero_without_bias() {
     );
     for b in available_backends() {
         let w = QuantizedWeight::new(vec![-1], 1, 1, per_tensor(1e-45)).unwrap();
-        let layer = DynamicLinear::builder(w).backend(b).build().unwrap();
+        // Full range: the reference above is called with reduce_range = false.
+        let layer = DynamicLinear::builder(w)
+            .reduce_range(false)
+            .backend(b)
+            .build()
+            .unwrap();
         let got = layer.forward_vec(&[1.0], 1).unwrap();
         assert_eq!(bits(&got), bits(&want), "{b}: {got:?}");
     }
@@ -71,6 +76,7 @@ fn d1_dynamic_sign_of_zero_without_bias() {
                 let qw = QuantizedWeight::new(w.clone(), n, k, per_tensor(scale)).unwrap();
                 let layer = DynamicLinear::builder(qw)
                     .profile(profile)
+                    .reduce_range(false)
                     .backend(b)
                     .build()
                     .unwrap();

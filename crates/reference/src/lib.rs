@@ -13,7 +13,11 @@
 //! * [`matrix`]: strided row-major views ([`MatRef`], [`MatMut`]) used by every API.
 //! * [`linear`]: the literal static (u8 -> u8) and dynamic (f32 -> f32) linear layers.
 //! * [`quantize`]: PyTorch's dynamic input qparams, quantize / dequantize, and the
-//!   weight observers behind `from_float`.
+//!   weight observers behind `from_float`. [`ActQParams::quantize`] /
+//!   [`ActQParams::dequantize`] are torch's `quantize_per_tensor` / `dequantize()`.
+//! * [`observer`]: the activation observers ([`MinMaxObserver`],
+//!   [`MovingAverageMinMaxObserver`]) that choose a static layer's input and output
+//!   qparams from calibration data.
 //! * [`contract`]: what a SIMD kernel implements: the packed-layout descriptor, the
 //!   kernel descriptor, the call arguments, and the *folded* epilogue parameters
 //!   (zero points and bias turned into per-column constants). The folded form is proven
@@ -32,6 +36,7 @@ pub mod activation;
 pub mod contract;
 pub mod linear;
 pub mod matrix;
+pub mod observer;
 pub mod pack;
 pub mod params;
 pub mod quantize;
@@ -39,6 +44,7 @@ pub mod testkit;
 
 pub use linear::{dynamic_linear, integer_core, static_linear};
 pub use matrix::{MatMut, MatRef};
+pub use observer::{ActivationObserver, MinMaxObserver, MovingAverageMinMaxObserver};
 pub use params::{ActQParams, Error, Profile, Result, WeightQParams, K_LIMIT};
 pub use quantize::{
     choose_dynamic_qparams, dequantize, observe_weight, quantize_activations, quantize_weight,

@@ -31,12 +31,15 @@ pub struct MatRef<'a, T> {
 impl<'a, T> MatRef<'a, T> {
     /// A view of `rows x cols` with row stride `stride` (in elements).
     pub fn new(data: &'a [T], rows: usize, cols: usize, stride: usize) -> Result<Self> {
-        let needed = required_len("matrix", rows, cols, stride)?;
+        let needed = required_len("input", rows, cols, stride)?;
         if data.len() < needed {
             return Err(Error::BufferTooSmall {
-                what: "matrix",
+                what: "input",
                 needed,
                 len: data.len(),
+                rows,
+                cols,
+                stride,
             });
         }
         Ok(MatRef {
@@ -115,6 +118,9 @@ impl<'a, T> MatMut<'a, T> {
                 what: "output",
                 needed,
                 len: data.len(),
+                rows,
+                cols,
+                stride,
             });
         }
         Ok(MatMut {

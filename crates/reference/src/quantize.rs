@@ -159,11 +159,29 @@ impl Observer {
             let scale = (max_pos / ((qmax - qmin) as f32 / 2.0)).max(eps);
             (scale, 0)
         } else {
-            let scale = ((max_pos - min_neg) / (qmax - qmin) as f32).max(eps);
-            let zp = qmin - (min_neg / scale).round_ties_even() as i32;
-            (scale, zp.clamp(qmin, qmax))
+            affine_qparams(min_val, max_val, (qmin, qmax))
         }
     }
+}
+
+/// torch.ao's `_calculate_qparams` for `per_tensor_affine` (and per-channel affine, one
+/// channel at a time), in f32 as torch computes it on 0-dim f32 tensors:
+///
+/// ```text
+/// min_neg = min(min_val, 0), max_pos = max(max_val, 0)
+/// scale   = max(f((max_pos - min_neg) / f32(qmax - qmin)), f32::EPSILON)
+/// zp      = clamp(qmin - round_half_even(f(min_neg / scale)), qmin, qmax)
+/// ```
+///
+/// Shared by the weight [`Observer`] (qint8) and the activation observers of
+/// [`crate::observer`] (quint8), so both follow one conformance-checked formula. A
+/// non-finite scale (an overflowing range) is returned as is; callers validate.
+pub(crate) fn affine_qparams(min_val: f32, max_val: f32, (qmin, qmax): (i32, i32)) -> (f32, i32) {
+    let min_neg = min_val.min(0.0);
+    let max_pos = max_val.max(0.0);
+    let scale = ((max_pos - min_neg) / (qmax - qmin) as f32).max(f32::EPSILON);
+    let zp = qmin as i64 - (min_neg / scale).round_ties_even() as i64;
+    (scale, zp.clamp(qmin as i64, qmax as i64) as i32)
 }
 
 /// Checks an `n x k` float weight: layer dimensions, element count, all finite.
