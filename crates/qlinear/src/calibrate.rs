@@ -8,19 +8,9 @@
 //! output qparams from the two activation observers. [`Calibrator`] does the same for
 //! one layer and hands back a [`LinearBuilder`].
 //!
-//! # Exactness
-//!
-//! The observers and the qparams formula are torch's to the bit
-//! ([`qlinear_reference::observer`]), and so is the input observer's view of the data.
-//! The float layer's output is not: torch computes it with an f32 GEMM (MKL or oneDNN)
-//! whose summation order is unspecified and differs between machines. qlinear computes
-//! each output as the exact f32 products summed in f64 (in order of `k`), plus the
-//! bias, rounded once to f32, then the ReLU. That is at least as accurate as torch's
-//! value, but the observed output range can differ from torch's in the last bits, and
-//! so can the output scale (rarely, the zero point by one). To reproduce a torch model
-//! exactly, take the output qparams from torch (`Linear::from_float` with explicit
-//! [`ActQParams`]) or observe torch's own float outputs with an
-//! [`ActivationObserver`].
+//! See [`Calibrator`] for what is exact and what is not.
+
+use std::fmt;
 
 use qlinear_reference::observer::{ActivationObserver, MinMaxObserver};
 use qlinear_reference::params::{check_finite, check_layer_dims};
@@ -30,6 +20,21 @@ use crate::linear::{Linear, LinearBuilder};
 
 /// Runs calibration data through one float linear layer, observing its input and
 /// output, and builds the static [`Linear`] torch's `convert` would.
+///
+/// # Exactness
+///
+/// The observers and the qparams formula are torch's to the bit
+/// ([`qlinear_reference::observer`]), and so is the input observer's view of the data.
+/// The float layer's output is not: torch computes it with an f32 GEMM (MKL or oneDNN)
+/// whose summation order is unspecified and differs between machines. qlinear computes
+/// each output as the exact f32 products summed in f64 (in order of `k`), plus the
+/// bias, rounded once to f32, then the ReLU: usually the f32 nearest the exact value,
+/// but not necessarily torch's bits. The observed output range can therefore differ
+/// from torch's in the last bits, and so can the output scale (rarely, the zero point
+/// by one). To reproduce a torch model
+/// exactly, take the output qparams from torch (`Linear::from_float` with explicit
+/// [`ActQParams`]) or observe torch's own float outputs with an
+/// [`ActivationObserver`].
 ///
 /// ```
 /// use qlinear::{Calibrator, Observer};
@@ -46,7 +51,9 @@ use crate::linear::{Linear, LinearBuilder};
 /// assert_eq!(y.len(), n);
 /// # Ok(()) }
 /// ```
-#[derive(Debug, Clone)]
+///
+/// `Debug` prints the shape, the options and the observers, not the weight.
+#[derive(Clone)]
 pub struct Calibrator<O = MinMaxObserver> {
     weight: Vec<f32>,
     n: usize,
@@ -55,6 +62,19 @@ pub struct Calibrator<O = MinMaxObserver> {
     relu: bool,
     input: O,
     output: O,
+}
+
+impl<O: fmt::Debug> fmt::Debug for Calibrator<O> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Calibrator")
+            .field("out_features", &self.n)
+            .field("in_features", &self.k)
+            .field("bias", &self.bias.as_ref().map(Vec::len))
+            .field("relu", &self.relu)
+            .field("input", &self.input)
+            .field("output", &self.output)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Calibrator<MinMaxObserver> {
@@ -129,7 +149,7 @@ impl<O: ActivationObserver + Clone> Calibrator<O> {
     }
 
     /// The float layer's output for an `m x in_features` view, `m x out_features`
-    /// dense (see the [module docs](self) for how it is rounded).
+    /// dense (see "Exactness" on [`Calibrator`] for how it is rounded).
     ///
     /// # Errors
     /// [`Error::Shape`] for a wrong number of columns; [`Error::NonFinite`] for a NaN or

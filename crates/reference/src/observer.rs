@@ -30,7 +30,7 @@
 //! # Not the dynamic layer's formula
 //!
 //! The dynamic layer chooses its input qparams with fbgemm's `ChooseQuantizationParams`
-//! ([`crate::dynamic_qparams_from_min_max`]), which differs from the observers' formula
+//! ([`crate::quantize::dynamic_qparams_from_min_max`]), which differs from the observers' formula
 //! on the same `(min, max)`:
 //!
 //! * its scale is computed in f64 and only then rounded to f32;
