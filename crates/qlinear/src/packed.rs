@@ -454,6 +454,7 @@ pub(crate) fn load(
                 Borrow::Shared(owner) if aligned => PackedData::Shared { owner, offset, len },
                 _ => {
                     let mut buf = AlignedBytes::with_capacity(64, len);
+                    packed_format::advise_huge_pages(buf.as_mut_ptr(), buf.capacity());
                     buf.extend_from_slice(parsed.data);
                     PackedData::Owned(buf)
                 }
