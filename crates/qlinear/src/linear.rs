@@ -391,6 +391,8 @@ impl Linear {
     }
 
     /// Starts a layer from f32 weights quantized by `observer` (torch's `from_float`).
+    /// To choose `input` and `output` from calibration data as torch's observers do,
+    /// use [`crate::Calibrator`] (or [`crate::MinMaxObserver`] by hand).
     pub fn from_float(
         weight: &[f32],
         out_features: usize,
