@@ -846,6 +846,11 @@ fn error_messages_say_what_got_and_expected() {
         msg(e),
         "input holds a NaN or an infinity at flat index 1; every value must be finite"
     );
+    let e = MovingAverageMinMaxObserver::with_averaging_constant(1.5).unwrap_err();
+    assert_eq!(
+        msg(e),
+        "averaging_constant must be in [0, 1] (torch's default is 0.01), got 1.5"
+    );
     let e = MinMaxObserver::new().qparams().unwrap_err();
     assert!(msg(e).contains("observed no values"));
     let e = act(1e-45, 0).quantize(1.0).unwrap_err();

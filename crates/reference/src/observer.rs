@@ -254,12 +254,14 @@ impl MovingAverageMinMaxObserver {
     /// An observer with another averaging constant (the weight of each new batch).
     ///
     /// # Errors
-    /// [`Error::Dimension`] unless `0 <= averaging_constant <= 1`.
+    /// [`Error::InvalidValue`] unless `0 <= averaging_constant <= 1`.
     pub fn with_averaging_constant(averaging_constant: f32) -> Result<Self> {
         if !(0.0..=1.0).contains(&averaging_constant) {
-            return Err(Error::Dimension(
-                "averaging_constant must be in [0, 1] (0.01 by default)",
-            ));
+            return Err(Error::InvalidValue {
+                what: "averaging_constant",
+                expected: "in [0, 1] (torch's default is 0.01)",
+                value: averaging_constant as f64,
+            });
         }
         Ok(MovingAverageMinMaxObserver {
             averaging_constant,

@@ -123,6 +123,17 @@ pub enum Error {
         /// The value given.
         value: f32,
     },
+    /// A numeric setting outside its allowed range (e.g. an observer's averaging
+    /// constant).
+    #[error("{what} must be {expected}, got {value}")]
+    InvalidValue {
+        /// Which setting.
+        what: &'static str,
+        /// What is allowed, e.g. `"in [0, 1]"`.
+        expected: &'static str,
+        /// The value given.
+        value: f64,
+    },
     /// An observer asked for qparams before it saw any value.
     #[error("{0} has observed no values yet: call observe() with data before qparams()")]
     NotObserved(&'static str),
