@@ -46,7 +46,7 @@ fn float_linear(x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
 fn weak_channel_error(got: &[f32], want: &[f32]) -> f32 {
     let (mut err, mut mag) = (0f32, 0f32);
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        if (i % OUT) % 8 == 0 {
+        if (i % OUT).is_multiple_of(8) {
             err += (g - w).abs();
             mag += w.abs();
         }

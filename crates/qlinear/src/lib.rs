@@ -9,7 +9,13 @@
 //! * [`QuantizedWeight`] / [`PackedWeights`]: int8 weights with per-tensor or
 //!   per-channel qparams ([`WeightQParams`]), packed for one kernel; `from_float` with
 //!   torch's weight [`Observer`]s.
-//! * [`ActQParams`]: the scale and zero point of a u8 activation tensor.
+//! * [`ActQParams`]: the scale and zero point of a u8 activation tensor, with torch's
+//!   `quantize_per_tensor` / `dequantize` ([`ActQParams::quantize_vec`],
+//!   [`ActQParams::dequantize_vec`]); [`MinMaxObserver`] and
+//!   [`MovingAverageMinMaxObserver`] choose them from data like torch's observers.
+//! * f32 around a static layer: [`Calibrator`] observes a float layer's input and output
+//!   and builds the [`Linear`] torch's `convert` would; [`Linear::forward_f32`] is
+//!   QuantStub -> Linear -> DeQuantStub in one call.
 //! * [`Backend`]: `Auto` (best detected kernel, or `QLINEAR_BACKEND`) or a named one;
 //!   [`available_backends`] lists what this CPU runs.
 //!
@@ -67,18 +73,18 @@ pub use calibrate::Calibrator;
 pub use linear::{DynamicLinear, DynamicLinearBuilder, Linear, LinearBuilder, SCRATCH_KEEP_BYTES};
 pub use packed::{PackedWeights, QuantizedWeight};
 pub use packed_format::{LayerKind, LoadReport};
-pub use qlinear_reference::{
-    ActQParams, Error, MatMut, MatRef, Observer, Profile, Result, WeightQParams, K_LIMIT,
-};
 pub use qlinear_reference::observer::{
     ActivationObserver, MinMaxObserver, MovingAverageMinMaxObserver,
+};
+pub use qlinear_reference::{
+    ActQParams, Error, MatMut, MatRef, Observer, Profile, Result, WeightQParams, K_LIMIT,
 };
 
 /// The names most programs need: `use qlinear::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        ActQParams, Backend, DynamicLinear, Error, Linear, MatMut, MatRef, Observer,
-        PackedWeights, Profile, QuantizedWeight, WeightQParams,
+        ActQParams, ActivationObserver, Backend, Calibrator, DynamicLinear, Error, Linear, MatMut,
+        MatRef, MinMaxObserver, Observer, PackedWeights, Profile, QuantizedWeight, WeightQParams,
     };
 }
 
