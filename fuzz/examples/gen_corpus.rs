@@ -28,7 +28,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use arbitrary::{Arbitrary, Unstructured};
-use qlinear::{compiled_kernels, Backend, PackedWeights, QuantizedWeight, WeightQParams};
+use qlinear::unstable::compiled_kernels;
+use qlinear::{
+    ActQParams, Backend, DynamicLinear, Linear, PackedWeights, Profile, QuantizedWeight,
+    WeightQParams,
+};
 use qlinear_fuzz::differential::{Case, Input, KSpec};
 use qlinear_fuzz::packed;
 use qlinear_reference::contract::PackedLayout;
@@ -152,13 +156,25 @@ fn packed_seeds() -> Vec<(String, Vec<u8>)> {
         b
     };
     let mut v = good.clone();
-    v[4] = 2; // version
+    v[4] = 3; // version
     seeds.push(("bad-version".into(), seal(v)));
-    let name_len = u32::from_le_bytes(good[8..12].try_into().unwrap()) as usize;
-    let flag = 12 + name_len + 8 + 8 + 4 + 4;
     let mut v = good.clone();
-    v[flag] = 2; // per_channel flag
+    v[32] = 4; // flags: an unknown bit
     seeds.push(("bad-flag".into(), seal(v)));
+    // The first column sum (after the name, the scales and the zero points).
+    let name_len = u32::from_le_bytes(good[36..40].try_into().unwrap()) as usize;
+    let channels = if good[32] & 1 == 1 {
+        w.out_features()
+    } else {
+        1
+    };
+    let sums = 64 + name_len.next_multiple_of(4) + 8 * channels;
+    let mut v = good.clone();
+    v[sums] = v[sums].wrapping_add(1);
+    seeds.push(("bad-colsum".into(), seal(v)));
+    let mut v = good.clone();
+    v[48] ^= 1; // data_len
+    seeds.push(("bad-datalen".into(), seal(v)));
     let mut v = good.clone();
     v[body - 1] = 0x55; // last packed byte: padding for every layout but the row-major one
     seeds.push(("bad-padding".into(), seal(v)));
@@ -172,6 +188,20 @@ fn packed_seeds() -> Vec<(String, Vec<u8>)> {
     let mut v = good.clone();
     v[0] = b'X';
     seeds.push(("bad-magic".into(), seal(v)));
+    seeds.extend(layer_seeds());
+    // Layouts no compiled kernel uses: every load repacks (cross-kernel path).
+    for (i, layout) in [PackedLayout { nr: 3, kr: 5 }, PackedLayout { nr: 8, kr: 8 }]
+        .into_iter()
+        .enumerate()
+    {
+        let w = weight(&mut rng, 7, 11, i + 1);
+        let name = format!("future/gemm_{}x{}", layout.nr, layout.kr);
+        seeds.push((
+            format!("foreign-{}x{}-7x11", layout.nr, layout.kr),
+            packed::serialize(&name, layout, &w),
+        ));
+    }
+    seeds.push(("v1-reference-3x5".into(), v1_seed()));
     for (name, bytes) in &seeds {
         if name.starts_with("bad-") {
             assert!(
@@ -183,16 +213,77 @@ fn packed_seeds() -> Vec<(String, Vec<u8>)> {
     seeds
 }
 
+/// Whole-layer files (static with and without ReLU and bias, dynamic with and without
+/// reduce_range), packed for the best local kernel.
+fn layer_seeds() -> Vec<(String, Vec<u8>)> {
+    let mut rng = Rng::new(0x1a7e_5eed);
+    let mut seeds = Vec::new();
+    for (i, &(n, k)) in [(3usize, 5usize), (17, 33)].iter().enumerate() {
+        let w = weight(&mut rng, n, k, i);
+        let bias: Vec<f32> = (0..n).map(|j| (j as f32 - 1.5) * 0.25).collect();
+        let x = ActQParams::new(0.02, 120).expect("valid qparams");
+        let y = ActQParams::new(0.05, 7).expect("valid qparams");
+        let l = Linear::builder(w.clone(), x, y)
+            .maybe_bias((i == 0).then(|| bias.clone()))
+            .relu(i == 1)
+            .profile([Profile::Fbgemm, Profile::Qnnpack][i])
+            .build()
+            .expect("valid static layer");
+        seeds.push((format!("static-{n}x{k}"), l.to_bytes()));
+        let d = DynamicLinear::builder(w)
+            .maybe_bias((i == 1).then(|| bias.clone()))
+            .reduce_range(i == 0)
+            .relu(i == 1)
+            .profile([Profile::Qnnpack, Profile::Fbgemm][i])
+            .build()
+            .expect("valid dynamic layer");
+        seeds.push((format!("dynamic-{n}x{k}"), d.to_bytes()));
+    }
+    seeds
+}
+
+/// A version 1 file (the format before the current one), which still loads.
+fn v1_seed() -> Vec<u8> {
+    let mut rng = Rng::new(0x5eed_0001);
+    let w = weight(&mut rng, 3, 5, 1);
+    let (n, k) = (3usize, 5usize);
+    let mut out = Vec::new();
+    out.extend_from_slice(packed::MAGIC);
+    out.extend_from_slice(&1u32.to_le_bytes());
+    out.extend_from_slice(&9u32.to_le_bytes());
+    out.extend_from_slice(b"reference");
+    out.extend_from_slice(&(n as u64).to_le_bytes());
+    out.extend_from_slice(&(k as u64).to_le_bytes());
+    out.extend_from_slice(&1u32.to_le_bytes());
+    out.extend_from_slice(&1u32.to_le_bytes());
+    out.push(1);
+    (0..n).for_each(|j| out.extend_from_slice(&w.qparams().scale(j).to_le_bytes()));
+    (0..n).for_each(|j| out.extend_from_slice(&w.qparams().zero_point(j).to_le_bytes()));
+    out.extend_from_slice(&((n * k) as u64).to_le_bytes());
+    out.extend(w.data().iter().map(|&v| v as u8));
+    out.extend_from_slice(&[0; 8]);
+    assert!(packed::reseal(&mut out));
+    let (_, r) = PackedWeights::from_bytes_with_report(&out).expect("the v1 seed loads");
+    assert_eq!(r.version, 1);
+    out
+}
+
+thread_local! {
+    /// Set while `catch` runs a check whose panic is reported, not printed.
+    static SILENT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// Runs `f`, returning the panic message if it panics.
 fn catch(f: impl FnOnce()) -> Option<String> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
-        .err()
-        .map(|e| {
-            e.downcast_ref::<String>()
-                .cloned()
-                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default()
-        })
+    SILENT.with(|s| s.set(true));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    SILENT.with(|s| s.set(false));
+    r.err().map(|e| {
+        e.downcast_ref::<String>()
+            .cloned()
+            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default()
+    })
 }
 
 fn k_kind(input: &Input) -> &'static str {
@@ -282,8 +373,16 @@ fn differential_seeds() -> (Vec<(String, Vec<u8>)>, Vec<String>) {
 
 fn main() {
     // Seeds that fail a check are reported below, not printed as panics.
-    std::panic::set_hook(Box::new(|_| {}));
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if SILENT.with(|s| s.get()) {
+            return;
+        }
+        default_hook(info)
+    }));
 
+    // `gen_corpus packed` rewrites only the packed targets' seeds.
+    let only_packed = std::env::args().nth(1).as_deref() == Some("packed");
     let packed = packed_seeds();
     for target in ["packed_bytes", "packed_bytes_resealed"] {
         let dir = reset(target);
@@ -300,6 +399,9 @@ fn main() {
         println!("{target}: {} seeds, {total} bytes", packed.len());
     }
 
+    if only_packed {
+        return;
+    }
     let (seeds, failures) = differential_seeds();
     let dir = reset("differential");
     for (name, bytes) in &seeds {
