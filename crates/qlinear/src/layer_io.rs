@@ -90,7 +90,7 @@ impl Linear {
         let record = LayerRecord::Static {
             input: self.input_qparams(),
             output: self.output_qparams(),
-            relu: self.relu_flag(),
+            relu: self.relu(),
             profile: self.profile(),
             bias: self.bias().map(<[f32]>::to_vec),
         };
@@ -143,7 +143,7 @@ impl DynamicLinear {
     pub fn to_bytes(&self) -> Vec<u8> {
         let record = LayerRecord::Dynamic {
             reduce_range: self.reduce_range(),
-            relu: self.relu_flag(),
+            relu: self.relu(),
             profile: self.profile(),
             bias: self.bias().map(<[f32]>::to_vec),
         };

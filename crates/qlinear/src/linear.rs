@@ -865,15 +865,3 @@ impl DynamicLinear {
         self.reduce_range
     }
 }
-
-// Accessors for layer serialization (`layer_io.rs`).
-impl Linear {
-    pub(crate) fn relu_flag(&self) -> bool {
-        self.common.relu
-    }
-}
-impl DynamicLinear {
-    pub(crate) fn relu_flag(&self) -> bool {
-        self.common.relu
-    }
-}
