@@ -31,7 +31,7 @@
 //! ------------  ----------  --------------------------------------------------------
 //!   0           4           magic "QLPW"
 //!   4           4           version u32 = 2
-//!   8           8           n u64 (out_features), 1 ..= 2^31
+//!   8           8           n u64 (out_features), >= 1 (and <= the input length)
 //!  16           8           k u64 (in_features), 1 ..= 33_025 (K_LIMIT)
 //!  24           4           nr u32 (columns per panel), 1 ..= 256
 //!  28           4           kr u32 (k values per group), 1 ..= 256
