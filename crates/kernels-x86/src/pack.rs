@@ -21,8 +21,11 @@
 //! inside a block the 8-column strips one after the other. Walking all `NR` rows in step
 //! 32 bytes at a time (the first version) kept 32 read streams open for `NR = 32` and
 //! ran at ~60% of the `NR = 8` speed; with the blocks every row is read four whole cache
-//! lines at a time and the 32-column packer is as fast as the 8-column one (at
-//! 4096 x 4096, cache-warm: ~10 -> ~17 GB/s).
+//! lines at a time and the 32-column packer comes within ~10% of the 8-column one
+//! (`PackedWeights::new` at 4096 x 4096, one thread, output memory already mapped:
+//! ~10 -> ~16 GB/s on a Zen 5 VM). An AVX-512 variant (16 x 16 transposes in zmm,
+//! `vpdpbusd` column sums) and software prefetching measured no faster: the loop waits
+//! on memory, not on shuffles.
 //!
 //! The column sums come from the transposed vectors for free: in a k-group vector each
 //! u32 lane is one column's 4 bytes, so `vpmaddubsw` against ones (pairs, |sum| <= 256,

@@ -2,29 +2,35 @@
 //!
 //! Packing is a one-off transpose of the whole weight (tens of MiB for an LLM layer), so
 //! its speed is set by memory, not arithmetic. What it costs, measured on a Zen 5 VM at
-//! 14336 x 4096 (56 MiB):
+//! 14336 x 4096 (56 MiB), one thread:
 //!
 //! * **Page faults** of the fresh output buffer. An allocation this big is a fresh `mmap`,
-//!   and first-touching it 4 KiB at a time cost ~25 ms, three quarters of the total. On
+//!   and first-touching it 4 KiB at a time cost ~25 of the ~31 ms the packing took. On
 //!   Linux the buffer is advised `MADV_HUGEPAGE` before it is written, so (when the
 //!   system's transparent huge pages are in `madvise` or `always` mode) it faults in
-//!   2 MiB pages: ~30 faults instead of ~14 000. [`advise_huge_pages`] is the only
-//!   `unsafe` system call here and it is advisory: if it fails or THP is off, packing is
-//!   merely slower.
+//!   2 MiB pages: ~30 faults instead of ~14 000, and the whole packing takes ~8 ms, most
+//!   of it the kernel zeroing the new pages. [`advise_huge_pages`] is the only system
+//!   call here and it is advisory: if it fails or THP is off, packing is merely slower.
+//!   (In a VM whose host reclaims the guest's free memory, e.g. free page reporting,
+//!   memory the guest has not touched lately costs a host fault per 4 KiB whatever the
+//!   guest page size: packing many GiB there ran at ~0.4 GB/s with huge pages and
+//!   ~0.3-0.5 GB/s without; the advice does not make that case worse.)
 //! * **The transpose itself**, done by the kernel's vector packer (`KernelDesc::pack_panel`,
 //!   e.g. `qlinear_kernels_x86`'s `pack.rs`) or, for layouts without one, the portable
 //!   `qlinear_reference::pack::pack_panel`. The reference engine's row-major layout is a
-//!   plain copy and takes its own path (no per-column panels).
+//!   plain copy and takes its own path (one block of rows at a time: column sums, then a
+//!   copy from cache), not one panel per column.
 //! * **Threads**: with the `rayon` feature the panels are split into blocks of about
 //!   [`BLOCK_BYTES`] and packed on rayon's pool (`RAYON_NUM_THREADS=1` for one thread);
 //!   each block owns a disjoint range of the output and of the column sums, so the bytes
-//!   do not depend on the split.
+//!   do not depend on the split (a test checks 1 against 2 threads).
 //!
 //! The output is written once, panel by panel: each panel is built in a small
 //! cache-resident buffer (the kernel packers' contract takes an initialized `&mut [u8]`)
 //! and copied into the big buffer's uninitialized memory, which is only given a length
 //! once every byte has been written. Writing the panels in place instead measured ~5%
-//! faster at 56 MiB but would need the packer contract to take uninitialized memory.
+//! faster at 56 MiB (the copy is ~10% of the profile at 4096 x 4096) but would need the
+//! packer contract to take uninitialized memory.
 
 use core::mem::MaybeUninit;
 
