@@ -226,29 +226,34 @@ mod tests {
     use crate::backend::compiled_kernels;
     use qlinear_reference::contract::KernelDesc;
     use qlinear_reference::testkit::Rng;
+    use std::sync::OnceLock;
 
     /// Every engine this CPU runs, plus the portable packer (`pack_panel: None`, as the
     /// ARM kernels have) on the layouts of the ARM kernels and an x86 one.
     fn engines() -> Vec<Engine> {
-        let mut engines = vec![Engine::Reference];
-        let compiled: Vec<&'static KernelDesc> = compiled_kernels().collect();
-        engines.extend(
-            compiled
-                .iter()
-                .filter(|d| (d.is_supported)())
-                .map(|&d| Engine::Kernel(d)),
-        );
-        if let Some(&base) = compiled.first() {
-            for (nr, kr) in [(16, 1), (16, 4), (16, 8), (32, 4)] {
-                // Never run: only its layout and (absent) packer are used.
-                let desc: &'static KernelDesc = Box::leak(Box::new(KernelDesc {
+        // Descriptors that are never run: only their layout and (absent) packer are used.
+        // In a static rather than leaked, so LeakSanitizer (.ci/asan.sh) stays quiet.
+        static PORTABLE: OnceLock<Vec<KernelDesc>> = OnceLock::new();
+        let portable = PORTABLE.get_or_init(|| {
+            let Some(base) = compiled_kernels().next() else {
+                return Vec::new();
+            };
+            [(16, 1), (16, 4), (16, 8), (32, 4)]
+                .into_iter()
+                .map(|(nr, kr)| KernelDesc {
                     layout: PackedLayout { nr, kr },
                     pack_panel: None,
                     ..*base
-                }));
-                engines.push(Engine::Kernel(desc));
-            }
-        }
+                })
+                .collect()
+        });
+        let mut engines = vec![Engine::Reference];
+        engines.extend(
+            compiled_kernels()
+                .filter(|d| (d.is_supported)())
+                .chain(portable)
+                .map(Engine::Kernel),
+        );
         engines
     }
 
