@@ -449,9 +449,11 @@ pub(crate) fn parse<'a>(bytes: &'a [u8], sink: Sink<'_>) -> Result<Parsed<'a>> {
     match version {
         2 => parse_v2(bytes, sink),
         1 => parse_v1(bytes, sink),
-        _ => Err(corrupt(
-            "unsupported packed weights version (this build reads versions 1 and 2)",
-        )),
+        found => Err(Error::UnsupportedPackedVersion {
+            found,
+            oldest: 1,
+            newest: VERSION,
+        }),
     }
 }
 

@@ -803,10 +803,17 @@ fn corrupt_packed_basic() {
         for v in [0u8, 3, 255] {
             let mut f = good.clone();
             f[4] = v;
-            assert!(
-                corrupt(PackedWeights::from_bytes(&reseal(f))).is_some(),
+            let err = PackedWeights::from_bytes(&reseal(f)).unwrap_err();
+            assert_eq!(
+                err,
+                Error::UnsupportedPackedVersion {
+                    found: v as u32,
+                    oldest: 1,
+                    newest: 2
+                },
                 "{b}: version {v}"
             );
+            assert!(err.to_string().contains(&format!("version {v} ")), "{err}");
         }
         // Trailing bytes before the checksum.
         let mut t = good[..good.len() - 8].to_vec();

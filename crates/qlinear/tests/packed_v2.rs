@@ -49,9 +49,12 @@ fn resealed(mut bytes: Vec<u8>) -> Vec<u8> {
     bytes
 }
 
+/// Why a load was refused as a bad file (a corrupt one, or a version this build does not
+/// read), or `None` for `Ok` and any other error.
 fn corrupt<T>(r: Result<T, Error>) -> Option<&'static str> {
     match r {
         Err(Error::CorruptPacked(why)) => Some(why),
+        Err(Error::UnsupportedPackedVersion { .. }) => Some("unsupported version"),
         _ => None,
     }
 }

@@ -112,6 +112,20 @@ pub enum Error {
     /// Serialized packed weights that fail validation.
     #[error("corrupt packed weights: {0}")]
     CorruptPacked(&'static str),
+    /// Packed weights written in a format version this build does not read (a newer
+    /// qlinear, or not a qlinear file at all).
+    #[error(
+        "packed weights format version {found} is not supported: this build reads versions \
+         {oldest} to {newest}"
+    )]
+    UnsupportedPackedVersion {
+        /// The version the file states.
+        found: u32,
+        /// The oldest version this build reads.
+        oldest: u32,
+        /// The newest version this build reads (the one it writes).
+        newest: u32,
+    },
     /// A scale so small that `1 / scale` overflows f32, used to quantize f32 values.
     #[error(
         "{what} scale {value:e} is too small to quantize with: 1 / scale overflows f32 \
