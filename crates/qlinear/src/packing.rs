@@ -118,27 +118,40 @@ impl Job<'_> {
         let panels_per_block = (BLOCK_BYTES / panel_bytes).max(1);
         let block_bytes = panels_per_block * panel_bytes;
         let block_cols = panels_per_block * self.layout.nr;
+        // The panel scratch buffer: one per thread (per rayon job), not per block.
+        let scratch = || {
+            let bytes = if self.layout == PackedLayout::ROW_MAJOR {
+                0
+            } else {
+                panel_bytes
+            };
+            vec![0u8; bytes]
+        };
         #[cfg(feature = "rayon")]
         if out.len() >= PARALLEL_MIN_BYTES && rayon::current_num_threads() > 1 {
             use rayon::prelude::*;
             out.par_chunks_mut(block_bytes)
                 .zip(col_sums.par_chunks_mut(block_cols))
                 .enumerate()
-                .for_each(|(b, (out, sums))| self.block(b * panels_per_block, out, sums));
+                .for_each_init(scratch, |panel, (b, (out, sums))| {
+                    self.block(b * panels_per_block, out, sums, panel)
+                });
             return;
         }
+        let mut panel = scratch();
         for (b, (out, sums)) in out
             .chunks_mut(block_bytes)
             .zip(col_sums.chunks_mut(block_cols))
             .enumerate()
         {
-            self.block(b * panels_per_block, out, sums);
+            self.block(b * panels_per_block, out, sums, &mut panel);
         }
     }
 
     /// Packs the whole panels `first..` that `out` holds (and their `sums`), writing every
-    /// byte of `out`.
-    fn block(self, first: usize, out: &mut [MaybeUninit<u8>], sums: &mut [i32]) {
+    /// byte of `out`; `panel` is scratch space of one panel (empty for the row-major
+    /// layout, which needs none).
+    fn block(self, first: usize, out: &mut [MaybeUninit<u8>], sums: &mut [i32], panel: &mut [u8]) {
         let Job {
             w,
             n,
@@ -154,7 +167,6 @@ impl Job<'_> {
             return;
         }
         let nr = layout.nr;
-        let mut panel = vec![0u8; layout.panel_bytes(k)];
         for (i, (dst, sums)) in out
             .chunks_exact_mut(panel.len())
             .zip(sums.chunks_exact_mut(nr))
@@ -166,15 +178,15 @@ impl Job<'_> {
                 // (`resolve`); `w` holds n * k values (the caller's precondition),
                 // `panel` holds one panel of this layout, `sums` nr values, and
                 // p < n_pad / nr (`dst` is a whole panel of the output).
-                Some(f) => unsafe { f(w, n, k, p, &mut panel, sums) },
+                Some(f) => unsafe { f(w, n, k, p, panel, sums) },
                 None => {
-                    pack::pack_panel(w, n, k, layout, p, &mut panel);
+                    pack::pack_panel(w, n, k, layout, p, panel);
                     let cols = (p * nr..((p + 1) * nr).min(n)).len();
                     let rows = &w[p * nr * k..(p * nr + cols) * k];
                     sums[..cols].copy_from_slice(&pack::column_sums(rows, cols, k));
                 }
             }
-            dst.write_copy_of_slice(&panel);
+            dst.write_copy_of_slice(panel);
         }
     }
 }
