@@ -42,12 +42,53 @@ pub use crate::packing::AlignedBytes;
 
 /// An `N x K` int8 weight (out_features x in_features, like torch) with its qparams:
 /// what `from_reference` takes and what `weight()` / unpack gives back, exactly.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// ```
+/// use qlinear::{Observer, QuantizedWeight, WeightQParams};
+/// # fn main() -> Result<(), qlinear::Error> {
+/// // From int8 values and qparams (torch's `Linear.from_reference`)...
+/// let w = QuantizedWeight::new(
+///     vec![10, -20, 30, -40, 50, -60],
+///     2, 3,
+///     WeightQParams::PerChannel { scales: vec![0.01, 0.02], zero_points: vec![0, 0] },
+/// )?;
+/// assert_eq!(w.dequantize()[1], -20.0 * 0.01);
+///
+/// // ... or from f32 with a torch observer (`from_float`).
+/// let f = [0.5f32, -1.0, 0.25, 2.0, 0.0, -0.75];
+/// let q = QuantizedWeight::from_float(&f, 2, 3, Observer::PER_TENSOR_SYMMETRIC)?;
+/// assert_eq!(q.data()[3], 127); // the largest magnitude maps to 127
+///
+/// // Bad input is an error, never a panic.
+/// assert!(QuantizedWeight::new(vec![0; 5], 2, 3, WeightQParams::PerTensor {
+///     scale: 0.1, zero_point: 0 }).is_err());
+/// # Ok(()) }
+/// ```
+///
+/// `Debug` prints the shape and qparams kind, not the values.
+#[derive(Clone, PartialEq)]
 pub struct QuantizedWeight {
     data: Vec<i8>,
     n: usize,
     k: usize,
     qparams: WeightQParams,
+}
+
+impl std::fmt::Debug for QuantizedWeight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuantizedWeight")
+            .field("out_features", &self.n)
+            .field("in_features", &self.k)
+            .field(
+                "qparams",
+                &if self.qparams.is_per_channel() {
+                    "per-channel"
+                } else {
+                    "per-tensor"
+                },
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 impl QuantizedWeight {
@@ -160,6 +201,25 @@ impl PackedData {
 /// [`from_shared`](PackedWeights::from_shared) / [`from_static`](PackedWeights::from_static)),
 /// others are unpacked and repacked for the local kernel, and the [`LoadReport`] says
 /// which happened.
+///
+/// ```
+/// use qlinear::{Backend, DynamicLinear, Observer, PackedWeights, QuantizedWeight};
+/// # fn main() -> Result<(), qlinear::Error> {
+/// let f: Vec<f32> = (0..64 * 48).map(|i| (i as f32 * 0.01).sin()).collect();
+/// let w = QuantizedWeight::from_float(&f, 64, 48, Observer::PER_CHANNEL_SYMMETRIC)?;
+/// let packed = PackedWeights::new(&w, Backend::Auto)?; // once, for this CPU's best kernel
+/// assert_eq!(packed.unpack(), w); // exact
+///
+/// // Serialized, then loaded for the scalar reference: another layout, so a repack.
+/// let bytes = packed.to_bytes();
+/// let (on_reference, report) = PackedWeights::from_bytes_for(&bytes, Backend::Reference)?;
+/// assert_eq!(report.repacked, packed.layout() != on_reference.layout());
+///
+/// // One packing serves any number of layers.
+/// let layer = DynamicLinear::from_packed(packed).build()?;
+/// assert_eq!(layer.forward_vec(&[0.5; 48], 1)?.len(), 64);
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct PackedWeights {
     pub(crate) engine: Engine,

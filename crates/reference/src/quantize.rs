@@ -115,6 +115,25 @@ pub fn dequantize(q: &[u8], scale: f32, zp: i32) -> Vec<f32> {
 }
 
 /// A torch.ao weight observer (qint8) choice for `from_float`.
+///
+/// The four common ones are constants; the fields combine freely (affine per-channel,
+/// reduce_range).
+///
+/// ```
+/// use qlinear_reference::{observe_weight, Observer, WeightQParams};
+/// # fn main() -> Result<(), qlinear_reference::Error> {
+/// let w = [0.5f32, -1.0, 0.25, 2.0, 0.0, -0.75]; // 2 x 3
+/// // torch's default weight observer for fbgemm: per-channel, symmetric.
+/// match observe_weight(&w, 2, 3, Observer::PER_CHANNEL_SYMMETRIC)? {
+///     WeightQParams::PerChannel { scales, zero_points } => {
+///         assert_eq!(zero_points, vec![0, 0]);
+///         assert_eq!(scales[1], 2.0 / 127.5); // max |w| of row 1 over (127 - (-128)) / 2
+///     }
+///     _ => unreachable!(),
+/// }
+/// assert_eq!(Observer::PER_TENSOR_SYMMETRIC.quant_range(), (-128, 127));
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Observer {
     /// `PerChannelMinMaxObserver` (axis 0) instead of `MinMaxObserver`.
