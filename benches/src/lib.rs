@@ -35,8 +35,6 @@ pub const KERNEL_SHAPES: [Shape; 4] = [
     (128, 768, 768),
 ];
 
-/// Weights (`K x N`) of the packing benches.
-pub const PACK_WEIGHTS: [(usize, usize); 2] = [(768, 3072), (4096, 4096)];
 
 /// BERT-base layer shapes of the layer benches.
 pub const BERT_SHAPES: [Shape; 3] = [(1, 768, 3072), (32, 768, 768), (128, 3072, 768)];

@@ -97,8 +97,3 @@ pub mod unstable {
     pub use crate::backend::{compiled_kernels, resolve, Engine};
     pub use qlinear_reference::contract::KernelDesc;
 }
-
-// Deprecated-in-place aliases kept while the workspace moves to `unstable::`; hidden
-// from the documentation and not part of the public surface.
-#[doc(hidden)]
-pub use unstable::{compiled_kernels, resolve, Engine, KernelDesc};

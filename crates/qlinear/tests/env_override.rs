@@ -2,9 +2,10 @@
 //! so this file holds a single test (its own process) and no other test reads the
 //! variable concurrently.
 
+use qlinear::unstable::resolve;
 use qlinear::{
-    available_backends, resolve, ActQParams, Backend, DynamicLinear, Error, Linear,
-    QuantizedWeight, WeightQParams, BACKEND_ENV,
+    available_backends, ActQParams, Backend, DynamicLinear, Error, Linear, QuantizedWeight,
+    WeightQParams, BACKEND_ENV,
 };
 
 fn weight() -> QuantizedWeight {

@@ -1,8 +1,9 @@
 //! Every error variant reachable from the public API, each asserted exactly with
 //! `matches!` (variant and the fields that identify the cause). Nothing may panic.
 
+use qlinear::unstable::resolve;
 use qlinear::{
-    available_backends, resolve, ActQParams, Backend, DynamicLinear, Error, Linear, MatMut, MatRef,
+    available_backends, ActQParams, Backend, DynamicLinear, Error, Linear, MatMut, MatRef,
     Observer, PackedWeights, QuantizedWeight, WeightQParams, K_LIMIT,
 };
 use qlinear_reference::contract::PackedLayout;

@@ -13,9 +13,10 @@
 //! the backend is listed in `QLINEAR_REQUIRE` (comma-separated names, or `all`).
 
 use proptest::prelude::*;
+use qlinear::unstable::{compiled_kernels, KernelDesc};
 use qlinear::{
-    available_backends, compiled_kernels, conformance, Backend, DynamicLinear, KernelDesc, Linear,
-    MatMut, MatRef, Profile, QuantizedWeight, WeightQParams,
+    available_backends, conformance, Backend, DynamicLinear, Linear, MatMut, MatRef, Profile,
+    QuantizedWeight, WeightQParams,
 };
 use qlinear_reference::testkit::{edge_scale_sweep, edge_shapes, Rng, StaticCase};
 
