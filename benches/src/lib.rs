@@ -35,7 +35,6 @@ pub const KERNEL_SHAPES: [Shape; 4] = [
     (128, 768, 768),
 ];
 
-
 /// BERT-base layer shapes of the layer benches.
 pub const BERT_SHAPES: [Shape; 3] = [(1, 768, 3072), (32, 768, 768), (128, 3072, 768)];
 
