@@ -230,6 +230,14 @@ else
     fail "kernels under Stacked Borrows"
 fi
 
+step "packers: avx2 and avxvnni c4 packers against the reference packer (tests/pack_exact.rs)"
+if miri_test packers tree "$vnni_features" -p qlinear-kernels-x86 --test pack_exact -- \
+    --exact avx2_packer_matches_reference avxvnni_packer_matches_reference; then
+    expect_passed "packers" 2
+else
+    fail "packers"
+fi
+
 step "api-kernels: errors.rs, review_defects.rs on every engine (features $vnni_features)"
 miri_test api-kernels tree "$vnni_features" -p qlinear --no-fail-fast \
     --test errors --test review_defects ||
