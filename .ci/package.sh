@@ -10,7 +10,7 @@
 #      packaged copy builds against the others (crates.io index needed, no upload);
 #   4. the library on the declared `rust-version` toolchain (read from Cargo.toml).
 #
-# CARGO_TARGET_DIR is honoured; the scratch project lives under it.
+# CARGO_TARGET_DIR is honoured (the scratch project is built under it).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$PWD
@@ -31,9 +31,11 @@ for ex in $examples; do
 done
 
 step "README usage example, pasted into a fresh project"
-scratch="$target/readme-app"
-rm -rf "$scratch"
-mkdir -p "$(dirname "$scratch")"
+# Outside the repository: inside it, `cargo new` would join the workspace (and dirty
+# Cargo.toml) instead of being a user's own project.
+scratch_root=$(mktemp -d)
+trap 'rm -rf "$scratch_root"' EXIT
+scratch="$scratch_root/readme-app"
 cargo new -q --vcs none "$scratch"
 (cd "$scratch" && cargo add -q --path "$root/crates/qlinear")
 awk '/^## Usage/ {usage=1} usage && /^```rust/ {grab=1; next} grab && /^```/ {exit} grab {print}' \
