@@ -62,8 +62,11 @@ done
 if ! rustup run "$msrv" rustc --version >/dev/null 2>&1; then
     rustup toolchain install "$msrv" --profile minimal
 fi
-CARGO_TARGET_DIR="$target/msrv" cargo "+$msrv" build -q -p qlinear --all-features
-CARGO_TARGET_DIR="$target/msrv" cargo "+$msrv" build -q -p qlinear --no-default-features
+# Both feature extremes, warnings denied (clippy covers only the default features).
+for features in --all-features --no-default-features; do
+    RUSTFLAGS="-D warnings" CARGO_TARGET_DIR="$target/msrv" \
+        cargo "+$msrv" build -q -p qlinear "$features"
+done
 rustup run "$msrv" rustc --version
 
 step "ok"

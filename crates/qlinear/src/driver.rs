@@ -26,7 +26,9 @@ const PANEL_PIECES_PER_THREAD: usize = 4;
 const ROW_PIECES_PER_THREAD: usize = 2;
 
 /// The most threads one call uses, whatever is requested: far above any core count,
-/// and small enough that no piece count derived from it can overflow.
+/// and small enough that no piece count derived from it can overflow. (Without the
+/// `rayon` feature every call runs on the calling thread.)
+#[cfg(feature = "rayon")]
 pub(crate) const MAX_THREADS: usize = 1 << 12;
 
 /// The number of worker threads `requested` means (0 = all of rayon's pool), clamped to
