@@ -60,6 +60,11 @@ const MIN_GROUP_W: i32 = 130;
 const BAR_W: i32 = 22;
 const MIN_WIDTH: i32 = 960;
 
+/// The GMAC/s range the y axis can show (see [`PlotData::y_range`]): a millionth of a
+/// MAC per second to a million TMAC/s, far beyond any measurement.
+const Y_MIN: f64 = 1e-15;
+const Y_MAX: f64 = 1e9;
+
 /// One bar: a result of the report.
 #[derive(Debug, Clone, PartialEq)]
 struct Bar {
@@ -295,13 +300,19 @@ impl PlotData {
     }
 
     /// Log-scale y range: from a whole decade below the lowest value to 3x the highest.
+    ///
+    /// Values are first clamped to `[Y_MIN, Y_MAX]`: plotters' log axis loops over the
+    /// decades of `end / start` (as a `usize`) and never ends for an infinite end, a zero
+    /// start or a ratio that overflows f64, which a report holding e.g. `1e308` or
+    /// `5e-324` GMAC/s would give. Bars outside are drawn at the clamped height.
     fn y_range(&self) -> (f64, f64) {
         let values = self
             .bars
             .iter()
             .map(|b| b.gmacs)
             .chain(self.peaks.iter().map(|p| p.gmacs))
-            .filter(|g| g.is_finite() && *g > 0.0);
+            .filter(|g| g.is_finite() && *g > 0.0)
+            .map(|g| g.clamp(Y_MIN, Y_MAX));
         let (lo, hi) = values.fold((f64::INFINITY, 0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
         if !lo.is_finite() {
             return (0.1, 10.0);
@@ -635,15 +646,17 @@ fn draw<DB: DrawingBackend>(
         let mut labels = Vec::new();
         for pk in &data.peaks {
             let c = data.color(pk.backend);
+            // Inside the axis range (a peak beyond it sits on the edge, value in its label).
+            let at = pk.gmacs.clamp(y0, y1);
             chart
                 .draw_series(DashedLineSeries::new(
-                    [(-0.5, pk.gmacs), (xmax, pk.gmacs)],
+                    [(-0.5, at), (xmax, at)],
                     7,
                     4,
                     c.stroke_width(2),
                 ))
                 .map_err(e)?;
-            let (_, y) = chart.backend_coord(&(xmax, pk.gmacs));
+            let (_, y) = chart.backend_coord(&(xmax, at));
             labels.push((
                 y,
                 format!("{} peak {:.0} GMAC/s", data.backends[pk.backend], pk.gmacs),
@@ -987,6 +1000,35 @@ mod tests {
         assert_eq!(Layout::new(&data).plots.len(), 1);
         r.results.clear();
         assert!(PlotData::from_report(&r).is_err());
+    }
+
+    /// plotters' log axis never ends on an infinite or zero bound, or on a ratio of the
+    /// bounds that overflows f64: the y range stays finite whatever the report holds.
+    #[test]
+    fn y_range_is_finite_for_extreme_values() {
+        for (bar, peak) in [
+            (1e308, None),
+            (f64::MAX, None),
+            (5e-324, None),
+            (1e-310, None),
+            (10.0, Some(1e308)),
+            (1e-300, Some(1e300)),
+            (0.0, Some(-1.0)),
+        ] {
+            let mut r = report();
+            r.results.iter_mut().for_each(|x| x.gmacs = bar);
+            let mut d = PlotData::from_report(&r).unwrap();
+            d.peaks = peak
+                .into_iter()
+                .map(|gmacs| Peak { backend: 0, gmacs })
+                .collect();
+            let (lo, hi) = d.y_range();
+            assert!(
+                lo > 0.0 && hi.is_finite() && lo < hi && (hi / lo).is_finite(),
+                "bars {bar:e}, peak {peak:?}: y range {lo:e}..{hi:e}"
+            );
+            assert!(hi / lo <= 1e30, "bars {bar:e}: {lo:e}..{hi:e}");
+        }
     }
 
     #[test]

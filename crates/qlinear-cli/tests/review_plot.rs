@@ -1,0 +1,144 @@
+//! Review of `qlinear plot`: odd but well-formed reports (extreme, zero, negative or
+//! tiny GMAC/s, huge shapes, peaks far off the bars) draw a plot or give a one-line
+//! error with exit code 2; they never panic.
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+fn qlinear(args: &[&str]) -> Output {
+    let bin = env!("CARGO_BIN_EXE_qlinear");
+    let mut cmd = match std::env::var("QLINEAR_CLI_RUNNER") {
+        Ok(runner) if !runner.trim().is_empty() => {
+            let mut words = runner.split_whitespace();
+            let mut cmd = Command::new(words.next().expect("non-empty runner"));
+            cmd.args(words).arg(bin);
+            cmd
+        }
+        _ => Command::new(bin),
+    };
+    cmd.args(args)
+        .env_remove("QLINEAR_BACKEND")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run qlinear")
+}
+
+/// A fresh temporary directory, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let dir = std::env::temp_dir().join(format!(
+            "qlinear-review-plot-{}-{nanos}-{tag}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+    fn file(&self, name: &str) -> String {
+        self.0.join(name).to_str().expect("utf-8 path").to_string()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `(backend, mode, m, gmacs)` of one result (gmacs as JSON text).
+type Res<'a> = (&'a str, &'a str, u64, &'a str);
+/// A named report: its results and its peaks `(backend, gmacs)`.
+type Case<'a> = (&'a str, Vec<Res<'a>>, Vec<(&'a str, &'a str)>);
+
+/// A report with one result per `(backend, mode, m, gmacs)` and the given peaks.
+fn report(results: &[Res<'_>], peaks: &[(&str, &str)]) -> String {
+    let results: Vec<String> = results
+        .iter()
+        .map(|(b, mode, m, g)| {
+            format!(
+                "{{\"backend\": \"{b}\", \"mode\": \"{mode}\", \"m\": {m}, \"k\": 768, \
+                 \"n\": 3072, \"gmacs\": {g}, \"exact\": true}}"
+            )
+        })
+        .collect();
+    let peaks: Vec<String> = peaks
+        .iter()
+        .map(|(b, g)| format!("\"{b}\": {{\"gmacs\": {g}}}"))
+        .collect();
+    format!(
+        "{{\"cpu\": \"Test\", \"suite\": \"custom\", \"threads\": 1, \"results\": [{}], \
+         \"probes\": {{\"peak\": {{{}}}}}}}",
+        results.join(", "),
+        peaks.join(", ")
+    )
+}
+
+/// Runs `qlinear plot` on `json`: exit 0 with a closed SVG, or exit 2 with one line.
+fn replot(tag: &str, json: &str) -> Result<String, String> {
+    let dir = TempDir::new(tag);
+    let (input, out) = (dir.file("r.json"), dir.file("r.svg"));
+    std::fs::write(&input, json).expect("write report");
+    let run = qlinear(&["plot", "--json", &input, "--out", &out]);
+    let err = String::from_utf8_lossy(&run.stderr).into_owned();
+    match run.status.code() {
+        Some(0) => {
+            let svg = std::fs::read_to_string(&out).expect("the plot was written");
+            assert!(
+                svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"),
+                "{tag}: not a whole SVG"
+            );
+            Ok(svg)
+        }
+        Some(2) => {
+            assert_eq!(err.lines().count(), 1, "{tag}: {err}");
+            Err(err)
+        }
+        other => panic!("{tag}: exit {other:?} (a panic is 101)\n{err}"),
+    }
+}
+
+#[test]
+fn extreme_gmacs_values_plot() {
+    let cases: &[Case<'_>] = &[
+        ("huge", vec![("avx2", "static", 1, "1e308")], vec![]),
+        (
+            "max",
+            vec![("avx2", "static", 1, "1.7976931348623157e308")],
+            vec![],
+        ),
+        (
+            "huge-peak",
+            vec![("avx2", "static", 1, "10")],
+            vec![("avx2", "1e308")],
+        ),
+        ("subnormal", vec![("avx2", "static", 1, "5e-324")], vec![]),
+        ("tiny", vec![("avx2", "static", 1, "1e-310")], vec![]),
+        (
+            "wide",
+            vec![
+                ("avx2", "static", 1, "1e-300"),
+                ("reference", "static", 1, "1e300"),
+            ],
+            vec![],
+        ),
+        (
+            "zero-and-negative",
+            vec![
+                ("avx2", "static", 1, "0"),
+                ("reference", "dynamic", 1, "-5"),
+            ],
+            vec![("avx2", "0"), ("reference", "-1")],
+        ),
+        ("huge-m", vec![("avx2", "static", u64::MAX, "3")], vec![]),
+    ];
+    for (tag, results, peaks) in cases {
+        let json = report(results, peaks);
+        if let Err(e) = replot(tag, &json) {
+            panic!("{tag}: a well-formed report was refused: {e}");
+        }
+    }
+}
