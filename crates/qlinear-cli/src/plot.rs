@@ -60,6 +60,13 @@ const MIN_GROUP_W: i32 = 130;
 const BAR_W: i32 = 22;
 const MIN_WIDTH: i32 = 960;
 
+/// The most shapes and backends one plot takes: the layout's widths (in i32 pixels)
+/// grow with their product.
+const MAX_SHAPES: usize = 1000;
+const MAX_BACKENDS: usize = 100;
+/// The widest a text is estimated (pixels).
+const MAX_TEXT_W: i32 = 1 << 20;
+
 /// The GMAC/s range the y axis can show (see [`PlotData::y_range`]): a millionth of a
 /// MAC per second to a million TMAC/s, far beyond any measurement.
 const Y_MIN: f64 = 1e-15;
@@ -157,6 +164,15 @@ impl PlotData {
         }
         if data.bars.is_empty() {
             return Err("no results to plot".into());
+        }
+        // The layout is in i32 pixels, its width proportional to shapes x backends.
+        if data.shapes.len() > MAX_SHAPES || data.backends.len() > MAX_BACKENDS {
+            return Err(format!(
+                "too many results to plot: {} shapes and {} backends (at most {MAX_SHAPES} \
+                 shapes and {MAX_BACKENDS} backends)",
+                data.shapes.len(),
+                data.backends.len()
+            ));
         }
         // Panels in a fixed order, static first.
         data.modes = ["static", "dynamic"]
@@ -364,8 +380,13 @@ impl Rect {
 
 /// Estimated width of `text` at plotters size `size` (SVG px = size / 1.24; a
 /// sans-serif character is at most about 0.62 em wide on average).
+///
+/// Capped at [`MAX_TEXT_W`], so that sums of widths and positions stay far from
+/// `i32::MAX` however long a name in the report is.
 fn text_width(text: &str, size: f64) -> i32 {
-    (text.chars().count() as f64 * 0.62 * size / 1.24).ceil() as i32
+    (text.chars().count() as f64 * 0.62 * size / 1.24)
+        .ceil()
+        .min(f64::from(MAX_TEXT_W)) as i32
 }
 
 /// Where everything goes.

@@ -142,3 +142,25 @@ fn extreme_gmacs_values_plot() {
         }
     }
 }
+
+/// 10,000 results, each its own shape and backend: the layout's width (shapes x
+/// backends x bar width, in i32 pixels) overflowed and the command panicked. Now a
+/// one-line error; a plot at the limits still draws.
+#[test]
+fn too_many_shapes_and_backends_is_an_error() {
+    let names: Vec<String> = (0..10_000).map(|i| format!("b{i}")).collect();
+    let many: Vec<Res<'_>> = names
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (b.as_str(), "static", i as u64 + 1, "1.5"))
+        .collect();
+    let err = replot("many", &report(&many, &[])).expect_err("10,000 x 10,000 bars plotted");
+    assert!(err.contains("too many results to plot"), "{err}");
+    // 100 backends on 20 shapes: within the limits.
+    let some: Vec<Res<'_>> = names[..100]
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (b.as_str(), "dynamic", (i % 20) as u64 + 1, "2"))
+        .collect();
+    replot("some", &report(&some, &[])).expect("100 backends on 20 shapes");
+}
