@@ -77,10 +77,12 @@ fn check_finite_mat(x: &MatRef<'_, f32>) -> Result<()> {
 
 /// `torch.aminmax` of a finite view: `None` when it has no elements.
 fn batch_min_max(x: &MatRef<'_, f32>) -> Result<Option<(f32, f32)>> {
-    check_finite_mat(x)?;
+    // Before any per-row loop: a view with no columns may still claim up to
+    // `usize::MAX` (empty) rows, and walking them would never end.
     if x.rows() == 0 || x.cols() == 0 {
         return Ok(None);
     }
+    check_finite_mat(x)?;
     let mut lo = f32::INFINITY;
     let mut hi = f32::NEG_INFINITY;
     for i in 0..x.rows() {

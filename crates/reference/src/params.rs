@@ -328,6 +328,11 @@ impl ActQParams {
     pub fn quantize_mat(&self, input: MatRef<'_, f32>, mut output: MatMut<'_, u8>) -> Result<()> {
         let inv = self.inverse_scale()?;
         check_same_shape(input.rows(), input.cols(), output.rows(), output.cols())?;
+        if input.cols() == 0 {
+            // No values (a 0-column view may claim up to usize::MAX empty rows: do not
+            // walk them).
+            return Ok(());
+        }
         for i in 0..input.rows() {
             if let Err(Error::NonFinite { index, .. }) = check_finite("input", input.row(i)) {
                 return Err(Error::NonFinite {
@@ -373,6 +378,10 @@ impl ActQParams {
     /// [`Error::Shape`] when the shapes differ.
     pub fn dequantize_mat(&self, input: MatRef<'_, u8>, mut output: MatMut<'_, f32>) -> Result<()> {
         check_same_shape(input.rows(), input.cols(), output.rows(), output.cols())?;
+        if input.cols() == 0 {
+            // No values; do not walk up to usize::MAX empty rows.
+            return Ok(());
+        }
         for i in 0..input.rows() {
             for (o, &q) in output.row_mut(i).iter_mut().zip(input.row(i)) {
                 *o = self.dequantize(q);
