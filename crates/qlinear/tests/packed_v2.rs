@@ -397,6 +397,15 @@ impl AsRef<[u8]> for Shifted {
     }
 }
 
+/// Leaks a buffer for `from_static`, keeping it reachable from a global so
+/// LeakSanitizer (the CI's ASan stage) does not report the deliberate leak.
+fn leak(s: Shifted) -> &'static Shifted {
+    static KEEP: std::sync::Mutex<Vec<&'static Shifted>> = std::sync::Mutex::new(Vec::new());
+    let leaked: &'static Shifted = Box::leak(Box::new(s));
+    KEEP.lock().unwrap().push(leaked);
+    leaked
+}
+
 #[test]
 fn borrowed_loads() {
     let mut rng = Rng::new(28);
@@ -434,11 +443,11 @@ fn borrowed_loads() {
         assert!(r.repacked && !r.zero_copy && !p.is_borrowed());
         assert_eq!(p.unpack(), w);
         // 'static bytes.
-        let leaked: &'static Shifted = Box::leak(Box::new(Shifted::new(&bytes, 0)));
+        let leaked = leak(Shifted::new(&bytes, 0));
         let (p, r) = PackedWeights::from_static(leaked.as_ref()).unwrap();
         assert!(r.zero_copy && p.is_borrowed());
         assert_eq!(p.unpack(), w);
-        let leaked: &'static Shifted = Box::leak(Box::new(Shifted::new(&bytes, 8)));
+        let leaked = leak(Shifted::new(&bytes, 8));
         let (p, r) = PackedWeights::from_static(leaked.as_ref()).unwrap();
         assert!(!r.zero_copy && !p.is_borrowed());
         assert_eq!(p.unpack(), w);
