@@ -479,10 +479,13 @@ fn text_style(size: f64, color: RGBColor, h: HPos, v: VPos) -> TextStyle<'static
         .pos(Pos::new(h, v))
 }
 
-/// An axis tick: `1000`, `10`, `0.25` (no trailing zeros, at most 3 decimals).
+/// An axis tick: `1000`, `10`, `0.25` (no trailing zeros, at most 3 decimals), `1e-5`
+/// below 0.001 (three decimals would print 0).
 fn tick(v: f64) -> String {
     if v >= 1.0 {
         format!("{v:.0}")
+    } else if v < 0.000_5 {
+        format!("{v:e}")
     } else {
         let s = format!("{v:.3}");
         s.trim_end_matches('0').trim_end_matches('.').to_string()
@@ -505,10 +508,13 @@ fn outline(a: (i32, i32), b: (i32, i32)) -> PathElement<(i32, i32)> {
     )
 }
 
-/// A bar's value label: `554`, `12`, `1.3`.
+/// A bar's value label: `554`, `12`, `1.3`, `6.0e-6` below 0.05 (one decimal would
+/// print 0.0).
 fn value(g: f64) -> String {
     if g >= 9.95 {
         format!("{g:.0}")
+    } else if g > 0.0 && g < 0.05 {
+        format!("{g:.1e}")
     } else {
         format!("{g:.1}")
     }
@@ -1057,6 +1063,11 @@ mod tests {
         assert_eq!(tick(1000.0), "1000");
         assert_eq!(tick(0.1), "0.1");
         assert_eq!(tick(0.25), "0.25");
+        assert_eq!(tick(0.001), "0.001");
+        assert_eq!(tick(1e-5), "1e-5");
+        assert_eq!(value(6e-6), "6.0e-6");
+        assert_eq!(value(0.05), "0.1");
+        assert_eq!(value(0.0), "0.0");
         let mut ys = [100, 105, 300];
         spread(&mut ys, 17, 0, 400);
         assert_eq!(ys, [100, 117, 300]);
