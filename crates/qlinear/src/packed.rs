@@ -373,9 +373,9 @@ impl PackedWeights {
     /// Parses and validates serialized packed weights for `backend`, copying them into
     /// an owned aligned buffer.
     ///
-    /// * `Backend::Auto` (with `QLINEAR_BACKEND` unset): the stored kernel when this CPU
-    ///   runs it, else another local kernel with the same layout `(nr, kr)`; the bytes
-    ///   are then used as they are. When no local kernel has the layout (bytes packed for
+    /// * `Backend::Auto` (with `QLINEAR_BACKEND` unset, blank or `auto`): the stored
+    ///   kernel when this CPU runs it, else another local kernel with the same layout
+    ///   `(nr, kr)`; the bytes are then used as they are. When no local kernel has the layout (bytes packed for
     ///   an ISA this CPU lacks, or for the reference), the weight is unpacked and packed
     ///   for the best local kernel.
     /// * A named backend (or `QLINEAR_BACKEND`): that backend's kernel, repacking when
@@ -457,8 +457,15 @@ fn engine_layout(e: Engine) -> PackedLayout {
 
 /// The engine that will run a file with this stored layout and kernel name.
 fn target_engine(stored: Option<(PackedLayout, &[u8])>, backend: Backend) -> Result<Engine> {
-    let env_set = std::env::var_os(BACKEND_ENV).is_some_and(|v| !v.is_empty());
-    if backend != Backend::Auto || env_set {
+    // Whether the variable overrides Auto, read as `resolve` reads it: blank or `auto`
+    // is no override (the stored kernel is kept); any other value, valid or not, is
+    // left to `resolve` (which reports an unknown or non-UTF-8 name).
+    let env_overrides = std::env::var_os(BACKEND_ENV).is_some_and(|v| {
+        v.to_str().is_none_or(|s| {
+            !s.trim().is_empty() && !matches!(s.parse::<Backend>(), Ok(Backend::Auto))
+        })
+    });
+    if backend != Backend::Auto || env_overrides {
         return resolve(backend);
     }
     if let Some((layout, name)) = stored {
