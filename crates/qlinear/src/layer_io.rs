@@ -116,13 +116,7 @@ impl Linear {
     where
         O: AsRef<[u8]> + Send + Sync + 'static,
     {
-        let owner = packed::shared(owner);
-        let bytes: &[u8] = (*owner).as_ref();
-        linear_from(packed::load(
-            bytes,
-            Backend::Auto,
-            Borrow::Shared(owner.clone()),
-        )?)
+        linear_from(packed::load_shared(owner, Backend::Auto)?)
     }
 
     /// Writes [`Linear::to_bytes`] to a file.
@@ -167,13 +161,7 @@ impl DynamicLinear {
     where
         O: AsRef<[u8]> + Send + Sync + 'static,
     {
-        let owner = packed::shared(owner);
-        let bytes: &[u8] = (*owner).as_ref();
-        dynamic_from(packed::load(
-            bytes,
-            Backend::Auto,
-            Borrow::Shared(owner.clone()),
-        )?)
+        dynamic_from(packed::load_shared(owner, Backend::Auto)?)
     }
 
     /// Writes [`DynamicLinear::to_bytes`] to a file.

@@ -75,6 +75,22 @@ fn output_len(m: usize, n: usize) -> Result<usize> {
         .ok_or(Error::Dimension("output size m * n overflows"))
 }
 
+/// The allocating `*_vec` conveniences: views `input` as `m` dense rows of `k`, runs
+/// `forward` into a fresh `m x n` buffer and returns it. The input view comes first: it
+/// bounds `m` by the input's length before any allocation is sized by it.
+fn forward_into_vec<T, U: Copy + Default>(
+    input: &[T],
+    m: usize,
+    k: usize,
+    n: usize,
+    forward: impl FnOnce(MatRef<'_, T>, MatMut<'_, U>) -> Result<()>,
+) -> Result<Vec<U>> {
+    let input = MatRef::dense(input, m, k)?;
+    let mut out = vec![U::default(); output_len(m, n)?];
+    forward(input, MatMut::dense(&mut out, m, n)?)?;
+    Ok(out)
+}
+
 /// Row sums of the activations when some weight zero point is non-zero, else empty.
 fn row_sums_if_needed(a: &MatRef<'_, u8>, wq: &WeightQParams) -> Vec<i32> {
     if wq.all_zero_points_zero() {
@@ -490,12 +506,9 @@ impl Linear {
 
     /// Allocating convenience: `input` holds `m` dense rows of `in_features` bytes.
     pub fn forward_vec(&self, input: &[u8], m: usize) -> Result<Vec<u8>> {
-        // The input view first: it bounds `m` by the input's length before any
-        // allocation is sized by it.
-        let input = MatRef::dense(input, m, self.packed.k)?;
-        let mut out = vec![0u8; output_len(m, self.packed.n)?];
-        self.forward(input, MatMut::dense(&mut out, m, self.packed.n)?)?;
-        Ok(out)
+        forward_into_vec(input, m, self.packed.k, self.packed.n, |x, y| {
+            self.forward(x, y)
+        })
     }
 
     /// f32 in, f32 out, exactly torch's `QuantStub -> Linear -> DeQuantStub` (eager
@@ -554,12 +567,9 @@ impl Linear {
     /// Allocating convenience for [`Linear::forward_f32`]: `input` holds `m` dense rows
     /// of `in_features` floats; returns `m` dense rows of `out_features`.
     pub fn forward_f32_vec(&self, input: &[f32], m: usize) -> Result<Vec<f32>> {
-        // The input view first: it bounds `m` by the input's length before any
-        // allocation is sized by it.
-        let input = MatRef::dense(input, m, self.packed.k)?;
-        let mut out = vec![0f32; output_len(m, self.packed.n)?];
-        self.forward_f32(input, MatMut::dense(&mut out, m, self.packed.n)?)?;
-        Ok(out)
+        forward_into_vec(input, m, self.packed.k, self.packed.n, |x, y| {
+            self.forward_f32(x, y)
+        })
     }
 
     /// The exact int8 weight and qparams (torch's `weight()` / unpack).
@@ -826,12 +836,9 @@ impl DynamicLinear {
 
     /// Allocating convenience: `input` holds `m` dense rows of `in_features` floats.
     pub fn forward_vec(&self, input: &[f32], m: usize) -> Result<Vec<f32>> {
-        // The input view first: it bounds `m` by the input's length before any
-        // allocation is sized by it.
-        let input = MatRef::dense(input, m, self.packed.k)?;
-        let mut out = vec![0f32; output_len(m, self.packed.n)?];
-        self.forward(input, MatMut::dense(&mut out, m, self.packed.n)?)?;
-        Ok(out)
+        forward_into_vec(input, m, self.packed.k, self.packed.n, |x, y| {
+            self.forward(x, y)
+        })
     }
 
     /// The exact int8 weight and qparams.

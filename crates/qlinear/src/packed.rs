@@ -412,9 +412,7 @@ impl PackedWeights {
     where
         O: AsRef<[u8]> + Send + Sync + 'static,
     {
-        let owner: Arc<dyn AsRef<[u8]> + Send + Sync> = owner;
-        let bytes: &[u8] = (*owner).as_ref();
-        load(bytes, backend, Borrow::Shared(owner.clone())).map(|(p, r, _)| (p, r))
+        load_shared(owner, backend).map(|(p, r, _)| (p, r))
     }
 }
 
@@ -487,11 +485,18 @@ fn target_engine(stored: Option<(PackedLayout, &[u8])>, backend: Backend) -> Res
 }
 
 /// Borrowing arguments for a shared owner: the owner as a trait object and its bytes.
-pub(crate) fn shared<O>(owner: Arc<O>) -> Arc<dyn AsRef<[u8]> + Send + Sync>
+/// [`load`] from a shared owner of the bytes, keeping a clone of the owner when the
+/// data is used in place.
+pub(crate) fn load_shared<O>(
+    owner: Arc<O>,
+    backend: Backend,
+) -> Result<(PackedWeights, LoadReport, Option<LayerRecord>)>
 where
     O: AsRef<[u8]> + Send + Sync + 'static,
 {
-    owner
+    let owner: Arc<dyn AsRef<[u8]> + Send + Sync> = owner;
+    let bytes: &[u8] = (*owner).as_ref();
+    load(bytes, backend, Borrow::Shared(owner.clone()))
 }
 
 /// The one loader behind every `from_*`: parse and validate, then use the bytes in
