@@ -46,12 +46,10 @@
 
 use core::arch::x86_64::*;
 
-use qlinear_reference::contract::{
-    DynamicEpilogue, GemmArgs, StaticEpilogue,
-};
+use qlinear_reference::contract::{DynamicEpilogue, GemmArgs, StaticEpilogue};
 
 use crate::blocking::{load_tail_u32, Tile, Tiles};
-use crate::isa::{avx512vnni_isa, detect, kernel_descriptor, target_fn};
+use crate::isa::kernel_descriptor;
 
 /// Rows of the register tile.
 pub const MR: usize = 8;
@@ -62,38 +60,41 @@ pub const KR: usize = 4;
 const VECS: usize = NR / 16;
 const K_GROUP_BYTES: usize = NR * KR;
 const _: () = assert!(MR * VECS + VECS < 32, "tile must fit the 32 zmm registers");
-const _: () = assert!(K_GROUP_BYTES == VECS * 64, "one k-group is VECS full zmm loads");
+const _: () = assert!(
+    K_GROUP_BYTES == VECS * 64,
+    "one k-group is VECS full zmm loads"
+);
 
-kernel_descriptor!(avx512vnni_isa {
+kernel_descriptor! {
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
+    features: crate::isa::AVX512VNNI,
     name: "avx512vnni/gemm_8x32c4",
     backend: "avx512vnni",
     mr: MR,
     nr: NR,
     kr: KR,
-});
+}
 
-avx512vnni_isa!(target_fn! {
-    /// Static entry point (see [`qlinear_reference::contract::GemmU8Fn`]).
-    ///
-    /// # Safety
-    /// The CPU supports AVX-512 F/BW/VL/VNNI; `args`, the packing and `epi` satisfy the
-    /// contract of [`qlinear_reference::contract::GemmU8Fn`].
-    unsafe fn gemm_u8(args: &GemmArgs<u8>, epi: &StaticEpilogue) {
-        // SAFETY: forwarded caller contract; the features are enabled in this function.
-        unsafe { drive(args, &StaticOut::new(epi)) }
-    }
-});
+/// Static entry point (see [`qlinear_reference::contract::GemmU8Fn`]).
+///
+/// # Safety
+/// The CPU supports AVX-512 F/BW/VL/VNNI; `args`, the packing and `epi` satisfy the
+/// contract of [`qlinear_reference::contract::GemmU8Fn`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
+unsafe fn gemm_u8(args: &GemmArgs<u8>, epi: &StaticEpilogue) {
+    // SAFETY: forwarded caller contract; the features are enabled in this function.
+    unsafe { drive(args, &StaticOut::new(epi)) }
+}
 
-avx512vnni_isa!(target_fn! {
-    /// Dynamic entry point (see [`qlinear_reference::contract::GemmF32Fn`]).
-    ///
-    /// # Safety
-    /// As for [`gemm_u8`].
-    unsafe fn gemm_f32(args: &GemmArgs<f32>, epi: &DynamicEpilogue) {
-        // SAFETY: forwarded caller contract; the features are enabled in this function.
-        unsafe { drive(args, &DynamicOut(epi)) }
-    }
-});
+/// Dynamic entry point (see [`qlinear_reference::contract::GemmF32Fn`]).
+///
+/// # Safety
+/// As for [`gemm_u8`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
+unsafe fn gemm_f32(args: &GemmArgs<f32>, epi: &DynamicEpilogue) {
+    // SAFETY: forwarded caller contract; the features are enabled in this function.
+    unsafe { drive(args, &DynamicOut(epi)) }
+}
 
 /// How a finished tile row becomes output: the static and dynamic epilogues. A tile
 /// loads its columns' parameters once (`columns`), then stores each row (`store`).
@@ -142,51 +143,53 @@ struct StaticCols {
     mult: [__m512; VECS],
 }
 
-avx512vnni_isa!(target_fn! {
 /// `raw = acc + col_offset - row_zp * row_sum` for one vector of 16 columns.
 ///
 /// # Safety
 /// AVX-512F enabled.
 #[inline]
-unsafe fn fold_raw(acc: __m512i, col_offset: __m512i, row_zp: __m512i, row_sum: Option<i32>) -> __m512i {
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
+unsafe fn fold_raw(
+    acc: __m512i,
+    col_offset: __m512i,
+    row_zp: __m512i,
+    row_sum: Option<i32>,
+) -> __m512i {
     let raw = _mm512_add_epi32(acc, col_offset);
     match row_sum {
         None => raw,
         Some(s) => _mm512_sub_epi32(raw, _mm512_mullo_epi32(row_zp, _mm512_set1_epi32(s))),
     }
 }
-});
 
-avx512vnni_isa!(target_fn! {
 /// 16 loads of `i32` at `p + n` as a vector.
 ///
 /// # Safety
 /// AVX-512F enabled; 16 readable values at `p + n`.
 #[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
 unsafe fn load_i32(p: &[i32], n: usize) -> __m512i {
     // SAFETY: the caller guarantees 16 readable entries at `n`.
     unsafe { _mm512_loadu_si512(p.as_ptr().add(n).cast()) }
 }
-});
 
-avx512vnni_isa!(target_fn! {
 /// 16 loads of `f32` at `p + n` as a vector.
 ///
 /// # Safety
 /// AVX-512F enabled; 16 readable values at `p + n`.
 #[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
 unsafe fn load_f32(p: &[f32], n: usize) -> __m512 {
     // SAFETY: the caller guarantees 16 readable entries at `n`.
     unsafe { _mm512_loadu_ps(p.as_ptr().add(n)) }
 }
-});
 
 impl Output for StaticOut<'_> {
     type T = u8;
     type Cols = StaticCols;
 
-    avx512vnni_isa!(target_fn! {
     #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
     unsafe fn columns(&self, n0: usize) -> StaticCols {
         let e = self.epi;
         // SAFETY: the epilogue arrays are padded to whole panels (>= n0 + NR entries).
@@ -200,10 +203,9 @@ impl Output for StaticOut<'_> {
             }
         }
     }
-    });
 
-    avx512vnni_isa!(target_fn! {
     #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
     unsafe fn store(
         &self,
         c: &StaticCols,
@@ -241,12 +243,18 @@ impl Output for StaticOut<'_> {
                 // Non-negative after the lower clamp, so the unsigned-saturating narrow
                 // (vpmovusdb) is the upper clamp at 255.
                 let q = _mm512_max_epi32(q, _mm512_set1_epi32(e.lo));
-                debug_assert!(masks[v] != 0, "pointer formed for a vector with no valid column");
-                _mm_mask_storeu_epi8(out_row.add(n0 + 16 * v).cast(), masks[v], _mm512_cvtusepi32_epi8(q));
+                debug_assert!(
+                    masks[v] != 0,
+                    "pointer formed for a vector with no valid column"
+                );
+                _mm_mask_storeu_epi8(
+                    out_row.add(n0 + 16 * v).cast(),
+                    masks[v],
+                    _mm512_cvtusepi32_epi8(q),
+                );
             }
         }
     }
-    });
 }
 
 struct DynamicOut<'a>(&'a DynamicEpilogue);
@@ -264,8 +272,8 @@ impl Output for DynamicOut<'_> {
     type T = f32;
     type Cols = DynamicCols;
 
-    avx512vnni_isa!(target_fn! {
     #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
     unsafe fn columns(&self, n0: usize) -> DynamicCols {
         let e = self.0;
         // SAFETY: the epilogue arrays are padded to whole panels (>= n0 + NR entries).
@@ -278,10 +286,9 @@ impl Output for DynamicOut<'_> {
             }
         }
     }
-    });
 
-    avx512vnni_isa!(target_fn! {
     #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
     unsafe fn store(
         &self,
         c: &DynamicCols,
@@ -314,12 +321,14 @@ impl Output for DynamicOut<'_> {
                     // maxps returns the second operand for NaN and for +-0: x > 0 ? x : +0.
                     out = _mm512_max_ps(out, _mm512_setzero_ps());
                 }
-                debug_assert!(masks[v] != 0, "pointer formed for a vector with no valid column");
+                debug_assert!(
+                    masks[v] != 0,
+                    "pointer formed for a vector with no valid column"
+                );
                 _mm512_mask_storeu_ps(out_row.add(n0 + 16 * v), masks[v], out);
             }
         }
     }
-    });
 }
 
 /// A one-row result in an `R`-row array (the GEMV path's result for `R = 1`).
@@ -342,7 +351,6 @@ fn column_masks(nc: usize) -> [__mmask16; VECS] {
     m
 }
 
-avx512vnni_isa!(target_fn! {
 /// The register tile: `R` rows x 32 columns over the whole of K. With `PREFETCH`, the
 /// panel at `next_panel` is prefetched towards L2 (two cache lines per k-group).
 ///
@@ -351,6 +359,7 @@ avx512vnni_isa!(target_fn! {
 /// `panel` points at a full packed panel for this `k` (and `next_panel` too when
 /// `PREFETCH`; prefetches never fault, but the address must be computable).
 #[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
 unsafe fn accumulate<const R: usize, const PREFETCH: bool>(
     a: *const u8,
     a_stride: usize,
@@ -416,15 +425,14 @@ unsafe fn accumulate<const R: usize, const PREFETCH: bool>(
         acc
     }
 }
-});
 
-avx512vnni_isa!(target_fn! {
 /// One row (GEMV): four k-groups in flight on separate accumulators, summed at the end,
 /// so the loop is bound by loads (the weight stream), not by `vpdpbusd` latency.
 ///
 /// # Safety
 /// As for [`accumulate`] with `R = 1`.
 #[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
 unsafe fn accumulate_row<const PREFETCH: bool>(
     a: *const u8,
     k: usize,
@@ -476,15 +484,14 @@ unsafe fn accumulate_row<const PREFETCH: bool>(
         [sum]
     }
 }
-});
 
-avx512vnni_isa!(target_fn! {
 /// Runs one tile of `R` rows and writes its outputs.
 ///
 /// # Safety
 /// AVX-512 VNNI enabled; `args` and the epilogue satisfy the kernel contract; `t` lies
 /// inside `args`.
 #[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
 unsafe fn run_tile<const R: usize, O: Output>(args: &GemmArgs<O::T>, o: &O, t: Tile) {
     // SAFETY: `t` is inside the call's rows/columns, so the row and panel pointers and
     // the output rows are inside the caller's buffers.
@@ -494,27 +501,44 @@ unsafe fn run_tile<const R: usize, O: Output>(args: &GemmArgs<O::T>, o: &O, t: T
         let panel = args.packed.add(t.panel * panel_bytes);
         let acc = match (R, t.prefetch_panel) {
             (1, None) => widen::<R>(accumulate_row::<false>(a, args.k, panel, panel)),
-            (1, Some(p)) => widen::<R>(accumulate_row::<true>(a, args.k, panel, args.packed.add(p * panel_bytes))),
+            (1, Some(p)) => widen::<R>(accumulate_row::<true>(
+                a,
+                args.k,
+                panel,
+                args.packed.add(p * panel_bytes),
+            )),
             (_, None) => accumulate::<R, false>(a, args.a_stride, args.k, panel, panel),
-            (_, Some(p)) => accumulate::<R, true>(a, args.a_stride, args.k, panel, args.packed.add(p * panel_bytes)),
+            (_, Some(p)) => accumulate::<R, true>(
+                a,
+                args.a_stride,
+                args.k,
+                panel,
+                args.packed.add(p * panel_bytes),
+            ),
         };
         let masks = column_masks(t.nc);
         let cols = o.columns(t.n0);
         for (r, acc) in acc.into_iter().enumerate() {
             let i = t.row + r;
             let row_sum = (!args.row_sums.is_null()).then(|| *args.row_sums.add(i));
-            o.store(&cols, acc, row_sum, t.n0, masks, args.out.add(i * args.out_stride));
+            o.store(
+                &cols,
+                acc,
+                row_sum,
+                t.n0,
+                masks,
+                args.out.add(i * args.out_stride),
+            );
         }
     }
 }
-});
 
-avx512vnni_isa!(target_fn! {
 /// The loop nest (see [`crate::blocking`]) with this kernel's tile.
 ///
 /// # Safety
 /// AVX-512 VNNI enabled; kernel contract on `args` / epilogue.
 #[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
 unsafe fn drive<O: Output>(args: &GemmArgs<O::T>, o: &O) {
     for t in Tiles::new(args.m, args.k, args.n_begin, args.n_end, MR, NR) {
         // SAFETY: `Tiles` yields tiles inside the call's range with 1 <= rows <= MR;
@@ -533,4 +557,3 @@ unsafe fn drive<O: Output>(args: &GemmArgs<O::T>, o: &O) {
         }
     }
 }
-});

@@ -12,6 +12,23 @@
 //! All three share the packed layout family "panels of NR columns, k-groups of 4"
 //! (see [`qlinear_reference::contract::PackedLayout`]) and the loop nest of
 //! `blocking` (private module). The list is empty on other architectures.
+//!
+//! ## Layout of the sources
+//!
+//! Every kernel file is ordinary Rust that `cargo fmt` formats: the modules are plain
+//! `pub mod` items (x86-64 only), and each function compiled for an ISA carries a plain
+//! `#[target_feature(enable = "...")]` with that ISA's feature list, which `isa` (private
+//! module) defines once per ISA and detects at runtime; its unit tests check that every
+//! such attribute in the kernel files equals its ISA's list. A file's `kernel_descriptor!`
+//! call generates its [`KernelDesc`] static, its runtime check and the dynamic-input
+//! helpers, and asserts at compile time that the attribute it is given equals the list it
+//! detects.
+//!
+//! Adding a kernel: a new file (its entry points `gemm_u8` / `gemm_f32` and a
+//! `kernel_descriptor!` call; a new ISA also gets its list in `isa`, and a new feature
+//! name its line in `isa`'s detection `match`), its `pub mod` line
+//! below, one name in the `kernel_registry!` call (which builds [`kernels()`] and the
+//! kernel test `registry_tests::<name>`), and its file in `isa`'s attribute test.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 use qlinear_reference::contract::KernelDesc;
@@ -31,13 +48,21 @@ mod pack;
 #[cfg(all(test, target_arch = "x86_64"))]
 mod testing;
 
-/// The kernel registry: one line per kernel, best first. Generates the modules,
-/// [`kernels()`] and one kernel-level test per kernel (the criterion benches and the
-/// API's backend tests iterate [`kernels()`]).
-macro_rules! kernel_registry {
-    ($($(#[$meta:meta])* $module:ident),* $(,)?) => {
-        $( $(#[$meta])* #[cfg(target_arch = "x86_64")] pub mod $module; )*
+#[cfg(target_arch = "x86_64")]
+pub mod avx512vnni;
 
+#[cfg(target_arch = "x86_64")]
+pub mod avxvnni;
+
+#[cfg(target_arch = "x86_64")]
+pub mod avx2;
+
+/// The kernel registry: one line per kernel module, best first. Generates [`kernels()`]
+/// and one kernel-level test per kernel, `registry_tests::<module>` (the criterion
+/// benches and the API's backend tests iterate [`kernels()`]). The modules themselves are
+/// ordinary `pub mod` items above, so that `cargo fmt` formats them.
+macro_rules! kernel_registry {
+    ($($module:ident),* $(,)?) => {
         /// One kernel-level test per registered kernel.
         #[cfg(all(test, target_arch = "x86_64"))]
         mod registry_tests {
