@@ -64,7 +64,7 @@ use core::arch::asm;
 
 use qlinear_reference::contract::{GemmArgs, KernelDesc, PackedLayout};
 
-use crate::common::{drive, Tile, load_partial_u8x16, zero_acc, Acc, Epilogue, NR};
+use crate::common::{drive, load_partial_u8x16, zero_acc, Acc, Epilogue, Tile, NR};
 
 /// Rows of the register tile.
 pub const MR: usize = 4;
@@ -120,7 +120,14 @@ struct Tiles {
 
 impl Tile for Tiles {
     #[inline(always)]
-    unsafe fn tile(&mut self, a: *const u8, rows: usize, panel: *const u8, _first: bool, acc: &mut [Acc; 4]) {
+    unsafe fn tile(
+        &mut self,
+        a: *const u8,
+        rows: usize,
+        panel: *const u8,
+        _first: bool,
+        acc: &mut [Acc; 4],
+    ) {
         let (k, lda) = (self.k, self.lda);
         // SAFETY: forwarded from the trait's contract.
         unsafe {
@@ -140,7 +147,13 @@ impl Tile for Tiles {
 /// NEON + i8mm; rows `a + r * lda .. + k` (r < R) readable; `w` is a c8 panel of
 /// `round_up(k, 8) * 16` bytes.
 #[inline(always)]
-unsafe fn tile<const R: usize>(a: *const u8, lda: usize, k: usize, w: *const u8, out: &mut [Acc; 4]) {
+unsafe fn tile<const R: usize>(
+    a: *const u8,
+    lda: usize,
+    k: usize,
+    w: *const u8,
+    out: &mut [Acc; 4],
+) {
     // c[p][j]: row pair p, column pair j.
     let mut c = [[zero_acc()[0]; COL_PAIRS]; PAIRS];
     let pairs = R.div_ceil(2);
@@ -206,7 +219,12 @@ unsafe fn tile<const R: usize>(a: *const u8, lda: usize, k: usize, w: *const u8,
 /// # Safety
 /// NEON + i8mm; the 128 bytes at `wg` are readable.
 #[inline(always)]
-unsafe fn group(c: &mut [[int32x4_t; COL_PAIRS]; PAIRS], pairs: usize, wg: *const u8, a: &[uint8x16_t; PAIRS]) {
+unsafe fn group(
+    c: &mut [[int32x4_t; COL_PAIRS]; PAIRS],
+    pairs: usize,
+    wg: *const u8,
+    a: &[uint8x16_t; PAIRS],
+) {
     // SAFETY: the caller guarantees the k-group is inside the panel, and i8mm.
     unsafe {
         for j in 0..COL_PAIRS {

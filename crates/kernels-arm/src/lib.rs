@@ -15,8 +15,16 @@
 //!
 //! The crate is empty on other architectures: [`kernels`] returns an empty slice.
 //!
-//! Adding a kernel is one file plus one name in the `kernel_registry!` invocation below,
-//! which generates the module declaration, the kernel table and the per-kernel tests.
+//! Every source file is ordinary Rust that `cargo fmt` formats: the kernel modules are
+//! plain `pub mod` items (aarch64 only). Each kernel file's `entry_points!` call takes its
+//! feature list once (e.g. `["neon", "dotprod"]`) and generates from it both the
+//! `#[target_feature]` entry points `gemm_u8` / `gemm_f32` and `is_supported`'s
+//! `is_aarch64_feature_detected!` checks, so the two cannot disagree; the rest of the
+//! kernel is `#[inline(always)]` code inlined into those entry points.
+//!
+//! Adding a kernel: a new file (its `DESC`, an `entry_points!` call and the body it
+//! names), its `pub mod` line in this file, and one name in the `kernel_registry!`
+//! invocation below, which builds the kernel table and the per-kernel tests.
 #![cfg_attr(not(target_arch = "aarch64"), allow(unused))]
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
@@ -65,15 +73,24 @@ macro_rules! entry_points {
     };
 }
 
-/// The kernel registry: declares each kernel module, builds [`kernels`]'s table (in the
-/// order given, which must be best first) and generates each kernel's test module.
+#[cfg(target_arch = "aarch64")]
+mod common;
+#[cfg(all(test, target_arch = "aarch64"))]
+mod testing;
+
+#[cfg(target_arch = "aarch64")]
+pub mod i8mm;
+#[cfg(target_arch = "aarch64")]
+pub mod neon;
+#[cfg(target_arch = "aarch64")]
+pub mod neondot;
+
+/// The kernel registry: builds [`kernels`]'s table from the kernel modules named (in the
+/// order given, which must be best first) and generates each kernel's test module,
+/// `kernel_tests::<module>`. The modules themselves are the ordinary `pub mod` items
+/// above, so that `cargo fmt` formats them.
 macro_rules! kernel_registry {
     ($($module:ident),+ $(,)?) => {
-        $(
-            #[cfg(target_arch = "aarch64")]
-            pub mod $module;
-        )+
-
         #[cfg(target_arch = "aarch64")]
         static KERNELS: &[KernelDesc] = &[$($module::DESC),+];
         #[cfg(not(target_arch = "aarch64"))]
@@ -122,11 +139,6 @@ macro_rules! kernel_registry {
         }
     };
 }
-
-#[cfg(target_arch = "aarch64")]
-mod common;
-#[cfg(all(test, target_arch = "aarch64"))]
-mod testing;
 
 kernel_registry!(i8mm, neondot, neon);
 

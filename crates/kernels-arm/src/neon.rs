@@ -53,7 +53,7 @@ use core::arch::aarch64::*;
 
 use qlinear_reference::contract::{GemmArgs, KernelDesc, PackedLayout};
 
-use crate::common::{drive, Tile, zero_acc, Acc, Epilogue, NR};
+use crate::common::{drive, zero_acc, Acc, Epilogue, Tile, NR};
 
 /// Rows of the register tile.
 pub const MR: usize = 4;
@@ -69,7 +69,10 @@ const _: () = assert!(LIVE_REGS == 22 && LIVE_REGS <= 32);
 const _: () = assert!(MR <= 4 && NR == 16);
 // Exactness: the largest product magnitude fits the i16 operands of smlal, and the
 // largest sum over the contract's K limit fits i32.
-const _: () = assert!(255 * 128 <= i16::MAX as i64 && 255 * 128 * (qlinear_reference::K_LIMIT as i64) < i32::MAX as i64);
+const _: () = assert!(
+    255 * 128 <= i16::MAX as i64
+        && 255 * 128 * (qlinear_reference::K_LIMIT as i64) < i32::MAX as i64
+);
 
 entry_points!(["neon"], gemm);
 
@@ -110,7 +113,14 @@ struct Tiles {
 
 impl Tile for Tiles {
     #[inline(always)]
-    unsafe fn tile(&mut self, a: *const u8, rows: usize, panel: *const u8, _first: bool, acc: &mut [Acc; 4]) {
+    unsafe fn tile(
+        &mut self,
+        a: *const u8,
+        rows: usize,
+        panel: *const u8,
+        _first: bool,
+        acc: &mut [Acc; 4],
+    ) {
         let (k, lda) = (self.k, self.lda);
         // SAFETY: forwarded from the trait's contract.
         unsafe {
@@ -129,7 +139,13 @@ impl Tile for Tiles {
 /// # Safety
 /// NEON; rows `a + r * lda .. + k` (r < R) readable; `w` is a `k x 16` c1 panel.
 #[inline(always)]
-unsafe fn tile<const R: usize>(a: *const u8, lda: usize, k: usize, w: *const u8, out: &mut [Acc; 4]) {
+unsafe fn tile<const R: usize>(
+    a: *const u8,
+    lda: usize,
+    k: usize,
+    w: *const u8,
+    out: &mut [Acc; 4],
+) {
     let mut c: [Acc; R] = [zero_acc(); R];
     let mut kk = 0;
     // SAFETY: activation loads stay inside the rows (kk + 8 <= k, then single bytes with

@@ -71,7 +71,7 @@ use core::arch::asm;
 
 use qlinear_reference::contract::{GemmArgs, KernelDesc, PackedLayout};
 
-use crate::common::{drive, Tile, load_partial_u8x16, zero_acc, Acc, Epilogue, NR};
+use crate::common::{drive, load_partial_u8x16, zero_acc, Acc, Epilogue, Tile, NR};
 
 /// Rows of the register tile.
 pub const MR: usize = 4;
@@ -135,7 +135,14 @@ struct Tiles {
 
 impl Tile for Tiles {
     #[inline(always)]
-    unsafe fn tile(&mut self, a: *const u8, rows: usize, panel: *const u8, first: bool, acc: &mut [Acc; 4]) {
+    unsafe fn tile(
+        &mut self,
+        a: *const u8,
+        rows: usize,
+        panel: *const u8,
+        first: bool,
+        acc: &mut [Acc; 4],
+    ) {
         let (k, lda, corr) = (self.k, self.lda, &mut self.corr);
         // SAFETY: forwarded from the trait's contract; `first` tiles run before the
         // panel's other tiles, so `corr` is this panel's when `SUM` is false.
@@ -194,7 +201,10 @@ unsafe fn tile<const R: usize, const SUM: bool>(
             let rem = k - kk;
             let mut av = [vdupq_n_s8(0); R];
             for (r, v) in av.iter_mut().enumerate() {
-                *v = vreinterpretq_s8_u8(veorq_u8(load_partial_u8x16(a.add(r * lda + kk), rem), flip));
+                *v = vreinterpretq_s8_u8(veorq_u8(
+                    load_partial_u8x16(a.add(r * lda + kk), rem),
+                    flip,
+                ));
             }
             let wg = w.add(kk * NR);
             let groups = rem.div_ceil(KR);
