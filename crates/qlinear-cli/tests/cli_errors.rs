@@ -3,7 +3,7 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// What a finished run left behind.
@@ -14,21 +14,8 @@ struct Run {
     elapsed: Duration,
 }
 
-/// The command that runs the `qlinear` binary: the binary itself, or, when the tests
-/// are cross-run under an emulator, the runner named by `QLINEAR_CLI_RUNNER` (e.g.
-/// `qemu-aarch64 -L /usr/aarch64-linux-gnu -cpu max`, set by `.ci/arm.sh`) followed by it.
-fn qlinear_command() -> Command {
-    let bin = env!("CARGO_BIN_EXE_qlinear");
-    match std::env::var("QLINEAR_CLI_RUNNER") {
-        Ok(runner) if !runner.trim().is_empty() => {
-            let mut words = runner.split_whitespace();
-            let mut cmd = Command::new(words.next().expect("non-empty runner"));
-            cmd.args(words).arg(bin);
-            cmd
-        }
-        _ => Command::new(bin),
-    }
-}
+mod common;
+use common::qlinear_command;
 
 /// Runs `qlinear args...`, killing it after `limit`.
 fn qlinear(args: &[&str], limit: Duration) -> Run {

@@ -2,58 +2,10 @@
 //! saved report is byte for byte the plot the bench wrote, and bad input is a one-line
 //! error with exit code 2.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
 
-/// The `qlinear` binary, behind `QLINEAR_CLI_RUNNER` when set (an emulator, see
-/// tests/cli_errors.rs).
-fn qlinear(args: &[&str]) -> Output {
-    let bin = env!("CARGO_BIN_EXE_qlinear");
-    let mut cmd = match std::env::var("QLINEAR_CLI_RUNNER") {
-        Ok(runner) if !runner.trim().is_empty() => {
-            let mut words = runner.split_whitespace();
-            let mut cmd = Command::new(words.next().expect("non-empty runner"));
-            cmd.args(words).arg(bin);
-            cmd
-        }
-        _ => Command::new(bin),
-    };
-    cmd.args(args)
-        .env_remove("QLINEAR_BACKEND")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run qlinear")
-}
-
-/// A fresh temporary directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let dir = std::env::temp_dir().join(format!(
-            "qlinear-plot-test-{}-{nanos}-{tag}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        TempDir(dir)
-    }
-    fn file(&self, name: &str) -> String {
-        self.0.join(name).to_str().expect("utf-8 path").to_string()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+mod common;
+use common::{run_qlinear as qlinear, stderr, TempDir};
 
 #[test]
 fn replot_from_json_matches_the_bench_plot() {

@@ -2,52 +2,8 @@
 //! tiny GMAC/s, huge shapes, peaks far off the bars) draw a plot or give a one-line
 //! error with exit code 2; they never panic.
 
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
-
-fn qlinear(args: &[&str]) -> Output {
-    let bin = env!("CARGO_BIN_EXE_qlinear");
-    let mut cmd = match std::env::var("QLINEAR_CLI_RUNNER") {
-        Ok(runner) if !runner.trim().is_empty() => {
-            let mut words = runner.split_whitespace();
-            let mut cmd = Command::new(words.next().expect("non-empty runner"));
-            cmd.args(words).arg(bin);
-            cmd
-        }
-        _ => Command::new(bin),
-    };
-    cmd.args(args)
-        .env_remove("QLINEAR_BACKEND")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run qlinear")
-}
-
-/// A fresh temporary directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let dir = std::env::temp_dir().join(format!(
-            "qlinear-review-plot-{}-{nanos}-{tag}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        TempDir(dir)
-    }
-    fn file(&self, name: &str) -> String {
-        self.0.join(name).to_str().expect("utf-8 path").to_string()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+mod common;
+use common::{run_qlinear as qlinear, stderr, TempDir};
 
 /// `(backend, mode, m, gmacs)` of one result (gmacs as JSON text).
 type Res<'a> = (&'a str, &'a str, u64, &'a str);
@@ -83,7 +39,7 @@ fn replot(tag: &str, json: &str) -> Result<String, String> {
     let (input, out) = (dir.file("r.json"), dir.file("r.svg"));
     std::fs::write(&input, json).expect("write report");
     let run = qlinear(&["plot", "--json", &input, "--out", &out]);
-    let err = String::from_utf8_lossy(&run.stderr).into_owned();
+    let err = stderr(&run);
     match run.status.code() {
         Some(0) => {
             let svg = std::fs::read_to_string(&out).expect("the plot was written");
