@@ -526,7 +526,7 @@ pub(crate) fn load(
                 Borrow::Shared(owner) if aligned => PackedData::Shared { owner, offset, len },
                 _ => {
                     let mut buf = AlignedBytes::with_capacity(64, len);
-                    packed_format::advise_huge_pages(buf.as_mut_ptr(), buf.capacity());
+                    crate::packing::advise_spare_capacity(&mut buf);
                     buf.extend_from_slice(parsed.data);
                     PackedData::Owned(buf)
                 }

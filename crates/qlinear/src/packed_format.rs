@@ -83,6 +83,8 @@
 
 pub use qlinear_reference::contract::PackedLayout;
 use qlinear_reference::params::check_layer_dims;
+
+use crate::packing::{advise_huge_pages, advise_spare_capacity};
 use qlinear_reference::{ActQParams, Error, Profile, Result, WeightQParams};
 
 /// The four magic bytes that start every packed-weights file.
@@ -239,7 +241,7 @@ pub(crate) fn write(p: &WriteParts<'_>, layer: Option<&LayerRecord>) -> Vec<u8> 
     )
     .expect("a packing in memory has sizes that fit usize");
     let mut out = Vec::with_capacity(g.file_len);
-    advise_huge_pages(out.as_mut_ptr(), out.capacity());
+    advise_huge_pages(out.spare_capacity_mut());
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
     out.extend_from_slice(&(p.n as u64).to_le_bytes());
@@ -720,7 +722,7 @@ pub(crate) fn check_data(
     let mut acc16 = vec![0i16; w];
     if let Some(s) = sink.as_deref_mut() {
         s.reserve(data.len());
-        advise_huge_pages(s.as_mut_ptr(), s.capacity());
+        advise_spare_capacity(s);
     }
     // Sub-blocks of 256 chunks of `w` bytes (16 or 32 KiB): summed, then copied from L1.
     let block = w * 256;
@@ -828,27 +830,6 @@ fn lane_sums_portable(panel: &[u8], acc: &mut [i32], acc16: &mut [i16]) {
         *a += b as i8 as i32;
     }
 }
-
-/// Asks Linux to back the big buffer at `[ptr, ptr + len)` with transparent huge pages
-/// before its first touch (a 56 MiB buffer otherwise takes 14,336 page faults, which
-/// cost more than the copy). Only whole 2 MiB-aligned huge pages inside the range are
-/// advised; advisory, the result is ignored.
-#[cfg(all(target_os = "linux", not(miri)))]
-pub(crate) fn advise_huge_pages(ptr: *mut u8, len: usize) {
-    const HUGE: usize = 2 << 20;
-    let begin = ptr as usize;
-    let start = begin.next_multiple_of(HUGE);
-    let end = (begin + len) & !(HUGE - 1);
-    if end > start {
-        // SAFETY: [start, end) lies inside the caller's allocation (`len` bytes at
-        // `ptr`, the capacity of a buffer it owns); MADV_HUGEPAGE only changes how the
-        // kernel backs those pages, never their contents or the program's view of them.
-        unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE) };
-    }
-}
-
-#[cfg(not(all(target_os = "linux", not(miri))))]
-pub(crate) fn advise_huge_pages(_ptr: *mut u8, _len: usize) {}
 
 #[inline(always)]
 fn lane_sums_fixed<const W: usize>(panel: &[u8], acc: &mut [i32]) {

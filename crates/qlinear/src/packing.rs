@@ -204,7 +204,7 @@ fn as_bytes(w: &[i8]) -> &[u8] {
 /// pass, or on kernels without THP, where it changes nothing). Skipped under Miri, which
 /// does not model the call, and for buffers that cannot hold one aligned huge page.
 #[cfg(all(target_os = "linux", not(miri)))]
-fn advise_huge_pages(buf: &mut [MaybeUninit<u8>]) {
+pub(crate) fn advise_huge_pages(buf: &mut [MaybeUninit<u8>]) {
     const HUGE_PAGE: usize = 2 << 20;
     if buf.len() < 2 * HUGE_PAGE {
         return;
@@ -230,7 +230,21 @@ fn advise_huge_pages(buf: &mut [MaybeUninit<u8>]) {
 }
 
 #[cfg(not(all(target_os = "linux", not(miri))))]
-fn advise_huge_pages(_buf: &mut [MaybeUninit<u8>]) {}
+pub(crate) fn advise_huge_pages(_buf: &mut [MaybeUninit<u8>]) {}
+
+/// [`advise_huge_pages`] for the unused capacity of `buf` (call it on a fresh buffer,
+/// before it is filled).
+pub(crate) fn advise_spare_capacity(buf: &mut AlignedBytes) {
+    let (len, capacity) = (buf.len(), buf.capacity());
+    // SAFETY: the allocation holds `capacity` bytes at `as_mut_ptr()`, of which the
+    // first `len` are initialized; the slice covers the other `capacity - len` as
+    // `MaybeUninit<u8>` (no validity requirement) and borrows `buf` mutably while it
+    // lives, as `Vec::spare_capacity_mut` does.
+    let spare: &mut [MaybeUninit<u8>] = unsafe {
+        core::slice::from_raw_parts_mut(buf.as_mut_ptr().add(len).cast(), capacity - len)
+    };
+    advise_huge_pages(spare);
+}
 
 #[cfg(test)]
 mod tests {
