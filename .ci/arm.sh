@@ -38,7 +38,7 @@ if ! command -v qemu-aarch64 >/dev/null || ! command -v aarch64-linux-gnu-gcc >/
         qemu-user gcc-aarch64-linux-gnu libc6-dev-arm64-cross
 fi
 rustup target add "$TARGET"
-qemu-aarch64 --version | head -n 1
+qemu-aarch64 --version | sed -n 1p  # sed reads it all: no SIGPIPE under pipefail
 
 runner_for() { echo "qemu-aarch64 -L $SYSROOT -cpu $1"; }
 
