@@ -1,0 +1,305 @@
+//! The one place where the encoder's `nn.Linear` layers are built, and the f32 GEMM.
+//!
+//! [`make_linear`] turns a checkpoint's f32 weight and bias into a [`Layer`]: a
+//! [`qlinear::DynamicLinear`] (int8 weights, activations quantized per call, as torch's
+//! `nn.quantized.dynamic.Linear`) or, for the `--f32` baseline, the same product in
+//! f32 through `matrixmultiply::sgemm`. Every one of the encoder's 36 linear layers
+//! goes through it, so a new way of building quantized layers lands here only.
+
+use crate::{Error, Result};
+use qlinear::{DynamicLinear, MatMut, MatRef, Observer};
+
+/// How the encoder's linear layers compute.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Precision {
+    /// f32 weights, f32 GEMM (`matrixmultiply::sgemm`): the baseline.
+    F32,
+    /// qlinear int8: weights quantized once by `observer`, activations per call.
+    Int8 {
+        /// Weight quantization (per channel or per tensor, symmetric).
+        observer: Observer,
+        /// torch's `reduce_range`: activations on [0, 127] instead of [0, 255].
+        reduce_range: bool,
+        // SEAM(per-row): when `DynamicLinearBuilder::input_quantization` lands, add
+        // `input_quantization: qlinear::InputQuantization` here and pass it on in
+        // `make_linear` (one builder call); `Settings::label` names it.
+    },
+}
+
+/// Settings for building an encoder: the precision of its linear layers and threads.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Settings {
+    /// f32 or int8 (and how).
+    pub precision: Precision,
+    /// Worker threads of each qlinear layer (0 = all of rayon's pool). The f32 GEMM
+    /// (`matrixmultiply` without its `threading` feature) always runs on one thread.
+    pub threads: usize,
+}
+
+impl Settings {
+    /// qlinear's defaults here: per-channel symmetric weights, full-range activations.
+    pub fn int8() -> Self {
+        Settings {
+            precision: Precision::Int8 {
+                observer: Observer::PER_CHANNEL_SYMMETRIC,
+                reduce_range: false,
+            },
+            threads: 1,
+        }
+    }
+
+    /// torch's defaults for `quantize_dynamic` on fbgemm: per-tensor symmetric weights,
+    /// reduced-range activations.
+    pub fn int8_torch_default() -> Self {
+        Settings {
+            precision: Precision::Int8 {
+                observer: Observer::PER_TENSOR_SYMMETRIC,
+                reduce_range: true,
+            },
+            threads: 1,
+        }
+    }
+
+    /// The f32 baseline.
+    pub fn f32() -> Self {
+        Settings {
+            precision: Precision::F32,
+            threads: 1,
+        }
+    }
+
+    /// The same settings with `threads` worker threads.
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        self.threads = threads;
+        self
+    }
+
+    /// A short name: `f32`, `int8-per-channel`, `int8-per-tensor-reduce-range`, ...
+    pub fn label(&self) -> String {
+        match self.precision {
+            Precision::F32 => "f32".to_string(),
+            Precision::Int8 {
+                observer,
+                reduce_range,
+            } => {
+                let granularity = if observer == Observer::PER_CHANNEL_SYMMETRIC {
+                    "per-channel"
+                } else if observer == Observer::PER_TENSOR_SYMMETRIC {
+                    "per-tensor"
+                } else {
+                    "custom-observer"
+                };
+                let rr = if reduce_range { "-reduce-range" } else { "" };
+                format!("int8-{granularity}{rr}")
+            }
+        }
+    }
+}
+
+/// An f32 linear layer: `y = x W^T + b` with `W` as stored by torch (`[out, in]`).
+#[derive(Debug, Clone)]
+pub struct F32Linear {
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+    out_features: usize,
+    in_features: usize,
+}
+
+/// One of the encoder's linear layers.
+#[derive(Debug, Clone)]
+pub enum Layer {
+    /// qlinear's dynamic int8 layer.
+    Int8(DynamicLinear),
+    /// The f32 baseline.
+    F32(F32Linear),
+}
+
+impl Layer {
+    /// `y[m, out] = x[m, in] W^T + b`, dense row-major buffers.
+    pub fn forward(&self, x: &[f32], m: usize, y: &mut [f32]) -> Result<()> {
+        match self {
+            Layer::Int8(layer) => {
+                let (k, n) = (layer.packed().in_features(), layer.packed().out_features());
+                let input = MatRef::dense(&x[..m * k], m, k)?;
+                let output = MatMut::dense(&mut y[..m * n], m, n)?;
+                layer.forward(input, output)?;
+            }
+            Layer::F32(l) => {
+                let (k, n) = (l.in_features, l.out_features);
+                for row in y[..m * n].chunks_exact_mut(n) {
+                    row.copy_from_slice(&l.bias);
+                }
+                // x: m x k row-major; W^T: element (kk, j) = W[j * k + kk].
+                sgemm(
+                    (m, k, n),
+                    1.0,
+                    Operand::new(&x[..m * k], 0, k, 1),
+                    Operand::new(&l.weight, 0, 1, k),
+                    1.0,
+                    (&mut y[..m * n], 0, n, 1),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Output features.
+    pub fn out_features(&self) -> usize {
+        match self {
+            Layer::Int8(l) => l.packed().out_features(),
+            Layer::F32(l) => l.out_features,
+        }
+    }
+}
+
+/// Builds one linear layer (torch `nn.Linear(in_features, out_features)`, weight
+/// `[out, in]` row-major) with `settings`. `name` is the checkpoint prefix, for errors.
+///
+/// SEAM(safetensors): a checkpoint that already holds qlinear-quantized layers
+/// (`DynamicLinear::from_safetensors`, `qlinear quantize`) will not go through here
+/// with f32 weights; `Checkpoint::linear` in `encoder.rs` is where such a file's
+/// layers get loaded instead, under the same names.
+pub fn make_linear(
+    name: &str,
+    weight: Vec<f32>,
+    out_features: usize,
+    in_features: usize,
+    bias: Vec<f32>,
+    settings: &Settings,
+) -> Result<Layer> {
+    let qerr = |source| Error::Qlinear {
+        layer: name.to_string(),
+        source,
+    };
+    match settings.precision {
+        Precision::F32 => Ok(Layer::F32(F32Linear {
+            weight,
+            bias,
+            out_features,
+            in_features,
+        })),
+        Precision::Int8 {
+            observer,
+            reduce_range,
+        } => {
+            let layer = DynamicLinear::from_float(&weight, out_features, in_features, observer)
+                .map_err(qerr)?
+                .bias(bias)
+                .reduce_range(reduce_range)
+                .threads(settings.threads)
+                .build()
+                .map_err(qerr)?;
+            Ok(Layer::Int8(layer))
+        }
+    }
+}
+
+/// A strided read-only matrix operand: `data[offset + i * row_stride + j * col_stride]`.
+#[derive(Clone, Copy)]
+pub(crate) struct Operand<'a> {
+    data: &'a [f32],
+    offset: usize,
+    row_stride: usize,
+    col_stride: usize,
+}
+
+impl<'a> Operand<'a> {
+    pub(crate) fn new(
+        data: &'a [f32],
+        offset: usize,
+        row_stride: usize,
+        col_stride: usize,
+    ) -> Self {
+        Operand {
+            data,
+            offset,
+            row_stride,
+            col_stride,
+        }
+    }
+}
+
+/// Index one past the last element a `rows x cols` strided view touches.
+fn extent(offset: usize, rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
+    if rows == 0 || cols == 0 {
+        offset
+    } else {
+        offset + (rows - 1) * rs + (cols - 1) * cs + 1
+    }
+}
+
+/// `C = alpha * A B + beta * C` for strided `A` (m x k), `B` (k x n), `C` (m x n):
+/// a bounds-checked wrapper of `matrixmultiply::sgemm` (AVX2/FMA picked at runtime).
+/// `c` is `(data, offset, row_stride, col_stride)`.
+pub(crate) fn sgemm(
+    (m, k, n): (usize, usize, usize),
+    alpha: f32,
+    a: Operand<'_>,
+    b: Operand<'_>,
+    beta: f32,
+    c: (&mut [f32], usize, usize, usize),
+) {
+    let (c_data, c_off, rsc, csc) = c;
+    assert!(extent(a.offset, m, k, a.row_stride, a.col_stride) <= a.data.len());
+    assert!(extent(b.offset, k, n, b.row_stride, b.col_stride) <= b.data.len());
+    assert!(extent(c_off, m, n, rsc, csc) <= c_data.len());
+    if m == 0 || n == 0 {
+        return;
+    }
+    let s = |v: usize| isize::try_from(v).expect("stride fits isize");
+    // SAFETY: the asserts above keep every element that sgemm reads (A, B) or writes
+    // (C) inside its slice; `c_data` is borrowed mutably, so C aliases neither A nor B;
+    // the offsets are in bounds (or the view is empty and sgemm returns early above).
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            alpha,
+            a.data.as_ptr().add(a.offset),
+            s(a.row_stride),
+            s(a.col_stride),
+            b.data.as_ptr().add(b.offset),
+            s(b.row_stride),
+            s(b.col_stride),
+            beta,
+            c_data.as_mut_ptr().add(c_off),
+            s(rsc),
+            s(csc),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn f32_and_int8_layers_agree_roughly() {
+        let (out_f, in_f, m) = (7, 13, 5);
+        let w: Vec<f32> = (0..out_f * in_f).map(|i| (i as f32 * 0.37).sin()).collect();
+        let b: Vec<f32> = (0..out_f).map(|i| i as f32 * 0.1 - 0.3).collect();
+        let x: Vec<f32> = (0..m * in_f).map(|i| (i as f32 * 0.11).cos()).collect();
+        // Naive reference.
+        let mut want = vec![0f32; m * out_f];
+        for i in 0..m {
+            for j in 0..out_f {
+                let dot: f32 = (0..in_f).map(|t| x[i * in_f + t] * w[j * in_f + t]).sum();
+                want[i * out_f + j] = dot + b[j];
+            }
+        }
+        for settings in [Settings::f32(), Settings::int8()] {
+            let layer = make_linear("t", w.clone(), out_f, in_f, b.clone(), &settings).unwrap();
+            let mut y = vec![0f32; m * out_f];
+            layer.forward(&x, m, &mut y).unwrap();
+            let tol = if settings.precision == Precision::F32 {
+                1e-4
+            } else {
+                0.1
+            };
+            for (g, e) in y.iter().zip(&want) {
+                assert!((g - e).abs() < tol, "{}: {g} vs {e}", settings.label());
+            }
+        }
+    }
+}
