@@ -223,7 +223,8 @@ fn bench(runs: &[Run], sentences: &[&str], n: usize) -> Result<(), Box<dyn std::
         let batch = r.embedder.tokenize(sentences)?;
         let mut stats = minilm::EncodeStats::default();
         r.embedder.encode(&batch, &mut stats)?; // warm-up
-        let (mut total, mut linear, mut attention, mut tok) = (vec![], vec![], vec![], vec![]);
+        let (mut total, mut linear, mut attention, mut gelu, mut tok) =
+            (vec![], vec![], vec![], vec![], vec![]);
         for _ in 0..n {
             let t = Instant::now();
             let b = r.embedder.tokenize(sentences)?;
@@ -233,18 +234,25 @@ fn bench(runs: &[Run], sentences: &[&str], n: usize) -> Result<(), Box<dyn std::
             total.push(s.total.as_secs_f64());
             linear.push(s.linear.as_secs_f64());
             attention.push(s.attention.as_secs_f64());
+            gelu.push(s.gelu.as_secs_f64());
         }
-        let (t, l, a) = (median(total), median(linear), median(attention));
+        let (t, l, a, g) = (
+            median(total),
+            median(linear),
+            median(attention),
+            median(gelu),
+        );
         let rate = sentences.len() as f64 / t;
         println!(
-            "{:<32} {:>8.1} sentences/s  encode {:>7.2} ms = linear {:>7.2} ms ({:>4.1}%) + attention {:>5.2} ms + other {:>5.2} ms; tokenize {:.2} ms",
+            "{:<32} {:>7.1} sentences/s  encode {:>7.2} ms = linear {:>7.2} ms ({:>4.1}%) + attention {:>5.2} + gelu {:>5.2} + other {:>5.2} ms; tokenize {:.2} ms",
             r.embedder.settings().label(),
             rate,
             t * 1e3,
             l * 1e3,
             100.0 * l / t,
             a * 1e3,
-            (t - l - a) * 1e3,
+            g * 1e3,
+            (t - l - a - g) * 1e3,
             median(tok) * 1e3,
         );
         rates.push((rate, l));
