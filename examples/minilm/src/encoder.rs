@@ -61,7 +61,8 @@ impl BertConfig {
                 cfg.hidden_act
             )));
         }
-        if cfg.num_attention_heads == 0 || cfg.hidden_size % cfg.num_attention_heads != 0 {
+        if cfg.num_attention_heads == 0 || !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads)
+        {
             return Err(bad(format!(
                 "hidden_size {} is not a multiple of num_attention_heads {}",
                 cfg.hidden_size, cfg.num_attention_heads
@@ -334,7 +335,6 @@ mod tests {
             }
             x += 1.0 / 1024.0;
         }
-        println!("erf: max abs error {:e} at {}", worst.0, worst.1);
         assert!(worst.0 < 3e-7, "erf off by {} at {}", worst.0, worst.1);
         assert_eq!(erf(0.0), 0.0);
         assert_eq!(erf(20.0), 1.0);

@@ -208,39 +208,53 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn bench(runs: &[Run], sentences: &[&str], n: usize) -> Result<(), Box<dyn std::error::Error>> {
-    let tokens: usize = {
+    let (tokens, padded) = {
         let b = runs[0].embedder.tokenize(sentences)?;
-        b.mask.iter().filter(|&&m| m != 0).count()
+        (b.mask.iter().filter(|&&m| m != 0).count(), b.seq_len)
     };
     println!(
-        "\nbench: batch {} sentences ({} tokens, {:.1} per sentence), {n} runs per mode, medians",
+        "\nbench: batch {} sentences ({} tokens, {:.1} per sentence, padded to {padded}), \
+         {n} runs per mode, medians",
         sentences.len(),
         tokens,
         tokens as f64 / sentences.len() as f64
     );
-    let mut rates = Vec::new();
+    // Modes alternate run by run, so that load from other processes on a shared
+    // machine falls on both alike.
+    #[derive(Default)]
+    struct Samples {
+        total: Vec<f64>,
+        linear: Vec<f64>,
+        attention: Vec<f64>,
+        gelu: Vec<f64>,
+        tokenize: Vec<f64>,
+    }
+    let mut samples: Vec<Samples> = runs.iter().map(|_| Samples::default()).collect();
     for r in runs {
         let batch = r.embedder.tokenize(sentences)?;
-        let mut stats = minilm::EncodeStats::default();
-        r.embedder.encode(&batch, &mut stats)?; // warm-up
-        let (mut total, mut linear, mut attention, mut gelu, mut tok) =
-            (vec![], vec![], vec![], vec![], vec![]);
-        for _ in 0..n {
+        r.embedder
+            .encode(&batch, &mut minilm::EncodeStats::default())?; // warm-up
+    }
+    for _ in 0..n {
+        for (r, smp) in runs.iter().zip(&mut samples) {
             let t = Instant::now();
             let b = r.embedder.tokenize(sentences)?;
-            tok.push(t.elapsed().as_secs_f64());
+            smp.tokenize.push(t.elapsed().as_secs_f64());
             let mut s = minilm::EncodeStats::default();
             r.embedder.encode(&b, &mut s)?;
-            total.push(s.total.as_secs_f64());
-            linear.push(s.linear.as_secs_f64());
-            attention.push(s.attention.as_secs_f64());
-            gelu.push(s.gelu.as_secs_f64());
+            smp.total.push(s.total.as_secs_f64());
+            smp.linear.push(s.linear.as_secs_f64());
+            smp.attention.push(s.attention.as_secs_f64());
+            smp.gelu.push(s.gelu.as_secs_f64());
         }
+    }
+    let mut rates = Vec::new();
+    for (r, smp) in runs.iter().zip(samples) {
         let (t, l, a, g) = (
-            median(total),
-            median(linear),
-            median(attention),
-            median(gelu),
+            median(smp.total),
+            median(smp.linear),
+            median(smp.attention),
+            median(smp.gelu),
         );
         let rate = sentences.len() as f64 / t;
         println!(
@@ -253,7 +267,7 @@ fn bench(runs: &[Run], sentences: &[&str], n: usize) -> Result<(), Box<dyn std::
             a * 1e3,
             g * 1e3,
             (t - l - a - g) * 1e3,
-            median(tok) * 1e3,
+            median(smp.tokenize) * 1e3,
         );
         rates.push((rate, l));
     }

@@ -202,3 +202,18 @@ fn f32_matches_published_similarities() {
     }
     println!("f32 vs sentence-transformers' published similarities: max |diff| {worst:.5}");
 }
+
+/// Inputs longer than the model's `max_seq_length` (256) are truncated, not refused.
+#[test]
+fn long_input_is_truncated() {
+    let Some(dir) = model_dir() else { return };
+    let e = Embedder::load(&dir, &Settings::int8()).unwrap();
+    let long = "word ".repeat(2000);
+    let batch = e.tokenize(&[long.as_str(), "short"]).unwrap();
+    assert_eq!(batch.seq_len, 256);
+    assert_eq!(batch.mask[256..].iter().filter(|&&m| m != 0).count(), 3);
+    let emb = e.embed(&[long.as_str(), "short"]).unwrap();
+    assert!(emb
+        .iter()
+        .all(|v| v.len() == 384 && v.iter().all(|x| x.is_finite())));
+}
