@@ -6,7 +6,8 @@
 #      int8 vs f32 accuracy, f32 vs sentence-transformers' published similarities,
 #      error paths;
 #   3. one CLI run with --compare --json, the JSON checked (two sentences, 384 finite
-#      floats each, unit norm, a reference block from the f32 run).
+#      floats each, unit norm, a reference block from the f32 run);
+#   4. a --bench smoke run (3 runs; the figures are informative, not checked).
 #
 # CARGO_TARGET_DIR is honoured; reuse the workspace's so tokenizers builds once.
 set -euo pipefail
@@ -48,5 +49,8 @@ cos = d["reference"]["cosine_to_reference"]
 assert len(cos) == 2 and min(cos) > 0.95, cos
 print(f"json ok: {d['mode']} vs f32 cosines {cos}")
 PY
+
+step "CLI: --bench smoke (batch of 32, one thread, int8 vs f32)"
+cargo run --release -q -p minilm -- --model "$model" --compare --threads 1 --bench 3 | tail -n 4
 
 step "done"
