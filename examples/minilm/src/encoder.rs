@@ -466,6 +466,13 @@ impl Encoder {
         &self.settings
     }
 
+    /// What computes the linear layers: qlinear's kernel name, or `f32 sgemm`.
+    pub fn linear_kernel(&self) -> &'static str {
+        self.layers
+            .first()
+            .map_or("none", |l| l.query.kernel_name())
+    }
+
     /// Sentence embeddings (mean over the mask, L2-normalized), one per batch row.
     pub fn encode(&self, batch: &Batch, stats: &mut EncodeStats) -> Result<Vec<Vec<f32>>> {
         let start = Instant::now();

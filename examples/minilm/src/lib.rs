@@ -250,6 +250,11 @@ impl Embedder {
         self.encoder.settings()
     }
 
+    /// What computes the linear layers (qlinear's kernel name, or the f32 GEMM).
+    pub fn linear_kernel(&self) -> &'static str {
+        self.encoder.linear_kernel()
+    }
+
     /// Tokenizes, truncates and pads `sentences` to one batch.
     pub fn tokenize(&self, sentences: &[&str]) -> Result<Batch> {
         if sentences.is_empty() {

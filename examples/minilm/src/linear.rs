@@ -143,6 +143,14 @@ impl Layer {
         Ok(())
     }
 
+    /// qlinear's kernel for this layer, or `f32 sgemm`.
+    pub fn kernel_name(&self) -> &'static str {
+        match self {
+            Layer::Int8(l) => l.kernel_name(),
+            Layer::F32(_) => "f32 sgemm (matrixmultiply)",
+        }
+    }
+
     /// Output features.
     pub fn out_features(&self) -> usize {
         match self {

@@ -120,6 +120,13 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
 
     for r in &runs {
         println!(
+            "{:<32} linear layers on {}",
+            r.embedder.settings().label(),
+            r.embedder.linear_kernel()
+        );
+    }
+    for r in &runs {
+        println!(
             "{:<32} load {:.3} s  tokenize {:.4} s  encode {:.4} s  ({} sentences, {:.1}/s)",
             r.embedder.settings().label(),
             r.load,
@@ -166,6 +173,7 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
         let doc = |r: &Run| {
             json!({
                 "mode": r.embedder.settings().label(),
+                "kernel": r.embedder.linear_kernel(),
                 "sentences": sentences,
                 "embeddings": r.embeddings,
                 "seconds": {
