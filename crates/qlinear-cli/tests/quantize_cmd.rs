@@ -10,8 +10,11 @@ use qlinear::safetensors::{Checkpoint, Dtype, SafetensorsWriter};
 use qlinear::{DynamicLinear, Observer};
 use qlinear_reference::testkit::Rng;
 
-/// (name, shape, f32 values the quantizer sees) of the float weights, and the file.
-fn checkpoint() -> (Vec<(&'static str, [usize; 2], Vec<f32>)>, Vec<u8>) {
+/// A float weight: name, shape, and the f32 values the quantizer sees.
+type FloatWeight = (&'static str, [usize; 2], Vec<f32>);
+
+/// The float weights of the test checkpoint, and the file.
+fn checkpoint() -> (Vec<FloatWeight>, Vec<u8>) {
     let mut rng = Rng::new(2024);
     let mut w = SafetensorsWriter::new();
     let mut weights = Vec::new();
