@@ -22,7 +22,15 @@ pub fn check(data: &[u8]) {
     let Ok(ck) = Checkpoint::parse(data) else {
         return;
     };
-    for p in ck.layer_prefixes().iter().take(MAX_LAYERS) {
+    // Every `P.weight`, whatever its dtype (so the loaders' dtype checks are reached).
+    let mut prefixes: Vec<&str> = ck
+        .tensors()
+        .names()
+        .into_iter()
+        .filter_map(|n| n.strip_suffix(".weight"))
+        .collect();
+    prefixes.sort_unstable();
+    for p in prefixes.into_iter().take(MAX_LAYERS) {
         check_layer(&ck, p);
     }
     // Options from the input's length, so the corpus covers all four observers.

@@ -43,7 +43,7 @@
 //! | feature | default | what it does |
 //! |---|---|---|
 //! | `rayon` | on | forward calls split M and N over a rayon pool (`threads(n)` on the builders) |
-//! | `safetensors` | on | the [`safetensors`](crate::safetensors) module: layers to and from safetensors checkpoints, quantizing a float checkpoint (pulls in `safetensors` and `half`) |
+//! | `safetensors` | on | the [`safetensors`] module: layers to and from safetensors checkpoints, quantizing a float checkpoint (pulls in `safetensors` and `half`) |
 //! | `conformance` | off | the `conformance` module: reads torch's golden-vector files and runs them on any backend (test tooling; pulls in `serde_json`) |
 //!
 //! ## Where things are documented
