@@ -52,8 +52,13 @@ pub(crate) struct QuantizeArgs {
     progress: bool,
 }
 
-fn mib(bytes: usize) -> String {
-    format!("{:.2} MiB", bytes as f64 / (1u64 << 20) as f64)
+/// `N bytes` below 1 MiB, else MiB with two decimals.
+fn size(bytes: usize) -> String {
+    if bytes < 1 << 20 {
+        format!("{bytes} bytes")
+    } else {
+        format!("{:.2} MiB", bytes as f64 / (1u64 << 20) as f64)
+    }
 }
 
 fn line(t: &PlannedTensor) -> String {
@@ -147,8 +152,8 @@ pub(crate) fn run(args: QuantizeArgs) -> ExitCode {
         "quantized {} tensor(s), copied {} unchanged; {} -> {} ({:.1}%); wrote {}",
         summary.quantized.len(),
         summary.copied,
-        mib(summary.bytes_in),
-        mib(summary.bytes_out),
+        size(summary.bytes_in),
+        size(summary.bytes_out),
         100.0 * summary.bytes_out as f64 / summary.bytes_in.max(1) as f64,
         out.display()
     );
