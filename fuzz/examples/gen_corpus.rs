@@ -28,6 +28,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use arbitrary::{Arbitrary, Unstructured};
+use qlinear::safetensors::{Dtype, SafetensorsWriter};
 use qlinear::unstable::compiled_kernels;
 use qlinear::{
     ActQParams, Backend, DynamicLinear, Linear, PackedWeights, Profile, QuantizedWeight,
@@ -371,6 +372,99 @@ fn differential_seeds() -> (Vec<(String, Vec<u8>)>, Vec<String>) {
     (seeds, failures)
 }
 
+/// Valid checkpoints for `safetensors_load`: a static layer, a dynamic per-channel
+/// layer, both in one file, a dynamic layer without metadata, and a float checkpoint
+/// (F32 / F16 / BF16 weights, a bias, an embedding, a 1-D weight, metadata).
+fn safetensors_seeds() -> Vec<(String, Vec<u8>)> {
+    let mut rng = Rng::new(0x5afe);
+    let mut out = Vec::new();
+    let static_layer = Linear::builder(
+        weight(&mut rng, 5, 7, 0),
+        ActQParams::new(0.05, 120).expect("qparams"),
+        ActQParams::new(0.4, 3).expect("qparams"),
+    )
+    .bias(rng.f32s(5, 2.0))
+    .relu(true)
+    .profile(Profile::Qnnpack)
+    .build()
+    .expect("static layer");
+    let dynamic_layer = DynamicLinear::builder(weight(&mut rng, 6, 9, 1))
+        .bias(rng.f32s(6, 1.0))
+        .build()
+        .expect("dynamic layer");
+
+    let mut w = SafetensorsWriter::new();
+    static_layer
+        .write_safetensors("enc.fc1", &mut w)
+        .expect("write");
+    out.push(("00-static-layer".to_string(), w.to_bytes().expect("bytes")));
+
+    let mut w = SafetensorsWriter::new();
+    dynamic_layer
+        .write_safetensors("enc.fc2", &mut w)
+        .expect("write");
+    out.push((
+        "01-dynamic-per-channel".to_string(),
+        w.to_bytes().expect("bytes"),
+    ));
+
+    let mut w = SafetensorsWriter::new();
+    static_layer.write_safetensors("a", &mut w).expect("write");
+    dynamic_layer.write_safetensors("b", &mut w).expect("write");
+    w.set_metadata("qlinear.profile", "fbgemm");
+    out.push(("02-two-layers".to_string(), w.to_bytes().expect("bytes")));
+
+    let mut w = SafetensorsWriter::new();
+    dynamic_layer
+        .weight()
+        .write_safetensors("plain", &mut w)
+        .expect("write");
+    out.push(("03-no-metadata".to_string(), w.to_bytes().expect("bytes")));
+
+    let mut w = SafetensorsWriter::new();
+    w.add_f32("layer.0.q.weight", vec![4, 6], &rng.f32s(24, 1.5))
+        .expect("add");
+    w.add_f32("layer.0.q.bias", vec![4], &rng.f32s(4, 0.5))
+        .expect("add");
+    let f16: Vec<u8> = rng
+        .f32s(3 * 6, 0.8)
+        .iter()
+        .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
+        .collect();
+    w.add("layer.0.k.weight", Dtype::F16, vec![3, 6], f16)
+        .expect("add");
+    let bf16: Vec<u8> = rng
+        .f32s(6 * 4, 3.0)
+        .iter()
+        .flat_map(|&x| half::bf16::from_f32(x).to_le_bytes())
+        .collect();
+    w.add("layer.1.out.weight", Dtype::BF16, vec![6, 4], bf16)
+        .expect("add");
+    w.add_f32("embeddings.weight", vec![5, 6], &rng.f32s(30, 1.0))
+        .expect("add");
+    w.add_f32("layer.0.norm.weight", vec![6], &rng.f32s(6, 1.0))
+        .expect("add");
+    w.set_metadata("format", "pt");
+    out.push((
+        "04-float-checkpoint".to_string(),
+        w.to_bytes().expect("bytes"),
+    ));
+    out
+}
+
+fn write_safetensors_seeds() {
+    let seeds = safetensors_seeds();
+    let dir = reset("safetensors_load");
+    for (name, bytes) in &seeds {
+        if let Some(msg) = catch(|| qlinear_fuzz::safetensors::check(bytes)) {
+            panic!("safetensors seed {name} fails the target's check: {msg}");
+        }
+        write(&dir, name, bytes);
+    }
+    let total: usize = seeds.iter().map(|(_, b)| b.len()).sum();
+    println!("safetensors_load: {} seeds, {total} bytes", seeds.len());
+}
+
 fn main() {
     // Seeds that fail a check are reported below, not printed as panics.
     let default_hook = std::panic::take_hook();
@@ -381,6 +475,11 @@ fn main() {
         default_hook(info)
     }));
 
+    // `gen_corpus safetensors` rewrites only the safetensors_load seeds.
+    if std::env::args().nth(1).as_deref() == Some("safetensors") {
+        write_safetensors_seeds();
+        return;
+    }
     // `gen_corpus packed` rewrites only the packed targets' seeds.
     let only_packed = std::env::args().nth(1).as_deref() == Some("packed");
     let packed = packed_seeds();
@@ -402,6 +501,7 @@ fn main() {
     if only_packed {
         return;
     }
+    write_safetensors_seeds();
     let (seeds, failures) = differential_seeds();
     let dir = reset("differential");
     for (name, bytes) in &seeds {

@@ -6,9 +6,13 @@
 //!   must satisfy (round trip, unpack, repack, a forward call against the reference).
 //! * [`differential`]: a structured case (shape, qparams, bias, strides, backend,
 //!   threads, data) run through the API and compared bit for bit with the reference.
+//! * [`safetensors`]: arbitrary bytes as a safetensors checkpoint (layers loaded both
+//!   ways, quantized as a float checkpoint), anything accepted checked against the
+//!   reference and `QuantizedWeight::from_float`.
 
 pub mod differential;
 pub mod packed;
+pub mod safetensors;
 
 use qlinear::Backend;
 use std::sync::OnceLock;

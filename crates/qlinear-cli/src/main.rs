@@ -1,4 +1,5 @@
-//! `qlinear`: CPU info, backend comparison benchmarks and torch conformance runs.
+//! `qlinear`: CPU info, backend comparison benchmarks, torch conformance runs and
+//! quantizing safetensors checkpoints.
 
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -11,13 +12,14 @@ mod bench;
 mod limits;
 mod plot;
 mod probe;
+mod quantize;
 mod suites;
 
 #[derive(Parser)]
 #[command(
     name = "qlinear",
     version,
-    about = "Exact int8 linear layers: info, bench, plot, conformance"
+    about = "Exact int8 linear layers: info, bench, plot, conformance, quantize"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -48,6 +50,10 @@ enum Command {
         #[arg(long)]
         out: std::path::PathBuf,
     },
+    /// Quantize a float safetensors checkpoint's linear weights (2-D `*.weight` tensors
+    /// of F32 / F16 / BF16, embeddings excluded by default) to int8 for DynamicLinear;
+    /// every other tensor is copied unchanged. Exit 2 on any error.
+    Quantize(quantize::QuantizeArgs),
 }
 
 /// Parses `all|auto|NAME[,NAME]` into concrete backends (Auto resolved, so reports name
@@ -166,6 +172,7 @@ fn main() -> ExitCode {
         Command::Info => info(),
         Command::Conformance { backend, files } => run_conformance(&backend, &files),
         Command::Bench(args) => bench::run(args),
+        Command::Quantize(args) => quantize::run(args),
         Command::Plot { json, out } => match plot::replot(&json, &out) {
             Ok(()) => {
                 eprintln!("wrote {}", out.display());

@@ -43,6 +43,7 @@
 //! | feature | default | what it does |
 //! |---|---|---|
 //! | `rayon` | on | forward calls split M and N over a rayon pool (`threads(n)` on the builders) |
+//! | `safetensors` | on | the [`safetensors`] module: layers to and from safetensors checkpoints, quantizing a float checkpoint (pulls in `safetensors` and `half`) |
 //! | `conformance` | off | the `conformance` module: reads torch's golden-vector files and runs them on any backend (test tooling; pulls in `serde_json`) |
 //!
 //! ## Where things are documented
@@ -67,6 +68,8 @@ mod linear;
 mod packed;
 pub mod packed_format;
 mod packing;
+#[cfg(feature = "safetensors")]
+pub mod safetensors;
 
 pub use backend::{available_backends, cpu_info, Backend, CpuInfo, BACKEND_ENV};
 pub use calibrate::Calibrator;

@@ -239,6 +239,56 @@ impl PackedWeights {
         Ok(Self::for_engine(w, engine))
     }
 
+    /// Packs a borrowed `n x k` row-major int8 weight with its qparams for `backend`,
+    /// without first copying it into a [`QuantizedWeight`]: the packing is the only
+    /// copy (e.g. straight from a memory-mapped checkpoint). Validates exactly as
+    /// [`QuantizedWeight::new`] does.
+    ///
+    /// ```
+    /// use qlinear::{Backend, PackedWeights, QuantizedWeight, WeightQParams};
+    /// # fn main() -> Result<(), qlinear::Error> {
+    /// let q = WeightQParams::PerTensor { scale: 0.1, zero_point: 0 };
+    /// let data = [1i8, -2, 3, -4, 5, -6];
+    /// let p = PackedWeights::from_slice(&data, 2, 3, q.clone(), Backend::Auto)?;
+    /// assert_eq!(p.unpack(), QuantizedWeight::new(data.to_vec(), 2, 3, q)?);
+    /// # Ok(()) }
+    /// ```
+    pub fn from_slice(
+        data: &[i8],
+        n: usize,
+        k: usize,
+        qparams: WeightQParams,
+        backend: Backend,
+    ) -> Result<Self> {
+        check_layer_dims(n, k)?;
+        let expected = n
+            .checked_mul(k)
+            .ok_or(Error::Dimension("n * k overflows"))?;
+        if data.len() != expected {
+            return Err(Error::Shape {
+                what: "weight elements (n * k)",
+                expected,
+                got: data.len(),
+            });
+        }
+        qparams.validate(n)?;
+        let engine = resolve(backend)?;
+        let packing::Packed {
+            layout,
+            data,
+            col_sums,
+        } = packing::pack_weight(data, n, k, engine);
+        Ok(PackedWeights {
+            engine,
+            n,
+            k,
+            qparams,
+            layout,
+            data: PackedData::Owned(data),
+            col_sums,
+        })
+    }
+
     pub(crate) fn for_engine(w: &QuantizedWeight, engine: Engine) -> Self {
         let packing::Packed {
             layout,

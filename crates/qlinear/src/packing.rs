@@ -198,6 +198,15 @@ fn as_bytes(w: &[i8]) -> &[u8] {
     unsafe { core::slice::from_raw_parts(w.as_ptr().cast(), w.len()) }
 }
 
+/// Bytes read as `i8` (two's complement): a weight borrowed from a file's bytes (a
+/// safetensors `I8` tensor) packs without an intermediate copy.
+#[cfg_attr(not(feature = "safetensors"), allow(dead_code))]
+pub(crate) fn bytes_as_i8(b: &[u8]) -> &[i8] {
+    // SAFETY: u8 and i8 have the same size and alignment and every bit pattern is valid
+    // for both; the new slice covers exactly `b` and borrows it.
+    unsafe { core::slice::from_raw_parts(b.as_ptr().cast(), b.len()) }
+}
+
 /// Asks Linux to back `buf` with transparent huge pages (`MADV_HUGEPAGE`), before its
 /// first touch, so a big packed buffer faults in 2 MiB pages rather than 4 KiB ones.
 /// Advisory: the result is ignored (the call only fails on bad ranges, which we do not

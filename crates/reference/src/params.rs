@@ -151,6 +151,18 @@ pub enum Error {
     /// An observer asked for qparams before it saw any value.
     #[error("{0} has observed no values yet: call observe() with data before qparams()")]
     NotObserved(&'static str),
+    /// A safetensors checkpoint that cannot be read as qlinear layers: not a
+    /// safetensors file at all, a missing tensor, a wrong dtype or shape, an invalid
+    /// scale or zero point, a metadata value that does not parse, ...
+    /// (`qlinear::safetensors`, `docs/safetensors.md`).
+    #[error("checkpoint: `{tensor}`: {problem}")]
+    Checkpoint {
+        /// The tensor (or `__metadata__` key, or `(file)` for the file as a whole) at
+        /// fault.
+        tensor: String,
+        /// What is wrong with it, with the value found and what was expected.
+        problem: String,
+    },
 }
 
 use crate::matrix::{MatMut, MatRef};
