@@ -44,7 +44,7 @@
 
 use core::arch::x86_64::*;
 
-use qlinear_reference::contract::{DynamicEpilogue, GemmArgs, StaticEpilogue};
+use qlinear_reference::contract::{DynamicEpilogue, GemmArgs, RowQParams, StaticEpilogue};
 
 use crate::blocking::{block_rows, Tile, Tiles};
 use crate::epilogue256::{store_f32, store_u8};
@@ -79,7 +79,7 @@ kernel_descriptor! {
 unsafe fn gemm_u8(args: &GemmArgs<u8>, epi: &StaticEpilogue) {
     // SAFETY: forwarded caller contract; the features are enabled here.
     unsafe {
-        drive(args, |acc, row_sum, n, nc, out: *mut u8| {
+        drive(args, |acc, row_sum, _row_q, n, nc, out: *mut u8| {
             store_u8(acc, row_sum, epi, n, nc, out)
         })
     }
@@ -93,8 +93,8 @@ unsafe fn gemm_u8(args: &GemmArgs<u8>, epi: &StaticEpilogue) {
 unsafe fn gemm_f32(args: &GemmArgs<f32>, epi: &DynamicEpilogue) {
     // SAFETY: forwarded caller contract; the features are enabled here.
     unsafe {
-        drive(args, |acc, row_sum, n, nc, out: *mut f32| {
-            store_f32(acc, row_sum, epi, n, nc, out)
+        drive(args, |acc, row_sum, row_q, n, nc, out: *mut f32| {
+            store_f32(acc, row_sum, row_q, epi, n, nc, out)
         })
     }
 }
@@ -174,7 +174,10 @@ unsafe fn accumulate<const R: usize, const PREFETCH: bool>(
 /// AVX2 + FMA enabled; kernel contract on `args` / epilogue.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn drive<T>(args: &GemmArgs<T>, store: impl Fn(__m256i, Option<i32>, usize, usize, *mut T)) {
+unsafe fn drive<T>(
+    args: &GemmArgs<T>,
+    store: impl Fn(__m256i, Option<i32>, Option<RowQParams>, usize, usize, *mut T),
+) {
     let kpad = args.k.div_ceil(KR) * KR;
     // Activations are widened one row block at a time (the blocks of
     // `crate::blocking`), into one buffer reused for every block: the extra memory is
@@ -209,7 +212,7 @@ unsafe fn tile<T>(
     kpad: usize,
     first: usize,
     t: Tile,
-    store: &impl Fn(__m256i, Option<i32>, usize, usize, *mut T),
+    store: &impl Fn(__m256i, Option<i32>, Option<RowQParams>, usize, usize, *mut T),
 ) {
     // SAFETY: forwarded; see the caller.
     unsafe {
@@ -236,7 +239,15 @@ unsafe fn tile<T>(
         for (r, &acc) in sums.iter().enumerate().take(t.rows) {
             let i = first + t.row + r;
             let row_sum = (!args.row_sums.is_null()).then(|| *args.row_sums.add(i));
-            store(acc, row_sum, t.n0, t.nc, args.out.add(i * args.out_stride));
+            let row_q = (!args.row_qparams.is_null()).then(|| *args.row_qparams.add(i));
+            store(
+                acc,
+                row_sum,
+                row_q,
+                t.n0,
+                t.nc,
+                args.out.add(i * args.out_stride),
+            );
         }
     }
 }

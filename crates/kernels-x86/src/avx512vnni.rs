@@ -46,7 +46,7 @@
 
 use core::arch::x86_64::*;
 
-use qlinear_reference::contract::{DynamicEpilogue, GemmArgs, StaticEpilogue};
+use qlinear_reference::contract::{DynamicEpilogue, GemmArgs, RowQParams, StaticEpilogue};
 
 use crate::blocking::{load_tail_u32, Tile, Tiles};
 use crate::isa::kernel_descriptor;
@@ -93,7 +93,14 @@ unsafe fn gemm_u8(args: &GemmArgs<u8>, epi: &StaticEpilogue) {
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
 unsafe fn gemm_f32(args: &GemmArgs<f32>, epi: &DynamicEpilogue) {
     // SAFETY: forwarded caller contract; the features are enabled in this function.
-    unsafe { drive(args, &DynamicOut(epi)) }
+    // The mode is chosen once per call, so the per-tensor path is exactly as before.
+    unsafe {
+        if epi.is_per_row() {
+            drive(args, &DynamicPerRowOut(epi))
+        } else {
+            drive(args, &DynamicOut(epi))
+        }
+    }
 }
 
 /// How a finished tile row becomes output: the static and dynamic epilogues. A tile
@@ -107,16 +114,19 @@ trait Output {
     /// # Safety
     /// AVX-512 enabled in the caller; epilogue arrays hold at least `n0 + NR` entries.
     unsafe fn columns(&self, n0: usize) -> Self::Cols;
-    /// Writes one row of a tile.
+    /// Writes one row of a tile; `row_q` is the row's input qparams (per-row dynamic
+    /// mode only, else `None`).
     ///
     /// # Safety
     /// AVX-512 enabled in the caller; `out_row` valid for the masked columns of
     /// `[n0, n0 + NR)`; `cols` loaded for this `n0`.
+    #[allow(clippy::too_many_arguments)]
     unsafe fn store(
         &self,
         cols: &Self::Cols,
         acc: [__m512i; VECS],
         row_sum: Option<i32>,
+        row_q: Option<RowQParams>,
         n0: usize,
         masks: [__mmask16; VECS],
         out_row: *mut Self::T,
@@ -211,6 +221,7 @@ impl Output for StaticOut<'_> {
         c: &StaticCols,
         acc: [__m512i; VECS],
         row_sum: Option<i32>,
+        _row_q: Option<RowQParams>,
         n0: usize,
         masks: [__mmask16; VECS],
         out_row: *mut u8,
@@ -294,6 +305,7 @@ impl Output for DynamicOut<'_> {
         c: &DynamicCols,
         acc: [__m512i; VECS],
         row_sum: Option<i32>,
+        _row_q: Option<RowQParams>,
         n0: usize,
         masks: [__mmask16; VECS],
         out_row: *mut f32,
@@ -325,6 +337,91 @@ impl Output for DynamicOut<'_> {
                     masks[v] != 0,
                     "pointer formed for a vector with no valid column"
                 );
+                _mm512_mask_storeu_ps(out_row.add(n0 + 16 * v), masks[v], out);
+            }
+        }
+    }
+}
+
+/// The per-row dynamic epilogue (an epilogue from [`DynamicEpilogue::new_per_row`]):
+/// each row brings its own scale and zero point, so `raw` gains `- zp_m * col_sum` and
+/// the multiplier is `f(s_m * weight_scale)`, formed per row from the tile's columns.
+struct DynamicPerRowOut<'a>(&'a DynamicEpilogue);
+
+/// The per-row dynamic epilogue's per-column vectors.
+#[derive(Clone, Copy)]
+struct DynamicPerRowCols {
+    col_offset: [__m512i; VECS],
+    row_zp: [__m512i; VECS],
+    col_sum: [__m512i; VECS],
+    weight_scale: [__m512; VECS],
+    bias: [__m512; VECS],
+}
+
+impl Output for DynamicPerRowOut<'_> {
+    type T = f32;
+    type Cols = DynamicPerRowCols;
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
+    unsafe fn columns(&self, n0: usize) -> DynamicPerRowCols {
+        let e = self.0;
+        // SAFETY: the epilogue arrays, `col_sum` and `weight_scale` included, are padded
+        // to whole panels (>= n0 + NR entries).
+        unsafe {
+            DynamicPerRowCols {
+                col_offset: core::array::from_fn(|v| load_i32(&e.col_offset, n0 + 16 * v)),
+                row_zp: core::array::from_fn(|v| load_i32(&e.row_zp, n0 + 16 * v)),
+                col_sum: core::array::from_fn(|v| load_i32(&e.col_sum, n0 + 16 * v)),
+                weight_scale: core::array::from_fn(|v| load_f32(&e.weight_scale, n0 + 16 * v)),
+                bias: core::array::from_fn(|v| load_f32(&e.bias, n0 + 16 * v)),
+            }
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
+    unsafe fn store(
+        &self,
+        c: &DynamicPerRowCols,
+        acc: [__m512i; VECS],
+        row_sum: Option<i32>,
+        row_q: Option<RowQParams>,
+        n0: usize,
+        masks: [__mmask16; VECS],
+        out_row: *mut f32,
+    ) {
+        let e = self.0;
+        debug_assert!(row_q.is_some(), "per-row epilogue without row qparams");
+        // A caller that breaks the contract (no row qparams) gets NaN, not a guess.
+        let q = row_q.unwrap_or(RowQParams {
+            scale: f32::NAN,
+            zero_point: 0,
+        });
+        let zp = _mm512_set1_epi32(q.zero_point);
+        let scale = _mm512_set1_ps(q.scale);
+        for v in 0..VECS {
+            // As in `DynamicOut::store`: stop before forming a pointer past the row.
+            if masks[v] == 0 {
+                break;
+            }
+            // SAFETY: the store is masked to the valid columns of this row, and
+            // `n0 + 16 v` is one of them (its mask is non-zero).
+            unsafe {
+                let raw = fold_raw(acc[v], c.col_offset[v], c.row_zp[v], row_sum);
+                // raw -= zp_m * col_sum; mult = f(s_m * weight_scale)
+                let raw = _mm512_sub_epi32(raw, _mm512_mullo_epi32(zp, c.col_sum[v]));
+                let mult = _mm512_mul_ps(scale, c.weight_scale[v]);
+                let xf = _mm512_cvtepi32_ps(raw);
+                let mut out = if e.fused_bias {
+                    _mm512_fmadd_ps(xf, mult, c.bias[v])
+                } else {
+                    _mm512_add_ps(_mm512_mul_ps(mult, xf), c.bias[v])
+                };
+                if e.relu {
+                    // x > 0 ? x : +0, as in `DynamicOut::store`.
+                    out = _mm512_max_ps(out, _mm512_setzero_ps());
+                }
                 _mm512_mask_storeu_ps(out_row.add(n0 + 16 * v), masks[v], out);
             }
         }
@@ -521,10 +618,12 @@ unsafe fn run_tile<const R: usize, O: Output>(args: &GemmArgs<O::T>, o: &O, t: T
         for (r, acc) in acc.into_iter().enumerate() {
             let i = t.row + r;
             let row_sum = (!args.row_sums.is_null()).then(|| *args.row_sums.add(i));
+            let row_q = (!args.row_qparams.is_null()).then(|| *args.row_qparams.add(i));
             o.store(
                 &cols,
                 acc,
                 row_sum,
+                row_q,
                 t.n0,
                 masks,
                 args.out.add(i * args.out_stride),

@@ -30,7 +30,7 @@
 
 use core::arch::x86_64::*;
 
-use qlinear_reference::contract::{DynamicEpilogue, GemmArgs, StaticEpilogue};
+use qlinear_reference::contract::{DynamicEpilogue, GemmArgs, RowQParams, StaticEpilogue};
 
 use crate::blocking::{load_tail_u32, Tile, Tiles};
 use crate::epilogue256::{store_f32, store_u8};
@@ -84,7 +84,8 @@ unsafe fn gemm_f32(args: &GemmArgs<f32>, epi: &DynamicEpilogue) {
 /// How a finished tile row becomes output.
 trait Output {
     type T;
-    /// Writes one row of a tile (columns `[n0, n0 + nc)`).
+    /// Writes one row of a tile (columns `[n0, n0 + nc)`); `row_q` is the row's input
+    /// qparams in per-row dynamic mode.
     ///
     /// # Safety
     /// AVX2 + FMA enabled; `out_row` valid for columns `[n0, n0 + nc)`; epilogue arrays
@@ -93,6 +94,7 @@ trait Output {
         &self,
         acc: [__m256i; VECS],
         row_sum: Option<i32>,
+        row_q: Option<RowQParams>,
         n0: usize,
         nc: usize,
         out_row: *mut Self::T,
@@ -110,6 +112,7 @@ impl Output for StaticOut<'_> {
         &self,
         acc: [__m256i; VECS],
         row_sum: Option<i32>,
+        _row_q: Option<RowQParams>,
         n0: usize,
         nc: usize,
         out_row: *mut u8,
@@ -132,6 +135,7 @@ impl Output for DynamicOut<'_> {
         &self,
         acc: [__m256i; VECS],
         row_sum: Option<i32>,
+        row_q: Option<RowQParams>,
         n0: usize,
         nc: usize,
         out_row: *mut f32,
@@ -140,7 +144,7 @@ impl Output for DynamicOut<'_> {
             let valid = nc.saturating_sub(8 * v).min(8);
             if valid > 0 {
                 // SAFETY: as above.
-                unsafe { store_f32(acc, row_sum, self.0, n0 + 8 * v, valid, out_row) };
+                unsafe { store_f32(acc, row_sum, row_q, self.0, n0 + 8 * v, valid, out_row) };
             }
         }
     }
@@ -281,7 +285,15 @@ unsafe fn run_tile<const R: usize, O: Output>(args: &GemmArgs<O::T>, o: &O, t: T
         for (r, acc) in acc.into_iter().enumerate() {
             let i = t.row + r;
             let row_sum = (!args.row_sums.is_null()).then(|| *args.row_sums.add(i));
-            o.store(acc, row_sum, t.n0, t.nc, args.out.add(i * args.out_stride));
+            let row_q = (!args.row_qparams.is_null()).then(|| *args.row_qparams.add(i));
+            o.store(
+                acc,
+                row_sum,
+                row_q,
+                t.n0,
+                t.nc,
+                args.out.add(i * args.out_stride),
+            );
         }
     }
 }

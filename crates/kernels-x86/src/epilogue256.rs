@@ -8,7 +8,7 @@
 
 use core::arch::x86_64::*;
 
-use qlinear_reference::contract::{DynamicEpilogue, StaticEpilogue};
+use qlinear_reference::contract::{DynamicEpilogue, RowQParams, StaticEpilogue};
 
 /// `raw = acc + col_offset - row_zp * row_sum` for 8 columns at `n`.
 ///
@@ -92,6 +92,8 @@ pub(crate) unsafe fn store_u8(
 }
 
 /// Dynamic epilogue for 8 columns `[n, n + 8)`, writing the first `nc` of them.
+/// `row_q` is the row's input qparams in per-row mode (then `e` was built by
+/// [`DynamicEpilogue::new_per_row`]), `None` in per-tensor mode.
 ///
 /// # Safety
 /// As for [`store_u8`], with `out_row + n` valid for `nc` f32 writes.
@@ -100,6 +102,7 @@ pub(crate) unsafe fn store_u8(
 pub(crate) unsafe fn store_f32(
     acc: __m256i,
     row_sum: Option<i32>,
+    row_q: Option<RowQParams>,
     e: &DynamicEpilogue,
     n: usize,
     nc: usize,
@@ -108,8 +111,24 @@ pub(crate) unsafe fn store_f32(
     // SAFETY: as in `store_u8`; the masked store touches only the first `nc` lanes.
     unsafe {
         let raw = fold_raw(acc, e.col_offset.as_ptr(), e.row_zp.as_ptr(), row_sum, n);
+        let (raw, mult) = match row_q {
+            None => (raw, _mm256_loadu_ps(e.mult.as_ptr().add(n))),
+            // Per-row: raw -= zp_m * col_sum; mult = f(s_m * weight_scale).
+            Some(q) => (
+                _mm256_sub_epi32(
+                    raw,
+                    _mm256_mullo_epi32(
+                        _mm256_set1_epi32(q.zero_point),
+                        _mm256_loadu_si256(e.col_sum.as_ptr().add(n).cast()),
+                    ),
+                ),
+                _mm256_mul_ps(
+                    _mm256_set1_ps(q.scale),
+                    _mm256_loadu_ps(e.weight_scale.as_ptr().add(n)),
+                ),
+            ),
+        };
         let xf = _mm256_cvtepi32_ps(raw);
-        let mult = _mm256_loadu_ps(e.mult.as_ptr().add(n));
         let bias = _mm256_loadu_ps(e.bias.as_ptr().add(n));
         let mut out = if e.fused_bias {
             _mm256_fmadd_ps(xf, mult, bias)

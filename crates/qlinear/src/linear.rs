@@ -120,6 +120,7 @@ fn gemm_args<T>(
         } else {
             row_sums.as_ptr()
         },
+        row_qparams: std::ptr::null(),
         out: out.as_mut_slice().as_mut_ptr(),
         out_stride: out.stride(),
     }
