@@ -345,45 +345,27 @@ impl Output for DynamicOut<'_> {
 
 /// The per-row dynamic epilogue (an epilogue from [`DynamicEpilogue::new_per_row`]):
 /// each row brings its own scale and zero point, so `raw` gains `- zp_m * col_sum` and
-/// the multiplier is `f(s_m * weight_scale)`, formed per row from the tile's columns.
+/// the multiplier is `f(s_m * weight_scale)`, formed per row.
+///
+/// Unlike [`DynamicOut`], the column parameters are not held in registers across a
+/// tile's rows: five arrays of `VECS` vectors next to an 8-row tile's accumulators would
+/// spill. They are read from L1 as memory operands instead (one panel's worth, reused
+/// by every row of the tile).
 struct DynamicPerRowOut<'a>(&'a DynamicEpilogue);
-
-/// The per-row dynamic epilogue's per-column vectors.
-#[derive(Clone, Copy)]
-struct DynamicPerRowCols {
-    col_offset: [__m512i; VECS],
-    row_zp: [__m512i; VECS],
-    col_sum: [__m512i; VECS],
-    weight_scale: [__m512; VECS],
-    bias: [__m512; VECS],
-}
 
 impl Output for DynamicPerRowOut<'_> {
     type T = f32;
-    type Cols = DynamicPerRowCols;
+    type Cols = ();
 
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
-    unsafe fn columns(&self, n0: usize) -> DynamicPerRowCols {
-        let e = self.0;
-        // SAFETY: the epilogue arrays, `col_sum` and `weight_scale` included, are padded
-        // to whole panels (>= n0 + NR entries).
-        unsafe {
-            DynamicPerRowCols {
-                col_offset: core::array::from_fn(|v| load_i32(&e.col_offset, n0 + 16 * v)),
-                row_zp: core::array::from_fn(|v| load_i32(&e.row_zp, n0 + 16 * v)),
-                col_sum: core::array::from_fn(|v| load_i32(&e.col_sum, n0 + 16 * v)),
-                weight_scale: core::array::from_fn(|v| load_f32(&e.weight_scale, n0 + 16 * v)),
-                bias: core::array::from_fn(|v| load_f32(&e.bias, n0 + 16 * v)),
-            }
-        }
-    }
+    unsafe fn columns(&self, _n0: usize) {}
 
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
     unsafe fn store(
         &self,
-        c: &DynamicPerRowCols,
+        _c: &(),
         acc: [__m512i; VECS],
         row_sum: Option<i32>,
         row_q: Option<RowQParams>,
@@ -393,6 +375,7 @@ impl Output for DynamicPerRowOut<'_> {
     ) {
         let e = self.0;
         debug_assert!(row_q.is_some(), "per-row epilogue without row qparams");
+        debug_assert!(e.col_sum.len() >= n0 + NR && e.weight_scale.len() >= n0 + NR);
         // A caller that breaks the contract (no row qparams) gets NaN, not a guess.
         let q = row_q.unwrap_or(RowQParams {
             scale: f32::NAN,
@@ -405,24 +388,33 @@ impl Output for DynamicPerRowOut<'_> {
             if masks[v] == 0 {
                 break;
             }
-            // SAFETY: the store is masked to the valid columns of this row, and
-            // `n0 + 16 v` is one of them (its mask is non-zero).
+            let n = n0 + 16 * v;
+            // SAFETY: the epilogue arrays (`col_sum`, `weight_scale` included) are padded
+            // to whole panels, so 16 entries at `n < n0 + NR` are readable; the store is
+            // masked to the valid columns of this row, and `n` is one of them (its mask
+            // is non-zero).
             unsafe {
-                let raw = fold_raw(acc[v], c.col_offset[v], c.row_zp[v], row_sum);
+                let raw = fold_raw(
+                    acc[v],
+                    load_i32(&e.col_offset, n),
+                    load_i32(&e.row_zp, n),
+                    row_sum,
+                );
                 // raw -= zp_m * col_sum; mult = f(s_m * weight_scale)
-                let raw = _mm512_sub_epi32(raw, _mm512_mullo_epi32(zp, c.col_sum[v]));
-                let mult = _mm512_mul_ps(scale, c.weight_scale[v]);
+                let raw = _mm512_sub_epi32(raw, _mm512_mullo_epi32(zp, load_i32(&e.col_sum, n)));
+                let mult = _mm512_mul_ps(scale, load_f32(&e.weight_scale, n));
                 let xf = _mm512_cvtepi32_ps(raw);
+                let bias = load_f32(&e.bias, n);
                 let mut out = if e.fused_bias {
-                    _mm512_fmadd_ps(xf, mult, c.bias[v])
+                    _mm512_fmadd_ps(xf, mult, bias)
                 } else {
-                    _mm512_add_ps(_mm512_mul_ps(mult, xf), c.bias[v])
+                    _mm512_add_ps(_mm512_mul_ps(mult, xf), bias)
                 };
                 if e.relu {
                     // x > 0 ? x : +0, as in `DynamicOut::store`.
                     out = _mm512_max_ps(out, _mm512_setzero_ps());
                 }
-                _mm512_mask_storeu_ps(out_row.add(n0 + 16 * v), masks[v], out);
+                _mm512_mask_storeu_ps(out_row.add(n), masks[v], out);
             }
         }
     }

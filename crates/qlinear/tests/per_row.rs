@@ -111,7 +111,7 @@ fn per_row_matches_literal_with_strided_views_and_threads() {
     for profile in [Profile::Fbgemm, Profile::Qnnpack] {
         let want = qlinear_reference::dynamic_linear_per_row(
             &xin,
-            &w.data().iter().map(|&v| v as i8).collect::<Vec<_>>(),
+            w.data(),
             n,
             w.qparams(),
             None,
