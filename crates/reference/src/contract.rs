@@ -209,7 +209,9 @@ pub type GemmU8Fn = unsafe fn(args: &GemmArgs<u8>, epi: &StaticEpilogue);
 /// A dynamic (f32 output) kernel entry point. Same contract as [`GemmU8Fn`].
 ///
 /// # Safety
-/// As for [`GemmU8Fn`].
+/// As for [`GemmU8Fn`]; in addition, an epilogue built by
+/// [`DynamicEpilogue::new_per_row`] comes with a non-null `row_qparams` of `m` entries
+/// (and a per-tensor one with a null `row_qparams`).
 pub type GemmF32Fn = unsafe fn(args: &GemmArgs<f32>, epi: &DynamicEpilogue);
 
 /// Finiteness check and `(min(x, 0), max(x, 0))` of a dynamic input
