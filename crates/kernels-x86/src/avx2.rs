@@ -47,7 +47,7 @@ use core::arch::x86_64::*;
 use qlinear_reference::contract::{DynamicEpilogue, GemmArgs, RowQParams, StaticEpilogue};
 
 use crate::blocking::{block_rows, Tile, Tiles};
-use crate::epilogue256::{store_f32, store_u8};
+use crate::epilogue256::{store_f32, store_f32_per_row, store_u8};
 use crate::isa::kernel_descriptor;
 
 /// Rows of the register tile.
@@ -91,10 +91,49 @@ unsafe fn gemm_u8(args: &GemmArgs<u8>, epi: &StaticEpilogue) {
 /// As for [`gemm_u8`].
 #[target_feature(enable = "avx2,fma")]
 unsafe fn gemm_f32(args: &GemmArgs<f32>, epi: &DynamicEpilogue) {
+    // SAFETY: forwarded caller contract; the features are enabled here. The mode is
+    // chosen once per call: the per-tensor loop nest carries no per-row code.
+    unsafe {
+        if epi.is_per_row() {
+            gemm_f32_per_row(args, epi)
+        } else {
+            gemm_f32_per_tensor(args, epi)
+        }
+    }
+}
+
+/// The per-tensor dynamic loop nest, out of line (like the per-row one) so it is
+/// compiled exactly as the single dynamic loop nest was before the per-row mode.
+///
+/// # Safety
+/// As for [`gemm_f32`].
+#[inline(never)]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn gemm_f32_per_tensor(args: &GemmArgs<f32>, epi: &DynamicEpilogue) {
+    // SAFETY: forwarded caller contract; the features are enabled here.
+    unsafe {
+        drive(args, |acc, row_sum, _row_q, n, nc, out: *mut f32| {
+            store_f32(acc, row_sum, epi, n, nc, out)
+        })
+    }
+}
+
+/// The per-row dynamic loop nest (an epilogue from [`DynamicEpilogue::new_per_row`]).
+///
+/// # Safety
+/// As for [`gemm_f32`], with `args.row_qparams` holding `m` entries.
+#[inline(never)]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn gemm_f32_per_row(args: &GemmArgs<f32>, epi: &DynamicEpilogue) {
     // SAFETY: forwarded caller contract; the features are enabled here.
     unsafe {
         drive(args, |acc, row_sum, row_q, n, nc, out: *mut f32| {
-            store_f32(acc, row_sum, row_q, epi, n, nc, out)
+            // A caller that breaks the contract (no row qparams) gets NaN, not a guess.
+            let q = row_q.unwrap_or(RowQParams {
+                scale: f32::NAN,
+                zero_point: 0,
+            });
+            store_f32_per_row(acc, row_sum, q, epi, n, nc, out)
         })
     }
 }

@@ -56,7 +56,8 @@
 //!
 //! ```text
 //! raw[m,n]  = acc[m,n] + col_offset[n] - row_zp[n] * row_sum'[m] - zp_m * col_sum[n]
-//!   col_offset[n] = 0                         (dynamic: no quantized bias)
+//!   col_offset[n] = 0                         (dynamic: no quantized bias; a kernel
+//!                                              may skip adding it in this mode)
 //!   row_sum'[m]   = row_sum[m] - K * zp_m     (i32, wrapping; null when every zw is 0)
 //! mult[m,n] = f(s_m * weight_scale[n])        (qnnpack's f(scale_w * s_m): same product)
 //! ```
@@ -462,7 +463,8 @@ impl DynamicEpilogue {
     }
 
     /// Folds a per-row dynamic layer's parameters for `n` columns: the input qparams
-    /// come per row at call time ([`GemmArgs::row_qparams`]), so `col_offset` is 0,
+    /// come per row at call time ([`GemmArgs::row_qparams`]), so `col_offset` is 0 (always:
+    /// per-row kernels may skip it),
     /// `mult` is unused (kept, padded, so no vector load of it can go out of bounds) and `col_sum` / `weight_scale` carry the per-column
     /// factors of the row terms (see the module docs).
     #[allow(clippy::too_many_arguments)]
