@@ -103,9 +103,20 @@ pub fn static_layer(k: usize, n: usize, backend: Backend) -> qlinear::Result<Lin
 
 /// A dynamic layer of `k -> n` on `backend` (single-threaded by default).
 pub fn dynamic_layer(k: usize, n: usize, backend: Backend) -> qlinear::Result<DynamicLinear> {
+    dynamic_layer_with(k, n, backend, qlinear::InputQuantization::PerTensor)
+}
+
+/// [`dynamic_layer`] with the given input quantization mode.
+pub fn dynamic_layer_with(
+    k: usize,
+    n: usize,
+    backend: Backend,
+    mode: qlinear::InputQuantization,
+) -> qlinear::Result<DynamicLinear> {
     DynamicLinear::builder(weight(k, n))
         .bias(bias(n))
         .reduce_range(false)
+        .input_quantization(mode)
         .backend(backend)
         .threads(1)
         .build()

@@ -1,7 +1,10 @@
 //! The differential target's case: every parameter of a layer call chosen by the fuzzer
 //! (through `arbitrary`), the data bytes taken from the rest of the input and, when that
 //! runs out, from a fuzzer-chosen seed; then the API on one available backend against
-//! the reference oracle, static (bytes) and dynamic (f32 bits).
+//! the reference oracle, static (bytes) and dynamic (f32 bits). Every dynamic case runs
+//! twice: per-tensor input quantization against `dynamic_linear` and per-row
+//! (`InputQuantization::PerRow`) against `dynamic_linear_per_row`; the mode is not an
+//! `Input` field, so the checked-in seeds decode to the same cases as before.
 //!
 //! Invalid parameters (zero dimensions, K over the limit, scales that are 0, negative,
 //! NaN or infinite, zero points out of range, non-finite bias or input) are part of the
@@ -11,7 +14,8 @@
 
 use arbitrary::Arbitrary;
 use qlinear::{
-    ActQParams, Backend, DynamicLinear, Linear, MatMut, MatRef, PackedWeights, Profile,
+    ActQParams, Backend, DynamicLinear, InputQuantization, Linear, MatMut, MatRef,
+    PackedWeights, Profile,
     QuantizedWeight, Result, WeightQParams, K_LIMIT,
 };
 use qlinear_reference::testkit::Rng;
@@ -599,8 +603,18 @@ impl Case {
 
     /// The reference's dynamic result (None when the mode skips it).
     pub fn reference_dynamic(&self) -> Option<Result<Vec<f32>>> {
+        self.reference_dynamic_mode(InputQuantization::PerTensor)
+    }
+
+    /// The reference's dynamic result with the given input quantization
+    /// (`dynamic_linear` or `dynamic_linear_per_row`; None when the mode skips it).
+    pub fn reference_dynamic_mode(&self, mode: InputQuantization) -> Option<Result<Vec<f32>>> {
+        let literal = match mode {
+            InputQuantization::PerTensor => qlinear_reference::dynamic_linear,
+            InputQuantization::PerRow => qlinear_reference::dynamic_linear_per_row,
+        };
         self.run_dynamic.then(|| {
-            qlinear_reference::dynamic_linear(
+            literal(
                 &self.xf_view(),
                 &self.w,
                 self.n,
@@ -664,6 +678,11 @@ impl Case {
 
     /// The API's dynamic output buffer (the view and the canary around it).
     pub fn api_dynamic(&self) -> Result<Vec<f32>> {
+        self.api_dynamic_mode(InputQuantization::PerTensor)
+    }
+
+    /// [`Case::api_dynamic`] with the given input quantization.
+    pub fn api_dynamic_mode(&self, mode: InputQuantization) -> Result<Vec<f32>> {
         let (qw, p) = self.packed()?;
         let b = match p {
             Some(p) => DynamicLinear::from_packed(p),
@@ -673,12 +692,14 @@ impl Case {
             .maybe_bias(self.bias.clone())
             .relu(self.relu)
             .profile(self.profile)
-            .reduce_range(self.reduce_range);
+            .reduce_range(self.reduce_range)
+            .input_quantization(mode);
         if self.threads_via_builder {
             b = b.threads(self.threads);
         }
         let layer = b.build()?;
         assert_eq!(layer.packed().backend(), self.backend, "layer backend");
+        assert_eq!(layer.input_quantization(), mode, "layer input quantization");
         let mut buf = vec![f32::from_bits(CANARY_F32_BITS); self.out_len()];
         let out = MatMut::new(&mut buf, self.m, self.n, self.out_stride)
             .expect("the harness sized the output");
@@ -750,15 +771,23 @@ impl Case {
                 ),
             }
         }
-        if let Some(want) = self.reference_dynamic() {
-            let got = self.api_dynamic();
+        // Every dynamic case runs in both input quantization modes (the `Input` stays
+        // as it was, so the seed corpus decodes to the same cases).
+        for (mode, what) in [
+            (InputQuantization::PerTensor, "dynamic"),
+            (InputQuantization::PerRow, "dynamic per-row"),
+        ] {
+            let Some(want) = self.reference_dynamic_mode(mode) else {
+                continue;
+            };
+            let got = self.api_dynamic_mode(mode);
             match (got, want) {
                 (Ok(buf), Ok(want)) => {
-                    self.compare(&buf, &want, |v| v.to_bits(), CANARY_F32_BITS, "dynamic")
+                    self.compare(&buf, &want, |v| v.to_bits(), CANARY_F32_BITS, what)
                 }
                 (Err(_), Err(_)) => {}
                 (got, want) => panic!(
-                    "dynamic: api {:?} but reference {:?}\ncase: {}",
+                    "{what}: api {:?} but reference {:?}\ncase: {}",
                     got.map(|_| "Ok"),
                     want.map(|_| "Ok"),
                     self.describe()

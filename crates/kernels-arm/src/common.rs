@@ -26,6 +26,11 @@
 //!          relu:    x > 0 ? x : 0                    fcmgt + bsl (NaN, -0.0 -> +0.0)
 //! ```
 //!
+//! Per-row dynamic mode (an epilogue from `DynamicEpilogue::new_per_row`, with the row's
+//! `RowQParams` from `GemmArgs::row_qparams`) adds `raw -= zp_m * col_sum` (mul, sub)
+//! and forms `mult = s_m * weight_scale` (fmul) per row; the epilogue picks the mode once
+//! per row, so the per-tensor path is the same code as before.
+//!
 //! `sat_add` is exact here: the scalar code adds in i64 and clamps into `[lo, 255]`, a
 //! sub-range of i32, so saturating at the i32 limits first changes no output. A null
 //! `row_sums` pointer is treated as `row_sum = 0`, which makes the row term vanish exactly
@@ -36,7 +41,7 @@
 
 use core::arch::aarch64::*;
 
-use qlinear_reference::contract::{DynamicEpilogue, GemmArgs, StaticEpilogue};
+use qlinear_reference::contract::{DynamicEpilogue, GemmArgs, RowQParams, StaticEpilogue};
 
 /// Columns per packed panel, shared by every kernel of this crate.
 pub(crate) const NR: usize = 16;
@@ -57,7 +62,8 @@ pub(crate) trait Epilogue {
     type Out;
 
     /// Applies the epilogue to columns `n0..n0 + nc` of one row and stores them at
-    /// `out_row + n0 ..`.
+    /// `out_row + n0 ..`. `row_q` is the row's input qparams in per-row dynamic mode,
+    /// else `None`.
     ///
     /// # Safety
     /// NEON is available; the epilogue's column arrays hold at least `n0 + 16` entries;
@@ -66,6 +72,7 @@ pub(crate) trait Epilogue {
         &self,
         acc: &Acc,
         row_sum: i32,
+        row_q: Option<RowQParams>,
         n0: usize,
         nc: usize,
         out_row: *mut Self::Out,
@@ -97,7 +104,15 @@ impl Epilogue for StaticEpilogue {
     type Out = u8;
 
     #[inline(always)]
-    unsafe fn store_row(&self, acc: &Acc, row_sum: i32, n0: usize, nc: usize, out_row: *mut u8) {
+    unsafe fn store_row(
+        &self,
+        acc: &Acc,
+        row_sum: i32,
+        _row_q: Option<RowQParams>,
+        n0: usize,
+        nc: usize,
+        out_row: *mut u8,
+    ) {
         debug_assert!(nc <= 16 && self.mult.len() >= n0 + 16);
         // SAFETY: the caller guarantees 16 readable column entries from `n0` (arrays are
         // padded to whole panels) and `nc` writable bytes at `out_row + n0`.
@@ -139,40 +154,90 @@ impl Epilogue for DynamicEpilogue {
     type Out = f32;
 
     #[inline(always)]
-    unsafe fn store_row(&self, acc: &Acc, row_sum: i32, n0: usize, nc: usize, out_row: *mut f32) {
+    unsafe fn store_row(
+        &self,
+        acc: &Acc,
+        row_sum: i32,
+        row_q: Option<RowQParams>,
+        n0: usize,
+        nc: usize,
+        out_row: *mut f32,
+    ) {
         debug_assert!(nc <= 16 && self.mult.len() >= n0 + 16);
-        // SAFETY: as for the static epilogue: 16 readable column entries from `n0`, `nc`
-        // writable floats at `out_row + n0`.
-        unsafe {
-            let zero = vdupq_n_f32(0.0);
-            for (j, &acc_j) in acc.iter().enumerate() {
-                // Groups past `nc` are skipped: `out_row + n` for them may point beyond
-                // the end of the output buffer (UB for `ptr::add`).
-                if 4 * j >= nc {
-                    break;
-                }
-                let n = n0 + 4 * j;
-                let raw = raw4(acc_j, &self.col_offset, &self.row_zp, row_sum, n);
-                let xf = vcvtq_f32_s32(raw);
-                let mult = vld1q_f32(self.mult.as_ptr().add(n));
-                let bias = vld1q_f32(self.bias.as_ptr().add(n));
-                let mut v = if self.fused_bias {
-                    // xf.mul_add(mult, bias) = bias + xf * mult, fused.
-                    vfmaq_f32(bias, xf, mult)
-                } else {
-                    vaddq_f32(vmulq_f32(mult, xf), bias)
-                };
-                if self.relu {
-                    v = vbslq_f32(vcgtq_f32(v, zero), v, zero);
-                }
-                let dst = out_row.add(n);
-                if 4 * j + 4 <= nc {
-                    vst1q_f32(dst, v);
-                } else {
-                    let mut tmp = [0f32; 4];
-                    vst1q_f32(tmp.as_mut_ptr(), v);
-                    core::ptr::copy_nonoverlapping(tmp.as_ptr(), dst, nc - 4 * j);
-                }
+        // The mode is chosen once per row: the per-tensor arm is the old code.
+        match row_q {
+            // SAFETY: as for the static epilogue, 16 readable entries from `n0` in every
+            // column array and `nc` writable floats at `out_row + n0`.
+            None => unsafe {
+                dynamic_row(self, acc, row_sum, n0, nc, out_row, |raw, n| {
+                    (raw, vld1q_f32(self.mult.as_ptr().add(n)))
+                })
+            },
+            // SAFETY: as above; in per-row mode `col_sum` and `weight_scale` are padded to
+            // whole panels too.
+            Some(q) => unsafe {
+                debug_assert!(self.col_sum.len() >= n0 + 16 && self.weight_scale.len() >= n0 + 16);
+                let scale = vdupq_n_f32(q.scale);
+                dynamic_row(self, acc, row_sum, n0, nc, out_row, |raw, n| {
+                    // raw -= zp_m * col_sum; mult = f(s_m * weight_scale)
+                    let cs = vld1q_s32(self.col_sum.as_ptr().add(n));
+                    let ws = vld1q_f32(self.weight_scale.as_ptr().add(n));
+                    (
+                        vsubq_s32(raw, vmulq_n_s32(cs, q.zero_point)),
+                        vmulq_f32(scale, ws),
+                    )
+                })
+            },
+        }
+    }
+}
+
+/// The dynamic epilogue of one row; `row_terms(raw, n)` gives the final `raw` and the
+/// multiplier of columns `n..n+4` (per-tensor: `mult`; per-row: the row's terms).
+///
+/// # Safety
+/// As for [`Epilogue::store_row`]; `row_terms` reads only inside the padded arrays.
+#[inline(always)]
+unsafe fn dynamic_row(
+    e: &DynamicEpilogue,
+    acc: &Acc,
+    row_sum: i32,
+    n0: usize,
+    nc: usize,
+    out_row: *mut f32,
+    row_terms: impl Fn(int32x4_t, usize) -> (int32x4_t, float32x4_t),
+) {
+    // SAFETY: the caller guarantees 16 readable column entries from `n0`, `nc` writable
+    // floats at `out_row + n0`.
+    unsafe {
+        let zero = vdupq_n_f32(0.0);
+        for (j, &acc_j) in acc.iter().enumerate() {
+            // Groups past `nc` are skipped: `out_row + n` for them may point beyond
+            // the end of the output buffer (UB for `ptr::add`).
+            if 4 * j >= nc {
+                break;
+            }
+            let n = n0 + 4 * j;
+            let raw = raw4(acc_j, &e.col_offset, &e.row_zp, row_sum, n);
+            let (raw, mult) = row_terms(raw, n);
+            let xf = vcvtq_f32_s32(raw);
+            let bias = vld1q_f32(e.bias.as_ptr().add(n));
+            let mut v = if e.fused_bias {
+                // xf.mul_add(mult, bias) = bias + xf * mult, fused.
+                vfmaq_f32(bias, xf, mult)
+            } else {
+                vaddq_f32(vmulq_f32(mult, xf), bias)
+            };
+            if e.relu {
+                v = vbslq_f32(vcgtq_f32(v, zero), v, zero);
+            }
+            let dst = out_row.add(n);
+            if 4 * j + 4 <= nc {
+                vst1q_f32(dst, v);
+            } else {
+                let mut tmp = [0f32; 4];
+                vst1q_f32(tmp.as_mut_ptr(), v);
+                core::ptr::copy_nonoverlapping(tmp.as_ptr(), dst, nc - 4 * j);
             }
         }
     }
@@ -252,8 +317,9 @@ pub(crate) unsafe fn drive<E: Epilogue, K: Tile>(
                     kernel.tile(a_rows, rows, panel, i == i0, &mut acc);
                 }
                 for (r, acc_r) in acc.iter().enumerate().take(rows) {
-                    // SAFETY: row i + r < m: `row_sums` (when non-null) has m entries and
-                    // the output row is valid for columns [n_begin, n_end) ⊇ [n0, n0 + nc);
+                    // SAFETY: row i + r < m: `row_sums` and `row_qparams` (when non-null)
+                    // have m entries and the output row is valid for columns
+                    // [n_begin, n_end) ⊇ [n0, n0 + nc);
                     // the epilogue arrays are padded to whole panels (n0 + 16 entries).
                     unsafe {
                         let row_sum = if args.row_sums.is_null() {
@@ -261,8 +327,13 @@ pub(crate) unsafe fn drive<E: Epilogue, K: Tile>(
                         } else {
                             *args.row_sums.add(i + r)
                         };
+                        let row_q = if args.row_qparams.is_null() {
+                            None
+                        } else {
+                            Some(*args.row_qparams.add(i + r))
+                        };
                         let out_row = args.out.add((i + r) * args.out_stride);
-                        epi.store_row(acc_r, row_sum, n0, nc, out_row);
+                        epi.store_row(acc_r, row_sum, row_q, n0, nc, out_row);
                     }
                 }
                 i += rows;

@@ -10,9 +10,13 @@
 //! over rows and panels as the API's thread driver may split them.
 #![allow(clippy::print_stderr)]
 
-use qlinear_reference::contract::{DynamicEpilogue, GemmArgs, KernelDesc, StaticEpilogue};
+use qlinear_reference::contract::{
+    DynamicEpilogue, GemmArgs, KernelDesc, RowQParams, StaticEpilogue,
+};
 use qlinear_reference::pack::{column_sums, pack, row_sum};
-use qlinear_reference::testkit::{edge_scale_sweep, edge_shapes, Rng, StaticCase};
+use qlinear_reference::testkit::{
+    edge_scale_sweep, edge_shapes, per_row_input, random_row_qparams, Rng, StaticCase,
+};
 use qlinear_reference::{static_linear, MatRef};
 
 const CANARY_U8: u8 = 0xA5;
@@ -58,6 +62,9 @@ fn for_each_chunk<T>(args: GemmArgs<T>, nr: usize, split: Split, mut f: impl FnM
             c.out = args.out.wrapping_add(r0 * args.out_stride);
             if !args.row_sums.is_null() {
                 c.row_sums = args.row_sums.wrapping_add(r0);
+            }
+            if !args.row_qparams.is_null() {
+                c.row_qparams = args.row_qparams.wrapping_add(r0);
             }
             c.m = r1 - r0;
             c.n_begin = c0;
@@ -106,6 +113,7 @@ fn args<T>(c: &StaticCase, p: &Packed, out: *mut T, out_stride: usize) -> GemmAr
         } else {
             p.row_sums.as_ptr()
         },
+        row_qparams: std::ptr::null(),
         out,
         out_stride,
     }
@@ -225,6 +233,131 @@ fn check_dynamic(d: &KernelDesc, c: &StaticCase, split: Split, extra_stride: usi
     }
 }
 
+/// Per-row dynamic mode, on the chunks of `split` with an output row stride of
+/// `n + extra_stride` inside canaries:
+///
+/// 1. an input whose rows differ in magnitude, quantized row by row with the kernel's
+///    own `min_max` / `quantize`, against the literal `dynamic_linear_per_row`;
+/// 2. the case's own bytes with random per-row qparams (subnormal to huge scales, zero
+///    points 0 and 255) against the scalar `DynamicEpilogue::apply_row`.
+fn check_per_row(d: &KernelDesc, c: &StaticCase, split: Split, extra_stride: usize) {
+    let p = prepare(d, c);
+    let (m, k, n) = (c.m, c.k, c.n);
+    let epi = DynamicEpilogue::new_per_row(
+        c.profile,
+        &c.wq,
+        &p.col_sums,
+        k,
+        c.bias.as_deref(),
+        c.relu,
+        p.n_pad,
+    );
+    let need_sums = !c.wq.all_zero_points_zero();
+    let mut rng = Rng::new((m * 1_000_003 + k * 1009 + n * 31 + extra_stride) as u64);
+    let stride = n + extra_stride;
+
+    // Runs the chunks into a canaried buffer; returns it.
+    let run = |a: &[u8], a_stride: usize, sums: &[i32], rows: &[RowQParams]| {
+        let mut buf = vec![f32::from_bits(CANARY_F32); 2 * GUARD + m * stride];
+        let mut all = args(c, &p, buf[GUARD..].as_mut_ptr(), stride);
+        all.a = a.as_ptr();
+        all.a_stride = a_stride;
+        all.row_sums = if need_sums {
+            sums.as_ptr()
+        } else {
+            std::ptr::null()
+        };
+        all.row_qparams = rows.as_ptr();
+        for_each_chunk(all, d.layout.nr, split, |ch| {
+            // SAFETY: `available` checked the ISA; the chunk's rows and columns lie in
+            // the activations, the packing and the canaried output buffer; `rows` and
+            // `sums` hold m entries, offset with the chunk.
+            unsafe { (d.gemm_f32)(ch, &epi) }
+        });
+        buf
+    };
+    let check = |buf: &[f32], want: &dyn Fn(usize, usize) -> f32, what: &str| {
+        for (idx, &v) in buf.iter().enumerate() {
+            let inside = idx >= GUARD && (idx - GUARD) / stride < m && (idx - GUARD) % stride < n;
+            if inside {
+                let (i, j) = ((idx - GUARD) / stride, (idx - GUARD) % stride);
+                let w = want(i, j);
+                assert_eq!(
+                    v.to_bits(),
+                    w.to_bits(),
+                    "{}: per-row ({what}) m={m} k={k} n={n} at ({i},{j}): {v} vs {w}",
+                    d.name
+                );
+            } else {
+                assert_eq!(
+                    v.to_bits(),
+                    CANARY_F32,
+                    "{}: stray write at element {idx}",
+                    d.name
+                );
+            }
+        }
+    };
+
+    // 1. Real per-row quantization against the literal layer.
+    let rr = rng.coin();
+    let xf = per_row_input(&mut rng, m, k, c.a_stride);
+    let xin = MatRef::new(&xf, m, k, c.a_stride).unwrap();
+    let want = qlinear_reference::dynamic_linear_per_row(
+        &xin,
+        &c.w,
+        n,
+        &c.wq,
+        c.bias.as_deref(),
+        rr,
+        c.relu,
+        c.profile,
+    )
+    .unwrap();
+    let rr = rr && c.profile == qlinear_reference::Profile::Fbgemm;
+    let mut q = vec![0u8; m * k];
+    let mut rows = Vec::with_capacity(m);
+    let mut sums = Vec::with_capacity(m);
+    for i in 0..m {
+        let row = MatRef::dense(xin.row(i), 1, k).unwrap();
+        // SAFETY: `available` checked the ISA; the output slice holds the row's k bytes.
+        let (lo, hi) = unsafe { (d.min_max)(&row) }.unwrap();
+        let qp = qlinear_reference::quantize::dynamic_qparams_from_min_max(lo, hi, rr);
+        // SAFETY: as above.
+        let s = unsafe { (d.quantize)(&row, qp.scale, qp.zero_point, &mut q[i * k..(i + 1) * k]) };
+        rows.push(RowQParams {
+            scale: qp.scale,
+            zero_point: qp.zero_point,
+        });
+        sums.push(s[0].wrapping_sub(DynamicEpilogue::row_sum_adjustment(k, qp.zero_point)));
+    }
+    let buf = run(&q, k, &sums, &rows);
+    check(&buf, &|i, j| want[i * n + j], "literal");
+
+    // 2. Random row qparams on the case's bytes against `apply_row`.
+    let rows = random_row_qparams(&mut rng, m);
+    let sums: Vec<i32> = (0..m)
+        .map(|i| {
+            row_sum(&c.a[i * c.a_stride..i * c.a_stride + k])
+                .wrapping_sub(DynamicEpilogue::row_sum_adjustment(k, rows[i].zero_point))
+        })
+        .collect();
+    let buf = run(&c.a, c.a_stride, &sums, &rows);
+    check(
+        &buf,
+        &|i, j| {
+            let row = &c.a[i * c.a_stride..i * c.a_stride + k];
+            let acc = row
+                .iter()
+                .zip(&c.w[j * k..(j + 1) * k])
+                .fold(0i32, |s, (&x, &y)| s.wrapping_add(x as i32 * y as i32));
+            let rs = if need_sums { sums[i] } else { 0 };
+            epi.apply_row(acc, rs, Some(rows[i]), j)
+        },
+        "random qparams",
+    );
+}
+
 const WHOLE: Split = Split { row: 0, panel: 0 };
 
 pub(crate) fn descriptor(d: &KernelDesc) {
@@ -255,6 +388,7 @@ pub(crate) fn edge_dynamic(d: &KernelDesc) {
     for (m, k, n) in edge_shapes(d.mr, d.layout.nr, d.layout.kr) {
         let c = StaticCase::random(&mut rng, m, k, n);
         check_dynamic(d, &c, WHOLE, rng.below(3));
+        check_per_row(d, &c, WHOLE, rng.below(3));
     }
 }
 
@@ -299,6 +433,7 @@ pub(crate) fn edge_scales(d: &KernelDesc) {
         for c in edge_scale_sweep(&mut rng, m, k, n) {
             check_static(d, &c, WHOLE, 1);
             check_dynamic(d, &c, WHOLE, 2);
+            check_per_row(d, &c, WHOLE, 1);
         }
     }
 }
@@ -327,6 +462,7 @@ pub(crate) fn splits(d: &KernelDesc) {
             let c = StaticCase::random(&mut rng, m, k, n);
             check_static(d, &c, split, 5);
             check_dynamic(d, &c, split, 3);
+            check_per_row(d, &c, split, 2);
         }
     }
 }
@@ -344,6 +480,7 @@ pub(crate) fn random(d: &KernelDesc, seed: u64, m: usize, k: usize, n: usize) {
     };
     check_static(d, &c, split, rng.below(4));
     check_dynamic(d, &c, split, rng.below(4));
+    check_per_row(d, &c, split, rng.below(4));
 }
 
 /// The vector epilogues against the scalar `apply` on hostile values the layer tests can
@@ -403,6 +540,13 @@ fn epilogues_match_apply_on_special_values() {
             bias: (0..len).map(|_| pick(&mut rng)).collect(),
             fused_bias: rng.coin(),
             relu: rng.coin(),
+            col_sum: (0..len).map(|_| rng.next_u64() as i32).collect(),
+            weight_scale: (0..len).map(|_| pick(&mut rng)).collect(),
+        };
+        // Per-row qparams for the per-row store of the same row: special scales too.
+        let row_q = RowQParams {
+            scale: pick(&mut rng),
+            zero_point: rng.range_i32(0, 255),
         };
         let accs: Vec<i32> = (0..16)
             .map(|j| match (round + j) % 5 {
@@ -417,13 +561,15 @@ fn epilogues_match_apply_on_special_values() {
         let nc = 1 + rng.below(16);
         // SAFETY: NEON is baseline on aarch64; the arrays hold n0 + 16 entries; the output
         // buffers have 16 elements after n0.
-        let (got_u8, got_f32) = unsafe {
+        let (got_u8, got_f32, got_per_row) = unsafe {
             let acc = [0, 4, 8, 12].map(|q| vld1q_s32(accs[q..].as_ptr()));
             let mut o8 = vec![0xA5u8; len + 16];
             let mut of = vec![f32::from_bits(CANARY_F32); len + 16];
-            stat.store_row(&acc, row_sum, n0, nc, o8.as_mut_ptr());
-            dynm.store_row(&acc, row_sum, n0, nc, of.as_mut_ptr());
-            (o8, of)
+            let mut opr = vec![f32::from_bits(CANARY_F32); len + 16];
+            stat.store_row(&acc, row_sum, None, n0, nc, o8.as_mut_ptr());
+            dynm.store_row(&acc, row_sum, None, n0, nc, of.as_mut_ptr());
+            dynm.store_row(&acc, row_sum, Some(row_q), n0, nc, opr.as_mut_ptr());
+            (o8, of, opr)
         };
         for j in 0..len + 16 {
             if j >= n0 && j < n0 + nc {
@@ -439,7 +585,17 @@ fn epilogues_match_apply_on_special_values() {
                     dynm.apply(a, row_sum, n).to_bits(),
                     "dynamic col {n} {dynm:?}"
                 );
+                assert_eq!(
+                    got_per_row[j].to_bits(),
+                    dynm.apply_row(a, row_sum, Some(row_q), n).to_bits(),
+                    "per-row col {n} {row_q:?} {dynm:?}"
+                );
             } else {
+                assert_eq!(
+                    got_per_row[j].to_bits(),
+                    CANARY_F32,
+                    "per-row stray write at {j}"
+                );
                 assert_eq!(got_u8[j], 0xA5, "static stray write at {j}");
                 assert_eq!(
                     got_f32[j].to_bits(),

@@ -44,10 +44,10 @@
 
 use core::arch::x86_64::*;
 
-use qlinear_reference::contract::{DynamicEpilogue, GemmArgs, StaticEpilogue};
+use qlinear_reference::contract::{DynamicEpilogue, GemmArgs, RowQParams, StaticEpilogue};
 
 use crate::blocking::{block_rows, Tile, Tiles};
-use crate::epilogue256::{store_f32, store_u8};
+use crate::epilogue256::{store_f32, store_f32_per_row, store_u8};
 use crate::isa::kernel_descriptor;
 
 /// Rows of the register tile.
@@ -79,7 +79,7 @@ kernel_descriptor! {
 unsafe fn gemm_u8(args: &GemmArgs<u8>, epi: &StaticEpilogue) {
     // SAFETY: forwarded caller contract; the features are enabled here.
     unsafe {
-        drive(args, |acc, row_sum, n, nc, out: *mut u8| {
+        drive(args, |acc, row_sum, _row_q, n, nc, out: *mut u8| {
             store_u8(acc, row_sum, epi, n, nc, out)
         })
     }
@@ -91,10 +91,49 @@ unsafe fn gemm_u8(args: &GemmArgs<u8>, epi: &StaticEpilogue) {
 /// As for [`gemm_u8`].
 #[target_feature(enable = "avx2,fma")]
 unsafe fn gemm_f32(args: &GemmArgs<f32>, epi: &DynamicEpilogue) {
+    // SAFETY: forwarded caller contract; the features are enabled here. The mode is
+    // chosen once per call: the per-tensor loop nest carries no per-row code.
+    unsafe {
+        if epi.is_per_row() {
+            gemm_f32_per_row(args, epi)
+        } else {
+            gemm_f32_per_tensor(args, epi)
+        }
+    }
+}
+
+/// The per-tensor dynamic loop nest, out of line (like the per-row one) so it is
+/// compiled exactly as the single dynamic loop nest was before the per-row mode.
+///
+/// # Safety
+/// As for [`gemm_f32`].
+#[inline(never)]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn gemm_f32_per_tensor(args: &GemmArgs<f32>, epi: &DynamicEpilogue) {
     // SAFETY: forwarded caller contract; the features are enabled here.
     unsafe {
-        drive(args, |acc, row_sum, n, nc, out: *mut f32| {
+        drive(args, |acc, row_sum, _row_q, n, nc, out: *mut f32| {
             store_f32(acc, row_sum, epi, n, nc, out)
+        })
+    }
+}
+
+/// The per-row dynamic loop nest (an epilogue from [`DynamicEpilogue::new_per_row`]).
+///
+/// # Safety
+/// As for [`gemm_f32`], with `args.row_qparams` holding `m` entries.
+#[inline(never)]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn gemm_f32_per_row(args: &GemmArgs<f32>, epi: &DynamicEpilogue) {
+    // SAFETY: forwarded caller contract; the features are enabled here.
+    unsafe {
+        drive(args, |acc, row_sum, row_q, n, nc, out: *mut f32| {
+            // A caller that breaks the contract (no row qparams) gets NaN, not a guess.
+            let q = row_q.unwrap_or(RowQParams {
+                scale: f32::NAN,
+                zero_point: 0,
+            });
+            store_f32_per_row(acc, row_sum, q, epi, n, nc, out)
         })
     }
 }
@@ -174,7 +213,10 @@ unsafe fn accumulate<const R: usize, const PREFETCH: bool>(
 /// AVX2 + FMA enabled; kernel contract on `args` / epilogue.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn drive<T>(args: &GemmArgs<T>, store: impl Fn(__m256i, Option<i32>, usize, usize, *mut T)) {
+unsafe fn drive<T>(
+    args: &GemmArgs<T>,
+    store: impl Fn(__m256i, Option<i32>, Option<RowQParams>, usize, usize, *mut T),
+) {
     let kpad = args.k.div_ceil(KR) * KR;
     // Activations are widened one row block at a time (the blocks of
     // `crate::blocking`), into one buffer reused for every block: the extra memory is
@@ -209,7 +251,7 @@ unsafe fn tile<T>(
     kpad: usize,
     first: usize,
     t: Tile,
-    store: &impl Fn(__m256i, Option<i32>, usize, usize, *mut T),
+    store: &impl Fn(__m256i, Option<i32>, Option<RowQParams>, usize, usize, *mut T),
 ) {
     // SAFETY: forwarded; see the caller.
     unsafe {
@@ -236,7 +278,15 @@ unsafe fn tile<T>(
         for (r, &acc) in sums.iter().enumerate().take(t.rows) {
             let i = first + t.row + r;
             let row_sum = (!args.row_sums.is_null()).then(|| *args.row_sums.add(i));
-            store(acc, row_sum, t.n0, t.nc, args.out.add(i * args.out_stride));
+            let row_q = (!args.row_qparams.is_null()).then(|| *args.row_qparams.add(i));
+            store(
+                acc,
+                row_sum,
+                row_q,
+                t.n0,
+                t.nc,
+                args.out.add(i * args.out_stride),
+            );
         }
     }
 }

@@ -46,7 +46,7 @@
 
 use core::arch::x86_64::*;
 
-use qlinear_reference::contract::{DynamicEpilogue, GemmArgs, StaticEpilogue};
+use qlinear_reference::contract::{DynamicEpilogue, GemmArgs, RowQParams, StaticEpilogue};
 
 use crate::blocking::{load_tail_u32, Tile, Tiles};
 use crate::isa::kernel_descriptor;
@@ -93,7 +93,38 @@ unsafe fn gemm_u8(args: &GemmArgs<u8>, epi: &StaticEpilogue) {
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
 unsafe fn gemm_f32(args: &GemmArgs<f32>, epi: &DynamicEpilogue) {
     // SAFETY: forwarded caller contract; the features are enabled in this function.
+    // The mode is chosen once per call, so the per-tensor path is exactly as before.
+    unsafe {
+        if epi.is_per_row() {
+            gemm_f32_per_row(args, epi)
+        } else {
+            gemm_f32_per_tensor(args, epi)
+        }
+    }
+}
+
+/// The per-tensor dynamic loop nest. Kept out of line, like the per-row one, so each
+/// is compiled (and inlined into) on its own exactly as the single dynamic loop nest
+/// was before the per-row mode existed.
+///
+/// # Safety
+/// As for [`gemm_f32`].
+#[inline(never)]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
+unsafe fn gemm_f32_per_tensor(args: &GemmArgs<f32>, epi: &DynamicEpilogue) {
+    // SAFETY: forwarded caller contract; the features are enabled in this function.
     unsafe { drive(args, &DynamicOut(epi)) }
+}
+
+/// The per-row dynamic loop nest (an epilogue from [`DynamicEpilogue::new_per_row`]).
+///
+/// # Safety
+/// As for [`gemm_f32`], with `args.row_qparams` holding `m` entries.
+#[inline(never)]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
+unsafe fn gemm_f32_per_row(args: &GemmArgs<f32>, epi: &DynamicEpilogue) {
+    // SAFETY: forwarded caller contract; the features are enabled in this function.
+    unsafe { drive(args, &DynamicPerRowOut(epi)) }
 }
 
 /// How a finished tile row becomes output: the static and dynamic epilogues. A tile
@@ -107,16 +138,19 @@ trait Output {
     /// # Safety
     /// AVX-512 enabled in the caller; epilogue arrays hold at least `n0 + NR` entries.
     unsafe fn columns(&self, n0: usize) -> Self::Cols;
-    /// Writes one row of a tile.
+    /// Writes one row of a tile; `row_q` is the row's input qparams (per-row dynamic
+    /// mode only, else `None`).
     ///
     /// # Safety
     /// AVX-512 enabled in the caller; `out_row` valid for the masked columns of
     /// `[n0, n0 + NR)`; `cols` loaded for this `n0`.
+    #[allow(clippy::too_many_arguments)]
     unsafe fn store(
         &self,
         cols: &Self::Cols,
         acc: [__m512i; VECS],
         row_sum: Option<i32>,
+        row_q: Option<RowQParams>,
         n0: usize,
         masks: [__mmask16; VECS],
         out_row: *mut Self::T,
@@ -211,6 +245,7 @@ impl Output for StaticOut<'_> {
         c: &StaticCols,
         acc: [__m512i; VECS],
         row_sum: Option<i32>,
+        _row_q: Option<RowQParams>,
         n0: usize,
         masks: [__mmask16; VECS],
         out_row: *mut u8,
@@ -294,6 +329,7 @@ impl Output for DynamicOut<'_> {
         c: &DynamicCols,
         acc: [__m512i; VECS],
         row_sum: Option<i32>,
+        _row_q: Option<RowQParams>,
         n0: usize,
         masks: [__mmask16; VECS],
         out_row: *mut f32,
@@ -325,6 +361,97 @@ impl Output for DynamicOut<'_> {
                     masks[v] != 0,
                     "pointer formed for a vector with no valid column"
                 );
+                _mm512_mask_storeu_ps(out_row.add(n0 + 16 * v), masks[v], out);
+            }
+        }
+    }
+}
+
+/// The per-row dynamic epilogue (an epilogue from [`DynamicEpilogue::new_per_row`]):
+/// each row brings its own scale and zero point, so `raw` gains `- zp_m * col_sum` and
+/// the multiplier is `f(s_m * weight_scale)`, formed per row.
+///
+/// A tile keeps four column arrays in registers, as many as [`DynamicOut`]: `col_offset`
+/// is all zero in per-row mode (the contract's fold puts every input zero point term on
+/// the row side), so it is not loaded; five arrays next to an 8-row tile's accumulators
+/// made the compiler spill.
+struct DynamicPerRowOut<'a>(&'a DynamicEpilogue);
+
+/// The per-row dynamic epilogue's per-column vectors.
+#[derive(Clone, Copy)]
+struct DynamicPerRowCols {
+    row_zp: [__m512i; VECS],
+    col_sum: [__m512i; VECS],
+    weight_scale: [__m512; VECS],
+    bias: [__m512; VECS],
+}
+
+impl Output for DynamicPerRowOut<'_> {
+    type T = f32;
+    type Cols = DynamicPerRowCols;
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
+    unsafe fn columns(&self, n0: usize) -> DynamicPerRowCols {
+        let e = self.0;
+        debug_assert!(e.col_offset.iter().all(|&o| o == 0), "per-row col_offset");
+        debug_assert!(e.col_sum.len() >= n0 + NR && e.weight_scale.len() >= n0 + NR);
+        // SAFETY: the epilogue arrays, `col_sum` and `weight_scale` included, are padded
+        // to whole panels (>= n0 + NR entries).
+        unsafe {
+            DynamicPerRowCols {
+                row_zp: core::array::from_fn(|v| load_i32(&e.row_zp, n0 + 16 * v)),
+                col_sum: core::array::from_fn(|v| load_i32(&e.col_sum, n0 + 16 * v)),
+                weight_scale: core::array::from_fn(|v| load_f32(&e.weight_scale, n0 + 16 * v)),
+                bias: core::array::from_fn(|v| load_f32(&e.bias, n0 + 16 * v)),
+            }
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
+    unsafe fn store(
+        &self,
+        c: &DynamicPerRowCols,
+        acc: [__m512i; VECS],
+        row_sum: Option<i32>,
+        row_q: Option<RowQParams>,
+        n0: usize,
+        masks: [__mmask16; VECS],
+        out_row: *mut f32,
+    ) {
+        let e = self.0;
+        debug_assert!(row_q.is_some(), "per-row epilogue without row qparams");
+        // A caller that breaks the contract (no row qparams) gets NaN, not a guess.
+        let q = row_q.unwrap_or(RowQParams {
+            scale: f32::NAN,
+            zero_point: 0,
+        });
+        let zp = _mm512_set1_epi32(q.zero_point);
+        let scale = _mm512_set1_ps(q.scale);
+        for v in 0..VECS {
+            // As in `DynamicOut::store`: stop before forming a pointer past the row.
+            if masks[v] == 0 {
+                break;
+            }
+            // SAFETY: the store is masked to the valid columns of this row, and
+            // `n0 + 16 v` is one of them (its mask is non-zero).
+            unsafe {
+                // raw = acc - row_zp * row_sum' - zp_m * col_sum   (col_offset is 0)
+                let raw = fold_raw(acc[v], _mm512_setzero_si512(), c.row_zp[v], row_sum);
+                let raw = _mm512_sub_epi32(raw, _mm512_mullo_epi32(zp, c.col_sum[v]));
+                // mult = f(s_m * weight_scale)
+                let mult = _mm512_mul_ps(scale, c.weight_scale[v]);
+                let xf = _mm512_cvtepi32_ps(raw);
+                let mut out = if e.fused_bias {
+                    _mm512_fmadd_ps(xf, mult, c.bias[v])
+                } else {
+                    _mm512_add_ps(_mm512_mul_ps(mult, xf), c.bias[v])
+                };
+                if e.relu {
+                    // x > 0 ? x : +0, as in `DynamicOut::store`.
+                    out = _mm512_max_ps(out, _mm512_setzero_ps());
+                }
                 _mm512_mask_storeu_ps(out_row.add(n0 + 16 * v), masks[v], out);
             }
         }
@@ -518,13 +645,29 @@ unsafe fn run_tile<const R: usize, O: Output>(args: &GemmArgs<O::T>, o: &O, t: T
         };
         let masks = column_masks(t.nc);
         let cols = o.columns(t.n0);
-        for (r, acc) in acc.into_iter().enumerate() {
+        // By index: `acc.into_iter()` moved the whole R x VECS array through `memcpy`
+        // in the per-row instantiation.
+        for (r, acc) in acc.iter().enumerate() {
+            let acc = *acc;
             let i = t.row + r;
-            let row_sum = (!args.row_sums.is_null()).then(|| *args.row_sums.add(i));
+            // Plain `if`s, not `bool::then` closures: a closure is not inlined through
+            // `then` (which lacks this function's target features) and became a call
+            // per row in the per-row instantiation.
+            let row_sum = if args.row_sums.is_null() {
+                None
+            } else {
+                Some(*args.row_sums.add(i))
+            };
+            let row_q = if args.row_qparams.is_null() {
+                None
+            } else {
+                Some(*args.row_qparams.add(i))
+            };
             o.store(
                 &cols,
                 acc,
                 row_sum,
+                row_q,
                 t.n0,
                 masks,
                 args.out.add(i * args.out_stride),

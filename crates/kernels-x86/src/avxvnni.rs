@@ -30,10 +30,10 @@
 
 use core::arch::x86_64::*;
 
-use qlinear_reference::contract::{DynamicEpilogue, GemmArgs, StaticEpilogue};
+use qlinear_reference::contract::{DynamicEpilogue, GemmArgs, RowQParams, StaticEpilogue};
 
 use crate::blocking::{load_tail_u32, Tile, Tiles};
-use crate::epilogue256::{store_f32, store_u8};
+use crate::epilogue256::{store_f32, store_f32_per_row, store_u8};
 use crate::isa::kernel_descriptor;
 
 /// Rows of the register tile.
@@ -77,14 +77,22 @@ unsafe fn gemm_u8(args: &GemmArgs<u8>, epi: &StaticEpilogue) {
 /// As for [`gemm_u8`].
 #[target_feature(enable = "avx2,fma,avxvnni")]
 unsafe fn gemm_f32(args: &GemmArgs<f32>, epi: &DynamicEpilogue) {
-    // SAFETY: forwarded caller contract; the features are enabled here.
-    unsafe { drive(args, &DynamicOut(epi)) }
+    // SAFETY: forwarded caller contract; the features are enabled here. The mode is
+    // chosen once per call: the per-tensor loop nest carries no per-row code.
+    unsafe {
+        if epi.is_per_row() {
+            drive(args, &DynamicPerRowOut(epi))
+        } else {
+            drive(args, &DynamicOut(epi))
+        }
+    }
 }
 
 /// How a finished tile row becomes output.
 trait Output {
     type T;
-    /// Writes one row of a tile (columns `[n0, n0 + nc)`).
+    /// Writes one row of a tile (columns `[n0, n0 + nc)`); `row_q` is the row's input
+    /// qparams in per-row dynamic mode.
     ///
     /// # Safety
     /// AVX2 + FMA enabled; `out_row` valid for columns `[n0, n0 + nc)`; epilogue arrays
@@ -93,6 +101,7 @@ trait Output {
         &self,
         acc: [__m256i; VECS],
         row_sum: Option<i32>,
+        row_q: Option<RowQParams>,
         n0: usize,
         nc: usize,
         out_row: *mut Self::T,
@@ -101,6 +110,8 @@ trait Output {
 
 struct StaticOut<'a>(&'a StaticEpilogue);
 struct DynamicOut<'a>(&'a DynamicEpilogue);
+/// The dynamic epilogue in per-row mode (see [`store_f32_per_row`]).
+struct DynamicPerRowOut<'a>(&'a DynamicEpilogue);
 
 impl Output for StaticOut<'_> {
     type T = u8;
@@ -110,6 +121,7 @@ impl Output for StaticOut<'_> {
         &self,
         acc: [__m256i; VECS],
         row_sum: Option<i32>,
+        _row_q: Option<RowQParams>,
         n0: usize,
         nc: usize,
         out_row: *mut u8,
@@ -132,6 +144,7 @@ impl Output for DynamicOut<'_> {
         &self,
         acc: [__m256i; VECS],
         row_sum: Option<i32>,
+        _row_q: Option<RowQParams>,
         n0: usize,
         nc: usize,
         out_row: *mut f32,
@@ -141,6 +154,35 @@ impl Output for DynamicOut<'_> {
             if valid > 0 {
                 // SAFETY: as above.
                 unsafe { store_f32(acc, row_sum, self.0, n0 + 8 * v, valid, out_row) };
+            }
+        }
+    }
+}
+
+impl Output for DynamicPerRowOut<'_> {
+    type T = f32;
+    #[inline]
+    #[target_feature(enable = "avx2,fma,avxvnni")]
+    unsafe fn store(
+        &self,
+        acc: [__m256i; VECS],
+        row_sum: Option<i32>,
+        row_q: Option<RowQParams>,
+        n0: usize,
+        nc: usize,
+        out_row: *mut f32,
+    ) {
+        debug_assert!(row_q.is_some(), "per-row epilogue without row qparams");
+        // A caller that breaks the contract (no row qparams) gets NaN, not a guess.
+        let q = row_q.unwrap_or(RowQParams {
+            scale: f32::NAN,
+            zero_point: 0,
+        });
+        for (v, acc) in acc.into_iter().enumerate() {
+            let valid = nc.saturating_sub(8 * v).min(8);
+            if valid > 0 {
+                // SAFETY: as above; the per-row arrays are padded like the others.
+                unsafe { store_f32_per_row(acc, row_sum, q, self.0, n0 + 8 * v, valid, out_row) };
             }
         }
     }
@@ -281,7 +323,15 @@ unsafe fn run_tile<const R: usize, O: Output>(args: &GemmArgs<O::T>, o: &O, t: T
         for (r, acc) in acc.into_iter().enumerate() {
             let i = t.row + r;
             let row_sum = (!args.row_sums.is_null()).then(|| *args.row_sums.add(i));
-            o.store(acc, row_sum, t.n0, t.nc, args.out.add(i * args.out_stride));
+            let row_q = (!args.row_qparams.is_null()).then(|| *args.row_qparams.add(i));
+            o.store(
+                acc,
+                row_sum,
+                row_q,
+                t.n0,
+                t.nc,
+                args.out.add(i * args.out_stride),
+            );
         }
     }
 }

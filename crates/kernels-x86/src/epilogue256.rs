@@ -8,7 +8,7 @@
 
 use core::arch::x86_64::*;
 
-use qlinear_reference::contract::{DynamicEpilogue, StaticEpilogue};
+use qlinear_reference::contract::{DynamicEpilogue, RowQParams, StaticEpilogue};
 
 /// `raw = acc + col_offset - row_zp * row_sum` for 8 columns at `n`.
 ///
@@ -91,7 +91,8 @@ pub(crate) unsafe fn store_u8(
     }
 }
 
-/// Dynamic epilogue for 8 columns `[n, n + 8)`, writing the first `nc` of them.
+/// Dynamic epilogue (per-tensor mode) for 8 columns `[n, n + 8)`, writing the first
+/// `nc` of them.
 ///
 /// # Safety
 /// As for [`store_u8`], with `out_row + n` valid for `nc` f32 writes.
@@ -105,11 +106,70 @@ pub(crate) unsafe fn store_f32(
     nc: usize,
     out_row: *mut f32,
 ) {
-    // SAFETY: as in `store_u8`; the masked store touches only the first `nc` lanes.
+    // SAFETY: as in `store_u8`; `finish_f32` writes only the first `nc` lanes.
     unsafe {
         let raw = fold_raw(acc, e.col_offset.as_ptr(), e.row_zp.as_ptr(), row_sum, n);
-        let xf = _mm256_cvtepi32_ps(raw);
         let mult = _mm256_loadu_ps(e.mult.as_ptr().add(n));
+        finish_f32(raw, mult, e, n, nc, out_row);
+    }
+}
+
+/// Dynamic epilogue in per-row mode (an epilogue from
+/// [`DynamicEpilogue::new_per_row`]) for 8 columns `[n, n + 8)` of a row whose input
+/// qparams are `row_q`: `raw -= zp_m * col_sum`, `mult = f(s_m * weight_scale)`. A
+/// separate function from [`store_f32`], so the per-tensor path carries no mode test.
+///
+/// # Safety
+/// As for [`store_f32`]; `col_sum` and `weight_scale` are valid for 8 reads at `n`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn store_f32_per_row(
+    acc: __m256i,
+    row_sum: Option<i32>,
+    row_q: RowQParams,
+    e: &DynamicEpilogue,
+    n: usize,
+    nc: usize,
+    out_row: *mut f32,
+) {
+    debug_assert!(e.col_sum.len() >= n + 8 && e.weight_scale.len() >= n + 8);
+    // SAFETY: as in `store_f32`; the per-row arrays are padded like the others.
+    unsafe {
+        let raw = fold_raw(acc, e.col_offset.as_ptr(), e.row_zp.as_ptr(), row_sum, n);
+        let raw = _mm256_sub_epi32(
+            raw,
+            _mm256_mullo_epi32(
+                _mm256_set1_epi32(row_q.zero_point),
+                _mm256_loadu_si256(e.col_sum.as_ptr().add(n).cast()),
+            ),
+        );
+        let mult = _mm256_mul_ps(
+            _mm256_set1_ps(row_q.scale),
+            _mm256_loadu_ps(e.weight_scale.as_ptr().add(n)),
+        );
+        finish_f32(raw, mult, e, n, nc, out_row);
+    }
+}
+
+/// The float part of the dynamic epilogue shared by both modes: bias, ReLU, store of
+/// the first `nc` lanes at `out_row + n`.
+///
+/// # Safety
+/// AVX2 + FMA enabled; `e.bias` valid for 8 reads at `n`; `out_row + n` valid for `nc`
+/// f32 writes.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn finish_f32(
+    raw: __m256i,
+    mult: __m256,
+    e: &DynamicEpilogue,
+    n: usize,
+    nc: usize,
+    out_row: *mut f32,
+) {
+    // SAFETY: the masked store touches only the first `nc` lanes; see the caller.
+    unsafe {
+        let xf = _mm256_cvtepi32_ps(raw);
         let bias = _mm256_loadu_ps(e.bias.as_ptr().add(n));
         let mut out = if e.fused_bias {
             _mm256_fmadd_ps(xf, mult, bias)

@@ -8,8 +8,12 @@
 // Test code: telling the person running the tests about a skipped kernel is the point.
 #![allow(clippy::print_stderr)]
 
-use qlinear_reference::contract::{DynamicEpilogue, GemmArgs, KernelDesc, StaticEpilogue};
-use qlinear_reference::testkit::{edge_scale_sweep, Rng, StaticCase};
+use qlinear_reference::contract::{
+    DynamicEpilogue, GemmArgs, KernelDesc, RowQParams, StaticEpilogue,
+};
+use qlinear_reference::testkit::{
+    edge_scale_sweep, per_row_input, random_row_qparams, Rng, StaticCase,
+};
 use qlinear_reference::{pack, MatRef};
 
 fn required(name: &str) -> bool {
@@ -96,6 +100,7 @@ fn check_case(desc: &KernelDesc, c: &StaticCase, n_begin: usize, n_end: usize) {
         n_begin,
         n_end,
         row_sums: rs(&row_sums),
+        row_qparams: std::ptr::null(),
         out: out.as_mut_ptr(),
         out_stride: n,
     };
@@ -164,6 +169,7 @@ fn check_case(desc: &KernelDesc, c: &StaticCase, n_begin: usize, n_end: usize) {
         n_begin,
         n_end,
         row_sums: rs(&dyn_row_sums),
+        row_qparams: std::ptr::null(),
         out: outf.as_mut_ptr(),
         out_stride: n,
     };
@@ -181,6 +187,178 @@ fn check_case(desc: &KernelDesc, c: &StaticCase, n_begin: usize, n_end: usize) {
                 expect.to_bits(),
                 "{} dynamic m={m} k={k} n={n} cols {n_begin}..{n_end}: out[{i},{j}]",
                 desc.name
+            );
+        }
+    }
+}
+
+/// Calls `desc`'s dynamic entry on rows `[0, cut)` and `[cut, m)` separately (as the
+/// driver's row pieces do: `a`, `out`, `row_sums` and `row_qparams` offset together).
+fn call_f32_split(desc: &KernelDesc, args: GemmArgs<f32>, epi: &DynamicEpilogue, cut: usize) {
+    for (r0, r1) in [(0, cut.min(args.m)), (cut.min(args.m), args.m)] {
+        if r0 == r1 {
+            continue;
+        }
+        let mut c = args;
+        c.m = r1 - r0;
+        c.a = args.a.wrapping_add(r0 * args.a_stride);
+        c.out = args.out.wrapping_add(r0 * args.out_stride);
+        if !args.row_sums.is_null() {
+            c.row_sums = args.row_sums.wrapping_add(r0);
+        }
+        if !args.row_qparams.is_null() {
+            c.row_qparams = args.row_qparams.wrapping_add(r0);
+        }
+        // SAFETY: the ISA is supported (checked by the caller); the piece's rows are
+        // inside the caller's buffers, which satisfy the kernel contract.
+        unsafe { (desc.gemm_f32)(&c, epi) };
+    }
+}
+
+/// Per-row dynamic mode on `desc` over columns `[n_begin, n_end)`, split into two row
+/// pieces at a case-dependent row:
+///
+/// 1. an input whose rows differ in magnitude, quantized row by row with the kernel's
+///    own `min_max` / `quantize`, against the literal `dynamic_linear_per_row`;
+/// 2. the case's own bytes with random per-row qparams (subnormal to huge scales, zero
+///    points 0 and 255) against the scalar `DynamicEpilogue::apply_row`.
+fn check_per_row(desc: &KernelDesc, c: &StaticCase, n_begin: usize, n_end: usize) {
+    let (m, k, n) = (c.m, c.k, c.n);
+    let layout = desc.layout;
+    let packed = pack::pack(&c.w, n, k, layout);
+    let col_sums = pack::column_sums(&c.w, n, k);
+    let n_pad = layout.n_padded(n);
+    let mut rng = Rng::new((m * 1_000_003 + k * 1009 + n * 31 + n_begin) as u64);
+    let cut = rng.below(m + 1);
+    let need_sums = !c.wq.all_zero_points_zero();
+    let epi = DynamicEpilogue::new_per_row(
+        c.profile,
+        &c.wq,
+        &col_sums,
+        k,
+        c.bias.as_deref(),
+        c.relu,
+        n_pad,
+    );
+    let canary = f32::from_bits(0x7FC0_1234);
+
+    // 1. Real per-row quantization against the literal layer.
+    let rr = rng.coin();
+    let xf = per_row_input(&mut rng, m, k, c.a_stride);
+    let xin = MatRef::new(&xf, m, k, c.a_stride).unwrap();
+    let want = qlinear_reference::dynamic_linear_per_row(
+        &xin,
+        &c.w,
+        n,
+        &c.wq,
+        c.bias.as_deref(),
+        rr,
+        c.relu,
+        c.profile,
+    )
+    .unwrap();
+    let rr = rr && c.profile == qlinear_reference::Profile::Fbgemm;
+    let mut q = vec![0u8; m * k];
+    let mut rows = Vec::with_capacity(m);
+    let mut sums = Vec::with_capacity(m);
+    for i in 0..m {
+        let row = MatRef::dense(xin.row(i), 1, k).unwrap();
+        // SAFETY: the kernel's ISA is supported (checked by the caller); the output
+        // slice holds the row's k bytes.
+        let (lo, hi) = unsafe { (desc.min_max)(&row) }.unwrap();
+        let qp = qlinear_reference::quantize::dynamic_qparams_from_min_max(lo, hi, rr);
+        // SAFETY: as above.
+        let s =
+            unsafe { (desc.quantize)(&row, qp.scale, qp.zero_point, &mut q[i * k..(i + 1) * k]) };
+        rows.push(RowQParams {
+            scale: qp.scale,
+            zero_point: qp.zero_point,
+        });
+        sums.push(s[0].wrapping_sub(DynamicEpilogue::row_sum_adjustment(k, qp.zero_point)));
+    }
+    let mut outf = vec![canary; m * n];
+    let args = GemmArgs {
+        a: q.as_ptr(),
+        a_stride: k,
+        m,
+        k,
+        packed: packed.as_ptr(),
+        n_begin,
+        n_end,
+        row_sums: if need_sums {
+            sums.as_ptr()
+        } else {
+            std::ptr::null()
+        },
+        row_qparams: rows.as_ptr(),
+        out: outf.as_mut_ptr(),
+        out_stride: n,
+    };
+    call_f32_split(desc, args, &epi, cut);
+    for i in 0..m {
+        for j in 0..n {
+            let expect = if (n_begin..n_end).contains(&j) {
+                want[i * n + j]
+            } else {
+                canary
+            };
+            assert_eq!(
+                outf[i * n + j].to_bits(),
+                expect.to_bits(),
+                "{} per-row m={m} k={k} n={n} cols {n_begin}..{n_end} cut {cut}: out[{i},{j}]",
+                desc.name
+            );
+        }
+    }
+
+    // 2. Random row qparams on the case's bytes against `apply_row`.
+    let rows = random_row_qparams(&mut rng, m);
+    let a = MatRef::new(&c.a, m, k, c.a_stride).unwrap();
+    let sums: Vec<i32> = (0..m)
+        .map(|i| {
+            pack::row_sum(a.row(i))
+                .wrapping_sub(DynamicEpilogue::row_sum_adjustment(k, rows[i].zero_point))
+        })
+        .collect();
+    let out_stride = n + 3;
+    let mut outf = vec![canary; m * out_stride];
+    let args = GemmArgs {
+        a: c.a.as_ptr(),
+        a_stride: c.a_stride,
+        m,
+        k,
+        packed: packed.as_ptr(),
+        n_begin,
+        n_end,
+        row_sums: if need_sums {
+            sums.as_ptr()
+        } else {
+            std::ptr::null()
+        },
+        row_qparams: rows.as_ptr(),
+        out: outf.as_mut_ptr(),
+        out_stride,
+    };
+    call_f32_split(desc, args, &epi, cut);
+    for i in 0..m {
+        for j in 0..out_stride {
+            let expect = if (n_begin..n_end).contains(&j) {
+                let acc = a
+                    .row(i)
+                    .iter()
+                    .zip(&c.w[j * k..(j + 1) * k])
+                    .fold(0i32, |s, (&x, &y)| s.wrapping_add(x as i32 * y as i32));
+                let rs = if need_sums { sums[i] } else { 0 };
+                epi.apply_row(acc, rs, Some(rows[i]), j)
+            } else {
+                canary
+            };
+            assert_eq!(
+                outf[i * out_stride + j].to_bits(),
+                expect.to_bits(),
+                "{} per-row (random qparams {:?}) m={m} k={k} n={n} cols {n_begin}..{n_end}: out[{i},{j}]",
+                desc.name,
+                rows[i]
             );
         }
     }
@@ -248,10 +426,12 @@ pub(crate) fn check_kernel(desc: &KernelDesc) {
             };
             check_packer(desc, &c);
             check_case(desc, &c, 0, n);
+            check_per_row(desc, &c, 0, n);
             // A column range starting on an inner panel boundary, as threads get.
             if n > nr {
                 check_case(desc, &c, nr, n);
                 check_case(desc, &c, 0, nr);
+                check_per_row(desc, &c, nr, n);
             }
         }
     }
@@ -259,6 +439,7 @@ pub(crate) fn check_kernel(desc: &KernelDesc) {
     for (m, k, n) in sweep_shapes(desc.mr, nr, desc.layout.kr) {
         for c in edge_scale_sweep(&mut rng, m, k, n) {
             check_case(desc, &c, 0, n);
+            check_per_row(desc, &c, 0, n);
         }
     }
 }

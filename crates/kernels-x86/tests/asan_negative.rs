@@ -72,6 +72,7 @@ fn run_avx2(c: &StaticCase, a: *const u8) -> Vec<u8> {
         } else {
             row_sums.as_ptr()
         },
+        row_qparams: std::ptr::null(),
         out: out.as_mut_ptr(),
         out_stride: N,
     };

@@ -72,6 +72,9 @@ fn pieces<T>(desc: &KernelDesc, args: GemmArgs<T>, threads: usize) -> Vec<GemmAr
                 if !args.row_sums.is_null() {
                     c.row_sums = args.row_sums.wrapping_add(r0);
                 }
+                if !args.row_qparams.is_null() {
+                    c.row_qparams = args.row_qparams.wrapping_add(r0);
+                }
                 c
             })
             .collect()

@@ -3,8 +3,9 @@
 //!
 //! A layer file is a packed-weights file (format version 2, [`crate::packed_format`])
 //! with a layer record: bias, profile, ReLU, and the activation qparams (static) or
-//! `reduce_range` (dynamic). Thread counts and the backend choice are runtime settings
-//! of the process that loads the file and are not stored. Loading goes through the
+//! `reduce_range` and the input quantization mode (dynamic). Thread counts and the
+//! backend choice are runtime settings of the process that loads the file and are not
+//! stored. Loading goes through the
 //! same validation and kernel choice as [`PackedWeights::from_bytes_for`] and then the
 //! layer's own builder, so a loaded layer is exactly a layer built from the same
 //! parts. Asking for the wrong kind (a weights-only file or a dynamic layer's file as
@@ -67,6 +68,7 @@ fn dynamic_from(
     match layer {
         Some(LayerRecord::Dynamic {
             reduce_range,
+            input_quantization,
             relu,
             profile,
             bias,
@@ -76,6 +78,7 @@ fn dynamic_from(
                 .relu(relu)
                 .profile(profile)
                 .reduce_range(reduce_range)
+                .input_quantization(input_quantization)
                 .build()?;
             Ok((layer, report))
         }
@@ -133,10 +136,11 @@ impl Linear {
 
 impl DynamicLinear {
     /// Serializes the whole layer: packed weight, column sums, weight qparams, bias,
-    /// profile, ReLU and reduce_range (format version 2).
+    /// profile, ReLU, reduce_range and the input quantization mode (format version 2).
     pub fn to_bytes(&self) -> Vec<u8> {
         let record = LayerRecord::Dynamic {
             reduce_range: self.reduce_range(),
+            input_quantization: self.input_quantization(),
             relu: self.relu(),
             profile: self.profile(),
             bias: self.bias().map(<[f32]>::to_vec),

@@ -73,7 +73,10 @@ pub mod safetensors;
 
 pub use backend::{available_backends, cpu_info, Backend, CpuInfo, BACKEND_ENV};
 pub use calibrate::Calibrator;
-pub use linear::{DynamicLinear, DynamicLinearBuilder, Linear, LinearBuilder, SCRATCH_KEEP_BYTES};
+pub use linear::{
+    DynamicLinear, DynamicLinearBuilder, InputQuantization, Linear, LinearBuilder,
+    SCRATCH_KEEP_BYTES,
+};
 pub use packed::{PackedWeights, QuantizedWeight};
 pub use packed_format::{LayerKind, LoadReport};
 pub use qlinear_reference::observer::{
@@ -86,8 +89,9 @@ pub use qlinear_reference::{
 /// The names most programs need: `use qlinear::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        ActQParams, ActivationObserver, Backend, Calibrator, DynamicLinear, Error, Linear, MatMut,
-        MatRef, MinMaxObserver, Observer, PackedWeights, Profile, QuantizedWeight, WeightQParams,
+        ActQParams, ActivationObserver, Backend, Calibrator, DynamicLinear, Error,
+        InputQuantization, Linear, MatMut, MatRef, MinMaxObserver, Observer, PackedWeights,
+        Profile, QuantizedWeight, WeightQParams,
     };
 }
 

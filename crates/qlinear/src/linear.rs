@@ -17,8 +17,26 @@
 //! `nn.quantized.dynamic.Linear` module: `true` for [`Profile::Fbgemm`] (the module
 //! passes `reduce_range=True` and fbgemm honours it), `false` for [`Profile::Qnnpack`]
 //! (torch's qnnpack ignores it). [`DynamicLinearBuilder::reduce_range`] overrides it.
+//!
+//! ## Per-row input quantization
+//!
+//! [`InputQuantization::PerRow`] (opt-in) gives every input row its own scale and zero
+//! point, chosen from that row's range alone, like XNNPACK's `qd8` operators and the
+//! per-token activation quantization of LLM runtimes. Normatively, output row `m` is
+//! bit for bit what the per-tensor layer gives for row `m` alone
+//! ([`qlinear_reference::dynamic_linear_per_row`]). Design:
+//!
+//! * The layer quantizes each row with the kernel's own `min_max` / `quantize` (one-row
+//!   views), so the quantized bytes are the per-tensor path's bytes for that row.
+//! * The kernels take the row's `(s_m, zp_m)` through `GemmArgs::row_qparams` and fold
+//!   `zp_m` on the row side (`raw -= zp_m * col_sum`, row sums adjusted by `- K zp_m`),
+//!   forming the multiplier `f(s_m * scale_w[n])` per row (see
+//!   `qlinear_reference::contract`). The driver splits `row_qparams` with the rows.
+//! * The per-row epilogue depends only on the layer, but it is folded per call like the
+//!   per-tensor one (O(N), negligible next to the GEMM) so the layer holds no second
+//!   copy of its parameters.
 
-use qlinear_reference::contract::{DynamicEpilogue, GemmArgs, StaticEpilogue};
+use qlinear_reference::contract::{DynamicEpilogue, GemmArgs, RowQParams, StaticEpilogue};
 use qlinear_reference::params::check_finite;
 use qlinear_reference::{
     ActQParams, Error, MatMut, MatRef, Observer, Profile, Result, WeightQParams,
@@ -120,6 +138,7 @@ fn gemm_args<T>(
         } else {
             row_sums.as_ptr()
         },
+        row_qparams: std::ptr::null(),
         out: out.as_mut_slice().as_mut_ptr(),
         out_stride: out.stride(),
     }
@@ -621,6 +640,42 @@ thread_local! {
     static QUANTIZED: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
+/// How a [`DynamicLinear`] quantizes its f32 input (default
+/// [`InputQuantization::PerTensor`]).
+///
+/// With [`InputQuantization::PerRow`] each input row (token) gets its own scale and zero
+/// point from its own min / max, so a row of small values is not quantized on the
+/// grid of the largest row: better accuracy when rows differ in magnitude (LLM tokens,
+/// batched requests). The cost is one min / max and one qparams choice per row, and a
+/// per-row multiplier in the epilogue. Output row `m` is exactly what the per-tensor
+/// layer gives on row `m` alone.
+///
+/// ```
+/// use qlinear::{DynamicLinear, InputQuantization, Observer, QuantizedWeight};
+/// # fn main() -> Result<(), qlinear::Error> {
+/// let w: Vec<f32> = (0..4 * 3).map(|i| (i as f32 * 0.37).sin()).collect();
+/// let qw = QuantizedWeight::from_float(&w, 4, 3, Observer::PER_CHANNEL_SYMMETRIC)?;
+/// let per_row = DynamicLinear::builder(qw.clone())
+///     .input_quantization(InputQuantization::PerRow)
+///     .build()?;
+/// let per_tensor = DynamicLinear::builder(qw).build()?;
+/// // A tiny row next to a large one.
+/// let x = [0.001, -0.002, 0.003, 100.0, -50.0, 25.0];
+/// let both = per_row.forward_vec(&x, 2)?;
+/// // Row 0 is the per-tensor layer's answer for row 0 alone.
+/// assert_eq!(both[..4], per_tensor.forward_vec(&x[..3], 1)?[..]);
+/// assert_eq!(per_row.input_quantization(), InputQuantization::PerRow);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum InputQuantization {
+    /// One scale and zero point for the whole input (torch's `linear_dynamic`).
+    #[default]
+    PerTensor,
+    /// One scale and zero point per input row.
+    PerRow,
+}
+
 /// Builder of a [`DynamicLinear`].
 ///
 /// `reduce_range` defaults per profile, like torch's `nn.quantized.dynamic.Linear`
@@ -631,6 +686,7 @@ pub struct DynamicLinearBuilder {
     weight: WeightSource,
     /// `None`: the profile's default, resolved at `build`.
     reduce_range: Option<bool>,
+    input_quantization: InputQuantization,
     common: Common,
 }
 
@@ -639,6 +695,7 @@ impl fmt::Debug for DynamicLinearBuilder {
         f.debug_struct("DynamicLinearBuilder")
             .field("weight", &self.weight)
             .field("reduce_range", &self.reduce_range)
+            .field("input_quantization", &self.input_quantization)
             .field("bias", &BiasSummary(self.common.bias.as_deref()))
             .field("relu", &self.common.relu)
             .field("profile", &self.common.profile)
@@ -666,12 +723,21 @@ impl DynamicLinearBuilder {
         self
     }
 
+    /// How the input is quantized: one scale and zero point per call
+    /// ([`InputQuantization::PerTensor`], the default, torch's behaviour) or per row
+    /// ([`InputQuantization::PerRow`]); see [`InputQuantization`].
+    pub fn input_quantization(mut self, mode: InputQuantization) -> Self {
+        self.input_quantization = mode;
+        self
+    }
+
     /// Validates, packs.
     pub fn build(self) -> Result<DynamicLinear> {
         let packed = self.weight.into_packed(self.common.backend)?;
         check_bias(self.common.bias.as_deref(), packed.n)?;
         Ok(DynamicLinear {
             packed,
+            input_quantization: self.input_quantization,
             reduce_range: self
                 .reduce_range
                 .unwrap_or(self.common.profile == Profile::Fbgemm),
@@ -703,6 +769,7 @@ impl DynamicLinearBuilder {
 pub struct DynamicLinear {
     packed: PackedWeights,
     reduce_range: bool,
+    input_quantization: InputQuantization,
     common: Common,
 }
 
@@ -715,6 +782,7 @@ impl fmt::Debug for DynamicLinear {
             .field("profile", &self.common.profile)
             .field("weight_qparams", &QParamsSummary(&self.packed.qparams))
             .field("reduce_range", &self.reduce_range)
+            .field("input_quantization", &self.input_quantization)
             .field("bias", &BiasSummary(self.common.bias.as_deref()))
             .field("relu", &self.common.relu)
             .field("threads", &self.common.threads)
@@ -728,6 +796,7 @@ impl DynamicLinear {
         DynamicLinearBuilder {
             weight: WeightSource::Plain(weight),
             reduce_range: None,
+            input_quantization: InputQuantization::PerTensor,
             common: Common::default(),
         }
     }
@@ -737,6 +806,7 @@ impl DynamicLinear {
         DynamicLinearBuilder {
             weight: WeightSource::Packed(packed),
             reduce_range: None,
+            input_quantization: InputQuantization::PerTensor,
             common: Common::default(),
         }
     }
@@ -772,8 +842,14 @@ impl DynamicLinear {
     ) -> Result<()> {
         let p = &self.packed;
         check_io(p.k, p.n, &input, &output)?;
+        let per_row = self.input_quantization == InputQuantization::PerRow;
         let Engine::Kernel(desc) = p.engine else {
-            let y = qlinear_reference::dynamic_linear(
+            let literal = if per_row {
+                qlinear_reference::dynamic_linear_per_row
+            } else {
+                qlinear_reference::dynamic_linear
+            };
+            let y = literal(
                 &input,
                 &as_i8(&p.data),
                 p.n,
@@ -790,6 +866,9 @@ impl DynamicLinear {
             }
             return Ok(());
         };
+        if per_row {
+            return self.forward_per_row(desc, input, output, threads);
+        }
         let rr = self.reduce_range && self.common.profile == Profile::Fbgemm;
         // SAFETY: the kernel was resolved for this CPU, so its ISA is available.
         let (lo, hi) = unsafe { (desc.min_max)(&input)? };
@@ -834,6 +913,83 @@ impl DynamicLinear {
         Ok(())
     }
 
+    /// The per-row kernel path of [`DynamicLinear::forward_with_threads`] (views
+    /// already validated): quantizes row by row with the kernel's own `min_max` /
+    /// `quantize`, then one driver run with the rows' qparams and adjusted row sums.
+    fn forward_per_row(
+        &self,
+        desc: &'static qlinear_reference::contract::KernelDesc,
+        input: MatRef<'_, f32>,
+        mut output: MatMut<'_, f32>,
+        threads: usize,
+    ) -> Result<()> {
+        let p = &self.packed;
+        let (m, k) = (input.rows(), p.k);
+        let rr = self.reduce_range && self.common.profile == Profile::Fbgemm;
+        let need_sums = !p.qparams.all_zero_points_zero();
+        let mut row_qparams = Vec::with_capacity(m);
+        let mut row_sums = Vec::with_capacity(if need_sums { m } else { 0 });
+        QUANTIZED.with(|cell| -> Result<()> {
+            let mut q = cell.take();
+            q.resize(m * k, 0);
+            for (i, dst) in q.chunks_exact_mut(k.max(1)).take(m).enumerate() {
+                let row = input.row_range(i, i + 1)?;
+                // SAFETY: the kernel was resolved for this CPU, so its ISA is available.
+                let (lo, hi) = match unsafe { (desc.min_max)(&row) } {
+                    Ok(r) => r,
+                    // The row's index -> the flat index in the whole input.
+                    Err(Error::NonFinite { what, index }) => {
+                        cell.set(q);
+                        return Err(Error::NonFinite {
+                            what,
+                            index: i * k + index,
+                        });
+                    }
+                    Err(e) => {
+                        cell.set(q);
+                        return Err(e);
+                    }
+                };
+                let qp = qlinear_reference::quantize::dynamic_qparams_from_min_max(lo, hi, rr);
+                // SAFETY: as above; `dst` holds the row's k bytes.
+                let sums = unsafe { (desc.quantize)(&row, qp.scale, qp.zero_point, dst) };
+                row_qparams.push(RowQParams {
+                    scale: qp.scale,
+                    zero_point: qp.zero_point,
+                });
+                if need_sums {
+                    // row_sum' = row_sum - K * zp_m (wrapping), the per-row fold.
+                    row_sums.push(
+                        sums[0].wrapping_sub(DynamicEpilogue::row_sum_adjustment(k, qp.zero_point)),
+                    );
+                }
+            }
+            let qa = MatRef::dense(&q, m, k)?;
+            let epi = DynamicEpilogue::new_per_row(
+                self.common.profile,
+                &p.qparams,
+                &p.col_sums[..p.n],
+                k,
+                self.common.bias.as_deref(),
+                self.common.relu,
+                p.col_sums.len(),
+            );
+            let mut args = gemm_args(p, &qa, &row_sums, &mut output);
+            args.row_qparams = row_qparams.as_ptr();
+            let gemm = desc.gemm_f32;
+            driver::run(desc, args, threads, &|chunk: &GemmArgs<f32>| {
+                // SAFETY: as in the per-tensor path; in addition `row_qparams` holds m
+                // entries (split by the driver with the rows) and the epilogue is the
+                // per-row one it requires.
+                unsafe { gemm(chunk, &epi) }
+            });
+            if q.capacity() <= SCRATCH_KEEP_BYTES {
+                cell.set(q);
+            }
+            Ok(())
+        })
+    }
+
     /// Allocating convenience: `input` holds `m` dense rows of `in_features` floats.
     pub fn forward_vec(&self, input: &[f32], m: usize) -> Result<Vec<f32>> {
         forward_into_vec(input, m, self.packed.k, self.packed.n, |x, y| {
@@ -870,5 +1026,10 @@ impl DynamicLinear {
     /// [`Profile::Qnnpack`]). [`Profile::Qnnpack`] ignores it even when `true`.
     pub fn reduce_range(&self) -> bool {
         self.reduce_range
+    }
+    /// How the input is quantized (per tensor, the default, or per row); see
+    /// [`InputQuantization`].
+    pub fn input_quantization(&self) -> InputQuantization {
+        self.input_quantization
     }
 }

@@ -10,7 +10,8 @@
 //!
 //! * **Self-contained.** The file holds everything needed to run the weight: the packed
 //!   bytes, their layout `(nr, kr)`, the column sums, the weight qparams and, optionally,
-//!   the rest of a layer (bias, profile, activation qparams, ReLU / reduce_range).
+//!   the rest of a layer (bias, profile, activation qparams, ReLU / reduce_range /
+//!   input quantization mode).
 //! * **Portable.** A packing is fully described by its [`PackedLayout`]; the kernel name
 //!   is informational. Bytes packed for a kernel this CPU lacks are unpacked through the
 //!   generic layout and repacked for a local kernel; when a local kernel uses the same
@@ -55,7 +56,9 @@
 //!                             u8 has_bias (0 / 1)
 //!                             static: f32 input scale, i32 input zero point,
 //!                                     f32 output scale, i32 output zero point
-//!                             dynamic: u8 reduce_range (0 / 1), 15 zero bytes
+//!                             dynamic: u8 reduce_range (0 / 1), u8 input
+//!                                      quantization (0 per-tensor / 1 per-row),
+//!                                      14 zero bytes
 //!  ...          4 * n       bias f32 (finite), only when has_bias
 //!  ...          ...         zero bytes up to data_offset
 //! ------------  ----------  -------------------------------------------- data region
@@ -85,6 +88,7 @@ pub use qlinear_reference::contract::PackedLayout;
 use qlinear_reference::params::check_layer_dims;
 
 use crate::packing::{advise_huge_pages, advise_spare_capacity};
+use crate::InputQuantization;
 use qlinear_reference::{ActQParams, Error, Profile, Result, WeightQParams};
 
 /// The four magic bytes that start every packed-weights file.
@@ -153,6 +157,7 @@ pub(crate) enum LayerRecord {
     },
     Dynamic {
         reduce_range: bool,
+        input_quantization: InputQuantization,
         relu: bool,
         profile: Profile,
         bias: Option<Vec<f32>>,
@@ -296,12 +301,17 @@ pub(crate) fn write(p: &WriteParts<'_>, layer: Option<&LayerRecord>) -> Vec<u8> 
             }
             LayerRecord::Dynamic {
                 reduce_range,
+                input_quantization,
                 relu,
                 profile,
                 ..
             } => {
                 let mut t = [0u8; 16];
                 t[0] = *reduce_range as u8;
+                t[1] = match input_quantization {
+                    InputQuantization::PerTensor => 0,
+                    InputQuantization::PerRow => 1,
+                };
                 (2u8, *profile, *relu, t)
             }
         };
@@ -584,11 +594,16 @@ fn parse_v2<'a>(bytes: &'a [u8], sink: Sink<'_>) -> Result<Parsed<'a>> {
                     }
                 }
                 2 => {
-                    if tail[1..].iter().any(|&b| b != 0) {
+                    if tail[2..].iter().any(|&b| b != 0) {
                         return Err(corrupt("non-zero reserved bytes in a dynamic layer record"));
                     }
                     LayerRecord::Dynamic {
                         reduce_range: bool_byte(tail[0], "layer reduce_range flag")?,
+                        input_quantization: match tail[1] {
+                            0 => InputQuantization::PerTensor,
+                            1 => InputQuantization::PerRow,
+                            _ => return Err(corrupt("layer input quantization mode")),
+                        },
                         relu,
                         profile,
                         bias,

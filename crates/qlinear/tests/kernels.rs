@@ -15,10 +15,10 @@
 use proptest::prelude::*;
 use qlinear::unstable::{compiled_kernels, KernelDesc};
 use qlinear::{
-    available_backends, conformance, Backend, DynamicLinear, Linear, MatMut, MatRef, Profile,
-    QuantizedWeight, WeightQParams,
+    available_backends, conformance, Backend, DynamicLinear, InputQuantization, Linear, MatMut,
+    MatRef, Profile, QuantizedWeight, WeightQParams,
 };
-use qlinear_reference::testkit::{edge_scale_sweep, edge_shapes, Rng, StaticCase};
+use qlinear_reference::testkit::{edge_scale_sweep, edge_shapes, per_row_input, Rng, StaticCase};
 
 const CANARY: u8 = 0xA5;
 
@@ -162,9 +162,34 @@ fn check_dynamic(
     reduce_range: bool,
     threads: usize,
 ) -> Result<(), String> {
+    check_dynamic_mode(
+        backend,
+        c,
+        x,
+        reduce_range,
+        threads,
+        InputQuantization::PerTensor,
+    )
+}
+
+/// A dynamic case in the given input quantization mode against its literal layer
+/// (`dynamic_linear` or `dynamic_linear_per_row`), strided input, strided output with
+/// canaries.
+fn check_dynamic_mode(
+    backend: Backend,
+    c: &StaticCase,
+    x: &[f32],
+    reduce_range: bool,
+    threads: usize,
+    mode: InputQuantization,
+) -> Result<(), String> {
     let stride = c.a_stride;
     let xin = MatRef::new(x, c.m, c.k, stride).map_err(|e| e.to_string())?;
-    let want = qlinear_reference::dynamic_linear(
+    let literal = match mode {
+        InputQuantization::PerTensor => qlinear_reference::dynamic_linear,
+        InputQuantization::PerRow => qlinear_reference::dynamic_linear_per_row,
+    };
+    let want = literal(
         &xin,
         &c.w,
         c.n,
@@ -180,6 +205,7 @@ fn check_dynamic(
         .relu(c.relu)
         .profile(c.profile)
         .reduce_range(reduce_range)
+        .input_quantization(mode)
         .backend(backend)
         .build()
         .map_err(|e| e.to_string())?;
@@ -198,7 +224,7 @@ fn check_dynamic(
             let w = want[i * c.n + j];
             if v.to_bits() != w.to_bits() {
                 return Err(format!(
-                    "{} dynamic m={} k={} n={} {:?} per_channel={} relu={} rr={reduce_range}: out[{i},{j}] = {v:e}, reference {w:e}",
+                    "{} dynamic {mode:?} m={} k={} n={} {:?} per_channel={} relu={} rr={reduce_range}: out[{i},{j}] = {v:e}, reference {w:e}",
                     layer.kernel_name(), c.m, c.k, c.n, c.profile, c.wq.is_per_channel(), c.relu
                 ));
             }
@@ -340,6 +366,111 @@ fn threads_identical(backend: Backend) {
     }
 }
 
+/// Per-row input quantization over the shape grid M x K x N, threads 1, 2 and 7, both
+/// profiles, ReLU, bias, per-tensor and per-channel weights with non-zero zero points,
+/// reduce_range, inputs whose rows differ in magnitude (all-zero rows included),
+/// strided input and output, against `dynamic_linear_per_row`.
+fn per_row_grid(backend: Backend) {
+    if kernel_or_skip(backend).is_none() {
+        return;
+    }
+    let mut rng = Rng::new(0x9E7_2047);
+    let mut combo = 0usize;
+    for &m in &[1usize, 2, 3, 7, 17, 64, 130] {
+        for &k in &[1usize, 3, 4, 63, 64, 65] {
+            for &n in &[1usize, 15, 16, 17, 31, 33, 100] {
+                // Two flag combinations per shape, cycling through all 32.
+                for _ in 0..2 {
+                    let bits = combo;
+                    combo += 1;
+                    let mut c = StaticCase::random(&mut rng, m, k, n);
+                    c.profile = if bits & 1 == 0 {
+                        Profile::Fbgemm
+                    } else {
+                        Profile::Qnnpack
+                    };
+                    c.relu = bits & 2 != 0;
+                    c.bias = (bits & 4 != 0).then(|| rng.f32s(n, 2.0));
+                    let zp = |rng: &mut Rng| match rng.below(3) {
+                        0 => -128,
+                        1 => 127,
+                        _ => rng.range_i32(-128, 127),
+                    };
+                    c.wq = if bits & 8 != 0 {
+                        WeightQParams::PerChannel {
+                            scales: (0..n).map(|_| rng.log_uniform(1e-4, 1e-1)).collect(),
+                            zero_points: (0..n).map(|_| zp(&mut rng)).collect(),
+                        }
+                    } else {
+                        WeightQParams::PerTensor {
+                            scale: rng.log_uniform(1e-4, 1e-1),
+                            // Zero and non-zero weight zero points (null / real row sums).
+                            zero_point: if bits & 32 != 0 { 0 } else { zp(&mut rng) },
+                        }
+                    };
+                    let reduce_range = bits & 16 != 0;
+                    let x = per_row_input(&mut rng, m, k, c.a_stride);
+                    for threads in [1, 2, 7] {
+                        check_dynamic_mode(
+                            backend,
+                            &c,
+                            &x,
+                            reduce_range,
+                            threads,
+                            InputQuantization::PerRow,
+                        )
+                        .unwrap();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The per-row path on the per-tensor suites' inputs too (edge catalogue shapes,
+/// extreme bytes), and the K limit with activations at both ends of the range.
+fn per_row_edges(backend: Backend) {
+    let Some(desc) = kernel_or_skip(backend) else {
+        return;
+    };
+    let mut rng = Rng::new(0x7E57);
+    for &(m, k, n) in &edge_shapes(desc.mr, desc.layout.nr, desc.layout.kr) {
+        let c = if rng.coin() {
+            StaticCase::extreme(m, k, n, &mut rng)
+        } else {
+            StaticCase::random(&mut rng, m, k, n)
+        };
+        let x = dynamic_input(&mut rng, c.a_stride - c.k, m, k);
+        check_dynamic_mode(backend, &c, &x, rng.coin(), 1, InputQuantization::PerRow).unwrap();
+        let x = per_row_input(&mut rng, m, k, c.a_stride);
+        check_dynamic_mode(backend, &c, &x, false, 2, InputQuantization::PerRow).unwrap();
+    }
+    let k = qlinear::K_LIMIT;
+    for &m in &[1usize, desc.mr + 1] {
+        let c = StaticCase::extreme(m, k, desc.layout.nr + 3, &mut rng);
+        let x: Vec<f32> = (0..c.a.len())
+            .map(|i| match (i / c.a_stride) % 3 {
+                0 => {
+                    if i % 7 == 0 {
+                        -1.0
+                    } else {
+                        3.0e4
+                    }
+                }
+                1 => 0.0,
+                _ => {
+                    if i % 5 == 0 {
+                        -2.0e-3
+                    } else {
+                        1.0e-4
+                    }
+                }
+            })
+            .collect();
+        check_dynamic_mode(backend, &c, &x, false, 1, InputQuantization::PerRow).unwrap();
+    }
+}
+
 fn conformance_file(backend: Backend) {
     if kernel_or_skip(backend).is_none() {
         return;
@@ -356,7 +487,16 @@ fn random_case(backend: Backend, seed: u64, m: usize, k: usize, n: usize) -> Res
     let c = StaticCase::random(&mut rng, m, k, n);
     check_static(backend, &c, 1 + rng.below(2))?;
     let x = dynamic_input(&mut rng, c.a_stride - c.k, m, k);
-    check_dynamic(backend, &c, &x, rng.coin(), 1)
+    check_dynamic(backend, &c, &x, rng.coin(), 1)?;
+    let x = per_row_input(&mut rng, m, k, c.a_stride);
+    check_dynamic_mode(
+        backend,
+        &c,
+        &x,
+        rng.coin(),
+        1 + rng.below(3),
+        InputQuantization::PerRow,
+    )
 }
 
 macro_rules! backend_tests {
@@ -384,6 +524,10 @@ macro_rules! backend_tests {
             fn row_strides_multiple_of_1kib() { kib_strides(B) }
             #[test]
             fn torch_conformance_file() { conformance_file(B) }
+            #[test]
+            fn per_row_input_quantization_grid() { per_row_grid(B) }
+            #[test]
+            fn per_row_input_quantization_edges() { per_row_edges(B) }
 
             proptest! {
                 #![proptest_config(ProptestConfig::with_cases(48))]

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use qlinear::packed_format::{LayerKind, CHECKSUM_LEN, DATA_ALIGN, FIXED_HEADER_LEN};
 use qlinear::{
-    available_backends, ActQParams, Backend, DynamicLinear, Linear, PackedWeights, Profile,
-    QuantizedWeight, WeightQParams,
+    available_backends, ActQParams, Backend, DynamicLinear, InputQuantization, Linear,
+    PackedWeights, Profile, QuantizedWeight, WeightQParams,
 };
 use qlinear_reference::contract::PackedLayout;
 use qlinear_reference::pack;
@@ -165,12 +165,18 @@ fn dynamic_layer_round_trip() {
             let bias: Vec<f32> = (0..n).map(|j| (j as f32 - 2.5) * 0.375).collect();
             for b in available_backends() {
                 for profile in [Profile::Fbgemm, Profile::Qnnpack] {
-                    for (relu, reduce_range) in [(false, false), (true, false), (false, true)] {
+                    for (relu, reduce_range, mode) in [
+                        (false, false, InputQuantization::PerTensor),
+                        (true, false, InputQuantization::PerRow),
+                        (false, true, InputQuantization::PerTensor),
+                        (false, true, InputQuantization::PerRow),
+                    ] {
                         for with_bias in [false, true] {
                             let l = DynamicLinear::builder(w.clone())
                                 .maybe_bias(with_bias.then(|| bias.clone()))
                                 .relu(relu)
                                 .reduce_range(reduce_range)
+                                .input_quantization(mode)
                                 .profile(profile)
                                 .backend(b)
                                 .build()
@@ -181,6 +187,7 @@ fn dynamic_layer_round_trip() {
                             assert_eq!(r.layer, Some(LayerKind::Dynamic));
                             assert_eq!(m.to_bytes(), bytes);
                             assert_eq!(m.reduce_range(), reduce_range);
+                            assert_eq!(m.input_quantization(), mode);
                             assert_eq!(m.profile(), profile);
                             assert_eq!(m.bias(), l.bias());
                             assert_eq!(dynamic_out(&m, k), dynamic_out(&l, k), "{b} {n}x{k}");
@@ -191,6 +198,44 @@ fn dynamic_layer_round_trip() {
                 }
             }
         }
+    }
+}
+
+/// The input quantization mode is one byte of the dynamic layer record (right after
+/// reduce_range): 0 per-tensor, 1 per-row; any other value is corrupt, and a per-row
+/// file loads as a per-row layer.
+#[test]
+fn input_quantization_byte() {
+    let mut rng = Rng::new(41);
+    let w = weight(&mut rng, 5, 6, true);
+    let build = |mode| {
+        DynamicLinear::builder(w.clone())
+            .reduce_range(true)
+            .input_quantization(mode)
+            .backend(Backend::Reference)
+            .build()
+            .unwrap()
+    };
+    let per_tensor = build(InputQuantization::PerTensor).to_bytes();
+    let per_row = build(InputQuantization::PerRow).to_bytes();
+    assert_eq!(per_tensor.len(), per_row.len());
+    let body = per_tensor.len() - CHECKSUM_LEN;
+    let diff: Vec<usize> = (0..body).filter(|&i| per_tensor[i] != per_row[i]).collect();
+    assert_eq!(diff.len(), 1, "exactly the mode byte differs: {diff:?}");
+    let pos = diff[0];
+    assert_eq!((per_tensor[pos], per_row[pos]), (0, 1));
+    // reduce_range (1) is the byte before.
+    assert_eq!(per_row[pos - 1], 1);
+    let loaded = DynamicLinear::from_bytes(&per_row).unwrap();
+    assert_eq!(loaded.input_quantization(), InputQuantization::PerRow);
+    for bad in [2u8, 0x80, 0xFF] {
+        let mut f = per_row.clone();
+        f[pos] = bad;
+        assert_eq!(
+            corrupt(PackedWeights::from_bytes(&resealed(f))),
+            Some("layer input quantization mode"),
+            "mode byte {bad}"
+        );
     }
 }
 

@@ -155,7 +155,10 @@ fn crafted_layer_records_are_refused() {
         ("profile 9", edit(&dynamic, d + 1, &[9])),
         ("relu 3", edit(&dynamic, d + 2, &[3])),
         ("reduce_range 2", edit(&dynamic, d + 4, &[2])),
-        ("reserved byte", edit(&dynamic, d + 5, &[1])),
+        // The byte after reduce_range is the input quantization mode (0 / 1).
+        ("input quantization 2", edit(&dynamic, d + 5, &[2])),
+        ("input quantization 0xFF", edit(&dynamic, d + 5, &[0xFF])),
+        ("reserved byte", edit(&dynamic, d + 6, &[1])),
         ("last reserved byte", edit(&dynamic, d + 19, &[0x80])),
         ("bias NaN", edit(&dynamic, d + 20, &f32::NAN.to_le_bytes())),
     ];

@@ -46,6 +46,27 @@
 //! when the product underflows to `-0.0`: `+0.0` there would give `+0.0`), else
 //! `out = f(f(mult[n] * i2f(raw)) + bias[n])` (qnnpack); ReLU is `x > 0 ? x : 0`.
 //!
+//! ## Per-row dynamic input quantization
+//!
+//! In per-row mode ([`DynamicEpilogue::new_per_row`]) every input row `m` has its own
+//! scale `s_m` and zero point `zp_m` ([`RowQParams`], passed through
+//! [`GemmArgs::row_qparams`]). The terms of `col_offset` that involve the input zero
+//! point then differ per row, so they move to the row side. With
+//! `sum_k (q - zp_m)(w - zw) = acc - zw * row_sum - zp_m * col_sum + K * zp_m * zw`:
+//!
+//! ```text
+//! raw[m,n]  = acc[m,n] + col_offset[n] - row_zp[n] * row_sum'[m] - zp_m * col_sum[n]
+//!   col_offset[n] = 0                         (dynamic: no quantized bias; a kernel
+//!                                              may skip adding it in this mode)
+//!   row_sum'[m]   = row_sum[m] - K * zp_m     (i32, wrapping; null when every zw is 0)
+//! mult[m,n] = f(s_m * weight_scale[n])        (qnnpack's f(scale_w * s_m): same product)
+//! ```
+//!
+//! and the float part is the per-tensor one with `mult[m,n]` for `mult[n]`.
+//! [`DynamicEpilogue::apply_row`] states it in scalar code. A kernel tells the modes
+//! apart once per row (or tile), by whether `row_qparams` is null: the per-tensor path
+//! is unchanged.
+//!
 //! ## Kernel calls
 //!
 //! A kernel entry computes rows `[0, m)` and columns `[n_begin, n_end)` of the output
@@ -125,6 +146,17 @@ impl PackedLayout {
     }
 }
 
+/// One input row's dynamic quantization parameters (per-row mode): the scale and zero
+/// point torch's `choose_qparams` gives for that row alone.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RowQParams {
+    /// `f32(scale)` of the row.
+    pub scale: f32,
+    /// Zero point of the row, in `[0, 255]`.
+    pub zero_point: i32,
+}
+
 /// Arguments of one kernel call: output rows `[0, m)`, columns `[n_begin, n_end)`.
 ///
 /// All pointers address element (0, 0) of their matrix; the kernel indexes absolute
@@ -146,8 +178,13 @@ pub struct GemmArgs<T> {
     pub n_begin: usize,
     /// One past the last output column (`<= N`).
     pub n_end: usize,
-    /// `m` row sums of `a`, or null when every weight zero point is 0.
+    /// `m` row sums of `a`, or null when every weight zero point is 0. In per-row mode
+    /// these are the adjusted sums `row_sum[m] - K * zp_m` (wrapping).
     pub row_sums: *const i32,
+    /// `m` per-row input qparams (per-row dynamic mode, with a
+    /// [`DynamicEpilogue::new_per_row`] epilogue), or null (static calls and per-tensor
+    /// dynamic calls). Split into row pieces exactly like `row_sums`.
+    pub row_qparams: *const RowQParams,
     /// Output: element `(i, n)` at `out + i * out_stride + n`. Only columns
     /// `[n_begin, n_end)` of rows `[0, m)` are written.
     pub out: *mut T,
@@ -173,7 +210,9 @@ pub type GemmU8Fn = unsafe fn(args: &GemmArgs<u8>, epi: &StaticEpilogue);
 /// A dynamic (f32 output) kernel entry point. Same contract as [`GemmU8Fn`].
 ///
 /// # Safety
-/// As for [`GemmU8Fn`].
+/// As for [`GemmU8Fn`]; in addition, an epilogue built by
+/// [`DynamicEpilogue::new_per_row`] comes with a non-null `row_qparams` of `m` entries
+/// (and a per-tensor one with a null `row_qparams`).
 pub type GemmF32Fn = unsafe fn(args: &GemmArgs<f32>, epi: &DynamicEpilogue);
 
 /// Finiteness check and `(min(x, 0), max(x, 0))` of a dynamic input
@@ -366,6 +405,10 @@ pub struct DynamicEpilogue {
     pub fused_bias: bool,
     /// Fused ReLU.
     pub relu: bool,
+    /// Per-row mode only (empty otherwise): the weight's column sums, padded with 0.
+    pub col_sum: Vec<i32>,
+    /// Per-row mode only (empty otherwise): the weight scale per column, padded with 0.
+    pub weight_scale: Vec<f32>,
 }
 
 impl DynamicEpilogue {
@@ -414,6 +457,79 @@ impl DynamicEpilogue {
             ),
             fused_bias: profile == Profile::Fbgemm,
             relu,
+            col_sum: Vec::new(),
+            weight_scale: Vec::new(),
+        }
+    }
+
+    /// Folds a per-row dynamic layer's parameters for `n` columns: the input qparams
+    /// come per row at call time ([`GemmArgs::row_qparams`]), so `col_offset` is 0 (always:
+    /// per-row kernels may skip it),
+    /// `mult` is unused (kept, padded, so no vector load of it can go out of bounds) and `col_sum` / `weight_scale` carry the per-column
+    /// factors of the row terms (see the module docs).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new_per_row(
+        profile: Profile,
+        wq: &WeightQParams,
+        col_sums: &[i32],
+        k: usize,
+        bias: Option<&[f32]>,
+        relu: bool,
+        n_pad: usize,
+    ) -> Self {
+        let n = col_sums.len();
+        // A per-tensor fold with input zero point 0 gives col_offset = 0 and the bias
+        // and flags this mode shares; its `mult` (scale 1) is replaced below.
+        let base = DynamicEpilogue::new(profile, 1.0, 0, wq, col_sums, k, bias, relu, n_pad);
+        DynamicEpilogue {
+            col_sum: padded(col_sums.to_vec(), n_pad, 0),
+            weight_scale: padded((0..n).map(|j| wq.scale(j)).collect(), n_pad, 0.0),
+            ..base
+        }
+    }
+
+    /// Whether this epilogue was built by [`DynamicEpilogue::new_per_row`].
+    #[inline]
+    pub fn is_per_row(&self) -> bool {
+        !self.col_sum.is_empty()
+    }
+
+    /// `K * zp` subtracted from a row sum for the per-row fold: the `row_sum'` a
+    /// per-row kernel call receives is `row_sum.wrapping_sub(row_sum_adjustment(k, zp))`.
+    #[inline]
+    pub fn row_sum_adjustment(k: usize, zero_point: i32) -> i32 {
+        (k as i32).wrapping_mul(zero_point)
+    }
+
+    /// The folded epilogue for one element in either mode, in scalar code: `row` is
+    /// `None` in per-tensor mode (then this is [`DynamicEpilogue::apply`]) and the row's
+    /// qparams in per-row mode, where `row_sum` is the adjusted `row_sum'`.
+    #[inline]
+    pub fn apply_row(&self, acc: i32, row_sum: i32, row: Option<RowQParams>, n: usize) -> f32 {
+        let Some(q) = row else {
+            return self.apply(acc, row_sum, n);
+        };
+        let raw = acc
+            .wrapping_add(self.col_offset[n])
+            .wrapping_sub(self.row_zp[n].wrapping_mul(row_sum))
+            .wrapping_sub(q.zero_point.wrapping_mul(self.col_sum[n]));
+        let mult = q.scale * self.weight_scale[n];
+        self.finish(raw, mult, n)
+    }
+
+    /// The float part shared by both modes: bias, then ReLU.
+    #[inline]
+    fn finish(&self, raw: i32, mult: f32, n: usize) -> f32 {
+        let xf = raw as f32;
+        let v = if self.fused_bias {
+            xf.mul_add(mult, self.bias[n])
+        } else {
+            mult * xf + self.bias[n]
+        };
+        if self.relu {
+            relu_f32(v)
+        } else {
+            v
         }
     }
 
@@ -423,16 +539,6 @@ impl DynamicEpilogue {
         let raw = acc
             .wrapping_add(self.col_offset[n])
             .wrapping_sub(self.row_zp[n].wrapping_mul(row_sum));
-        let xf = raw as f32;
-        let v = if self.fused_bias {
-            xf.mul_add(self.mult[n], self.bias[n])
-        } else {
-            self.mult[n] * xf + self.bias[n]
-        };
-        if self.relu {
-            relu_f32(v)
-        } else {
-            v
-        }
+        self.finish(raw, self.mult[n], n)
     }
 }

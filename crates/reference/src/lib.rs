@@ -42,7 +42,7 @@ pub mod params;
 pub mod quantize;
 pub mod testkit;
 
-pub use linear::{dynamic_linear, integer_core, static_linear};
+pub use linear::{dynamic_linear, dynamic_linear_per_row, integer_core, static_linear};
 pub use matrix::{MatMut, MatRef};
 pub use observer::{ActivationObserver, MinMaxObserver, MovingAverageMinMaxObserver};
 pub use params::{ActQParams, Error, Profile, Result, WeightQParams, K_LIMIT};

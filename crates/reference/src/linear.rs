@@ -201,3 +201,69 @@ pub fn dynamic_linear(
     }
     Ok(out)
 }
+
+/// Dynamic quantized linear with **per-row** input quantization (XNNPACK's `qd8`,
+/// per-token LLM quantization): output row `m` is exactly [`dynamic_linear`] on row `m`
+/// alone. Each row gets its own min / max, torch's `choose_qparams` (with the same
+/// `reduce_range` rule), its own scale `s_m` and zero point `zp_m`, is quantized with
+/// them, and the epilogue multiplies by `f(s_m * scale_w[n])`.
+///
+/// Same arguments and errors as [`dynamic_linear`]; a non-finite input reports its flat
+/// index `row * cols + col` over the whole view, as the per-tensor layer does.
+#[allow(clippy::too_many_arguments)]
+pub fn dynamic_linear_per_row(
+    xin: &MatRef<'_, f32>,
+    w: &[i8],
+    n: usize,
+    wq: &WeightQParams,
+    bias: Option<&[f32]>,
+    reduce_range: bool,
+    relu: bool,
+    profile: Profile,
+) -> Result<Vec<f32>> {
+    check_common(xin.rows(), xin.cols(), w, n, wq, bias)?;
+    let rr = reduce_range && profile == Profile::Fbgemm;
+    let k = xin.cols();
+    let mut out = vec![0f32; xin.rows() * n];
+    for i in 0..xin.rows() {
+        // The row alone, as a 1 x k view.
+        let row = MatRef::dense(xin.row(i), 1, k)?;
+        // (s_m, zp_m) = choose_qparams(min(row, 0), max(row, 0))
+        let qp = match choose_dynamic_qparams(&row, rr) {
+            Err(crate::Error::NonFinite { what, index }) => {
+                return Err(crate::Error::NonFinite {
+                    what,
+                    index: i * k + index,
+                })
+            }
+            other => other?,
+        };
+        // q[k] = quantize(row[k], s_m, zp_m)
+        let q = quantize_activations(&row, qp.scale, qp.zero_point);
+        let qa = MatRef::dense(&q, 1, k)?;
+        // raw[n] = sum_k (q[k] - zp_m) * (w[n,k] - zp_w[n])
+        let raw = integer_core(&qa, qp.zero_point, w, n, wq)?;
+        let s = qp.scale;
+        for (j, o) in out[i * n..(i + 1) * n].iter_mut().enumerate() {
+            let xf = raw[j] as f32;
+            let v = match profile {
+                Profile::Fbgemm => {
+                    // m = f(s_m * scale_w[j]); out = bias ? fma(i2f(raw), m, bias) : f(i2f(raw) * m)
+                    let m = s * wq.scale(j);
+                    match bias {
+                        Some(b) => xf.mul_add(m, b[j]),
+                        None => xf * m,
+                    }
+                }
+                Profile::Qnnpack => {
+                    // m = f(scale_w[j] * s_m); out = f( f(m * i2f(raw)) + bias )
+                    let m = wq.scale(j) * s;
+                    let b = bias.map_or(0.0, |b| b[j]);
+                    m * xf + b
+                }
+            };
+            *o = if relu { relu_f32(v) } else { v };
+        }
+    }
+    Ok(out)
+}

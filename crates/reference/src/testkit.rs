@@ -304,3 +304,53 @@ pub fn edge_shapes(mr: usize, nr: usize, kr: usize) -> Vec<(usize, usize, usize)
     shapes.dedup();
     shapes
 }
+
+/// A dynamic input of `m` rows (`stride` floats apart, `k` used) whose rows differ in
+/// magnitude, for per-row quantization tests: row `i` is scaled by a magnitude drawn
+/// from 1e-30 to 1e30 and is sometimes all zeros, all positive or all negative, with
+/// signed zeros sprinkled in. Padding past `k` is NaN (a kernel must never read it).
+pub fn per_row_input(rng: &mut Rng, m: usize, k: usize, stride: usize) -> Vec<f32> {
+    let mut x = vec![f32::NAN; m.saturating_sub(1) * stride + k];
+    for i in 0..m {
+        let row = &mut x[i * stride..i * stride + k];
+        let amp = match rng.below(6) {
+            0 => 0.0,
+            1 => rng.log_uniform(1e-30, 1e-3),
+            2 => rng.log_uniform(1e3, 1e30),
+            _ => rng.log_uniform(1e-2, 1e2),
+        };
+        let shift = match rng.below(3) {
+            0 => 0.0,
+            1 => amp,
+            _ => -amp,
+        };
+        for v in row.iter_mut() {
+            *v = match rng.below(17) {
+                0 => -0.0,
+                1 => 0.0,
+                _ => (rng.unit_f32() - 0.5) * 2.0 * amp + shift,
+            };
+        }
+    }
+    x
+}
+
+/// Random per-row input qparams for kernel tests: scales from subnormal through tiny
+/// and ordinary to huge, zero points 0, 255 or anything between.
+pub fn random_row_qparams(rng: &mut Rng, m: usize) -> Vec<crate::contract::RowQParams> {
+    (0..m)
+        .map(|_| crate::contract::RowQParams {
+            scale: match rng.below(6) {
+                0 => 1e-45,
+                1 => rng.log_uniform(1e-30, 1e-6),
+                2 => rng.log_uniform(1e6, 1e30),
+                _ => rng.log_uniform(1e-4, 1.0),
+            },
+            zero_point: match rng.below(4) {
+                0 => 0,
+                1 => 255,
+                _ => rng.range_i32(0, 255),
+            },
+        })
+        .collect()
+}
