@@ -12,7 +12,7 @@
 //!   its layers pass the checks above.
 
 use qlinear::safetensors::{quantize_checkpoint, Checkpoint, Dtype, QuantizeOptions};
-use qlinear::{DynamicLinear, Linear, MatRef, QuantizedWeight};
+use qlinear::{DynamicLinear, InputQuantization, Linear, MatRef, QuantizedWeight};
 
 /// At most this many layers of one input are checked (bounds the time per input).
 const MAX_LAYERS: usize = 4;
@@ -142,7 +142,12 @@ fn check_layer(ck: &Checkpoint<'_>, p: &str) {
             .collect();
         let xr = MatRef::dense(&xf, 1, k).expect("input view");
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        let want = qlinear_reference::dynamic_linear(
+        // The literal for the layer's input quantization mode (`qlinear.P.input_quantization`).
+        let literal = match l.input_quantization() {
+            InputQuantization::PerTensor => qlinear_reference::dynamic_linear,
+            InputQuantization::PerRow => qlinear_reference::dynamic_linear_per_row,
+        };
+        let want = literal(
             &xr,
             w.data(),
             n,

@@ -27,6 +27,7 @@
 //! | `qlinear.P.kind` | `static`, `dynamic` | any: a static load then needs the activation tensors |
 //! | `qlinear.P.relu` | `true`, `false` | `false` |
 //! | `qlinear.P.reduce_range` | `true`, `false` (dynamic layers) | per profile, as [`DynamicLinear`] |
+//! | `qlinear.P.input_quantization` | `per_tensor`, `per_row` (dynamic layers) | `per_tensor` |
 //! | `qlinear.P.profile` | `fbgemm` (or `x86`), `qnnpack` | `qlinear.profile`, then `fbgemm` |
 //! | `qlinear.profile` | as above: the whole file's profile | `fbgemm` |
 //!
@@ -102,7 +103,8 @@ use qlinear_reference::{ActQParams, Error, Observer, Profile, Result, WeightQPar
 use crate::backend::Backend;
 use crate::packing::bytes_as_i8;
 use crate::{
-    DynamicLinear, DynamicLinearBuilder, Linear, LinearBuilder, PackedWeights, QuantizedWeight,
+    DynamicLinear, DynamicLinearBuilder, InputQuantization, Linear, LinearBuilder, PackedWeights,
+    QuantizedWeight,
 };
 
 /// The `tensor` of an [`Error::Checkpoint`] about the file as a whole.
@@ -464,6 +466,7 @@ struct LayerMeta {
     kind: Option<Kind>,
     relu: bool,
     reduce_range: Option<bool>,
+    input_quantization: InputQuantization,
     profile: Profile,
 }
 
@@ -511,6 +514,16 @@ fn layer_meta(ck: &Checkpoint<'_>, p: &str) -> Result<LayerMeta> {
         None => None,
         Some(v) => Some(parse_bool(&key("reduce_range"), v)?),
     };
+    let input_quantization = match m.get(&key("input_quantization")).map(String::as_str) {
+        None | Some("per_tensor") => InputQuantization::PerTensor,
+        Some("per_row") => InputQuantization::PerRow,
+        Some(v) => {
+            return Err(err(
+                key("input_quantization"),
+                format!("metadata value {v:?}, expected per_tensor or per_row"),
+            ))
+        }
+    };
     let profile = match (m.get(&key("profile")), m.get("qlinear.profile")) {
         (Some(v), _) => parse_profile(&key("profile"), v)?,
         (None, Some(v)) => parse_profile("qlinear.profile", v)?,
@@ -520,6 +533,7 @@ fn layer_meta(ck: &Checkpoint<'_>, p: &str) -> Result<LayerMeta> {
         kind,
         relu,
         reduce_range,
+        input_quantization,
         profile,
     })
 }
@@ -696,7 +710,8 @@ impl Linear {
 impl DynamicLinear {
     /// Starts a dynamic layer from a checkpoint: the weight (packed for
     /// [`Backend::Auto`] straight from the file's bytes), its qparams, the bias if
-    /// present, and the metadata's ReLU, `reduce_range` and profile (each defaulting as
+    /// present, and the metadata's ReLU, `reduce_range`, profile and input quantization
+    /// mode (each defaulting as
     /// [`DynamicLinear::builder`] does when absent; a file without metadata loads with
     /// all defaults).
     ///
@@ -721,6 +736,7 @@ impl DynamicLinear {
             .maybe_bias(bias)
             .relu(meta.relu)
             .profile(meta.profile)
+            .input_quantization(meta.input_quantization)
             .backend(backend);
         if let Some(rr) = meta.reduce_range {
             b = b.reduce_range(rr);
@@ -743,7 +759,7 @@ impl DynamicLinear {
     /// Adds this layer under `prefix`: the weight tensors of
     /// [`QuantizedWeight::write_safetensors`], `P.bias` (`F32`) if any, and metadata
     /// `qlinear.P.kind = dynamic`, `qlinear.P.relu`, `qlinear.P.reduce_range`,
-    /// `qlinear.P.profile`.
+    /// `qlinear.P.profile`, `qlinear.P.input_quantization`.
     ///
     /// # Errors
     /// [`Error::Checkpoint`] when the writer already holds one of these names.
@@ -760,6 +776,13 @@ impl DynamicLinear {
             self.reduce_range().to_string(),
         );
         w.set_metadata(format!("qlinear.{prefix}.profile"), self.profile().name());
+        w.set_metadata(
+            format!("qlinear.{prefix}.input_quantization"),
+            match self.input_quantization() {
+                InputQuantization::PerTensor => "per_tensor",
+                InputQuantization::PerRow => "per_row",
+            },
+        );
         Ok(())
     }
 }
@@ -1052,6 +1075,9 @@ fn plan_parsed(
         if !eligible {
             continue;
         }
+        // A shape qlinear cannot hold (an empty dimension, in features above the K
+        // limit) fails here, so a dry run rejects what the real run would.
+        check_layer_dims(v.shape()[0], v.shape()[1]).map_err(|e| err(name, e.to_string()))?;
         let prefix = &name[..name.len() - ".weight".len()];
         for suffix in ["weight_scale", "weight_zero_point", "weight_axis"] {
             let taken = format!("{prefix}.{suffix}");
