@@ -2,8 +2,7 @@
 //! quantization (issue 10). Each test pins one suspected defect or probes one promise.
 
 use qlinear::safetensors::{
-    plan_quantization, quantize_checkpoint, Checkpoint, Dtype, QuantizeOptions,
-    SafetensorsWriter,
+    plan_quantization, quantize_checkpoint, Checkpoint, Dtype, QuantizeOptions, SafetensorsWriter,
 };
 use qlinear::{
     available_backends, DynamicLinear, InputQuantization, MatMut, MatRef, Observer, Profile,
@@ -36,7 +35,13 @@ fn per_row_layer_round_trips_through_safetensors() {
     assert_eq!(loaded.input_quantization(), InputQuantization::PerRow);
     // A tiny row next to a large one: per-row and per-tensor answers differ.
     let x: Vec<f32> = (0..14)
-        .map(|i| if i < 7 { 1e-3 * i as f32 } else { 100.0 - i as f32 })
+        .map(|i| {
+            if i < 7 {
+                1e-3 * i as f32
+            } else {
+                100.0 - i as f32
+            }
+        })
         .collect();
     assert_eq!(
         bits(&loaded.forward_vec(&x, 2).unwrap()),
@@ -47,8 +52,16 @@ fn per_row_layer_round_trips_through_safetensors() {
 /// A malformed input quantization mode in the metadata is a clear error naming the key.
 #[test]
 fn bad_input_quantization_metadata_is_an_error() {
-    let qw = QuantizedWeight::new(vec![1, 2, 3, 4], 2, 2, WeightQParams::PerTensor { scale: 0.1, zero_point: 0 })
-        .unwrap();
+    let qw = QuantizedWeight::new(
+        vec![1, 2, 3, 4],
+        2,
+        2,
+        WeightQParams::PerTensor {
+            scale: 0.1,
+            zero_point: 0,
+        },
+    )
+    .unwrap();
     let layer = DynamicLinear::builder(qw).build().unwrap();
     let mut wr = SafetensorsWriter::new();
     layer.write_safetensors("l", &mut wr).unwrap();
@@ -200,7 +213,10 @@ fn per_row_at_the_k_limit_with_extreme_rows() {
                     .build()
                     .unwrap()
             };
-            let (pr, pt) = (mk(InputQuantization::PerRow), mk(InputQuantization::PerTensor));
+            let (pr, pt) = (
+                mk(InputQuantization::PerRow),
+                mk(InputQuantization::PerTensor),
+            );
             let all = pr.forward_vec(&x, 4).unwrap();
             for i in 0..4 {
                 let alone = pt.forward_vec(&x[i * k..(i + 1) * k], 1).unwrap();
