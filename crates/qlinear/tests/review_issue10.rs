@@ -277,3 +277,27 @@ fn half_bits(x: f32) -> u16 {
     let mant = ((b >> 13) & 0x3ff) as u16;
     sign | ((exp as u16) << 10) | mant
 }
+
+/// A `*` in a pattern is always a wildcard, even where the name holds a literal `*`
+/// (and `?` likewise): `*` must select every name.
+#[test]
+fn glob_star_matches_names_containing_a_star() {
+    let opts = QuantizeOptions {
+        include: vec!["*".into()],
+        exclude: Vec::new(),
+        ..QuantizeOptions::default()
+    };
+    assert!(opts.selects("*x.weight"));
+    let opts = QuantizeOptions {
+        include: vec!["?*.weight".into()],
+        exclude: Vec::new(),
+        ..QuantizeOptions::default()
+    };
+    assert!(opts.selects("a*b.weight"));
+    let opts = QuantizeOptions {
+        include: vec!["a*c".into()],
+        exclude: Vec::new(),
+        ..QuantizeOptions::default()
+    };
+    assert!(opts.selects("a*bc"));
+}
