@@ -1012,12 +1012,13 @@ fn glob_match(pattern: &str, name: &str) -> bool {
     // Position of the last `*` in the pattern, and the name position it was tried at.
     let mut star: Option<(usize, usize)> = None;
     while j < s.len() {
-        if i < p.len() && (p[i] == '?' || p[i] == s[j]) {
-            i += 1;
-            j += 1;
-        } else if i < p.len() && p[i] == '*' {
+        // `*` first: a pattern `*` is a wildcard even against a literal `*` in the name.
+        if i < p.len() && p[i] == '*' {
             star = Some((i, j));
             i += 1;
+        } else if i < p.len() && (p[i] == '?' || p[i] == s[j]) {
+            i += 1;
+            j += 1;
         } else if let Some((si, sj)) = star {
             i = si + 1;
             j = sj + 1;
@@ -1200,5 +1201,8 @@ mod tests {
         assert!(glob_match("exact", "exact"));
         assert!(!glob_match("exact", "exactly"));
         assert!(glob_match("*.weight", "x.weight"));
+        assert!(glob_match("*", "*x"));
+        assert!(glob_match("a*c", "a*bc"));
+        assert!(!glob_match("a*c", "a*b"));
     }
 }
