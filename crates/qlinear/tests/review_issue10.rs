@@ -301,3 +301,107 @@ fn glob_star_matches_names_containing_a_star() {
     };
     assert!(opts.selects("a*bc"));
 }
+
+/// A NaN in a strided input: per-row and per-tensor layers report the same flat index
+/// (`row * cols + col`) on every backend, as the reference literals do.
+#[test]
+fn per_row_nan_index_in_a_strided_view_matches_per_tensor() {
+    let (m, k, n, stride) = (6, 9, 5, 13);
+    let qw = QuantizedWeight::new(
+        (0..n * k).map(|i| (i % 251) as i8).collect(),
+        n,
+        k,
+        WeightQParams::PerTensor {
+            scale: 0.01,
+            zero_point: 3,
+        },
+    )
+    .unwrap();
+    for (r, c, bad) in [
+        (0, 0, f32::NAN),
+        (3, 7, f32::INFINITY),
+        (5, 8, -f32::INFINITY),
+    ] {
+        let mut x: Vec<f32> = (0..(m - 1) * stride + k).map(|i| i as f32 * 0.5).collect();
+        x[r * stride + c] = bad;
+        let xin = MatRef::new(&x, m, k, stride).unwrap();
+        let index = |e: qlinear::Error| match e {
+            qlinear::Error::NonFinite { index, .. } => index,
+            other => panic!("{other}"),
+        };
+        let lit = index(
+            qlinear_reference::dynamic_linear_per_row(
+                &xin,
+                qw.data(),
+                n,
+                qw.qparams(),
+                None,
+                true,
+                false,
+                Profile::Fbgemm,
+            )
+            .unwrap_err(),
+        );
+        assert_eq!(lit, r * k + c);
+        for backend in available_backends() {
+            for mode in [InputQuantization::PerRow, InputQuantization::PerTensor] {
+                let l = DynamicLinear::builder(qw.clone())
+                    .input_quantization(mode)
+                    .backend(backend)
+                    .build()
+                    .unwrap();
+                let mut out = vec![0f32; m * n];
+                let e = l
+                    .forward(xin, MatMut::dense(&mut out, m, n).unwrap())
+                    .unwrap_err();
+                assert_eq!(index(e), r * k + c, "{backend} {mode:?}");
+            }
+        }
+    }
+}
+
+/// A per-row layer file loads as a per-row layer for every other backend (repacked
+/// or not) and from shared bytes, with the same answers.
+#[test]
+fn per_row_layer_file_loads_for_every_backend() {
+    let mut rng = Rng::new(77);
+    let (m, k, n) = (5, 19, 23);
+    let qw = QuantizedWeight::new(
+        rng.i8s(n * k),
+        n,
+        k,
+        WeightQParams::PerChannel {
+            scales: (0..n).map(|_| rng.log_uniform(1e-3, 1e-1)).collect(),
+            zero_points: (0..n).map(|_| rng.range_i32(-128, 127)).collect(),
+        },
+    )
+    .unwrap();
+    let x = qlinear_reference::testkit::per_row_input(&mut rng, m, k, k);
+    for src in available_backends() {
+        let l = DynamicLinear::builder(qw.clone())
+            .input_quantization(InputQuantization::PerRow)
+            .profile(Profile::Qnnpack)
+            .relu(true)
+            .backend(src)
+            .build()
+            .unwrap();
+        let want = bits(&l.forward_vec(&x, m).unwrap());
+        let bytes = l.to_bytes();
+        for dst in available_backends() {
+            let (back, _) = DynamicLinear::from_bytes_for(&bytes, dst).unwrap();
+            assert_eq!(back.input_quantization(), InputQuantization::PerRow);
+            assert_eq!(
+                bits(&back.forward_vec(&x, m).unwrap()),
+                want,
+                "{src} -> {dst}"
+            );
+        }
+        let (shared, _) = DynamicLinear::from_shared(std::sync::Arc::new(bytes)).unwrap();
+        assert_eq!(shared.input_quantization(), InputQuantization::PerRow);
+        assert_eq!(
+            bits(&shared.forward_vec(&x, m).unwrap()),
+            want,
+            "{src} shared"
+        );
+    }
+}
