@@ -405,3 +405,50 @@ fn per_row_layer_file_loads_for_every_backend() {
         );
     }
 }
+
+/// The same writer contents give the same file bytes: `__metadata__` is written in a
+/// fixed order (the writer keeps a sorted map, but the safetensors crate takes a
+/// `HashMap`, whose iteration order differs between instances). A model artifact
+/// (e.g. `qlinear quantize`'s output) should be reproducible byte for byte.
+#[test]
+fn writer_output_is_deterministic() {
+    let qw = QuantizedWeight::new(
+        vec![1, 2, 3, 4],
+        2,
+        2,
+        WeightQParams::PerTensor {
+            scale: 0.1,
+            zero_point: 0,
+        },
+    )
+    .unwrap();
+    let layer = DynamicLinear::builder(qw).relu(true).build().unwrap();
+    let mut wr = SafetensorsWriter::new();
+    for p in ["a", "b", "c", "d"] {
+        layer.write_safetensors(p, &mut wr).unwrap();
+    }
+    let first = wr.to_bytes().unwrap();
+    for _ in 0..20 {
+        assert!(
+            wr.to_bytes().unwrap() == first,
+            "to_bytes differs between calls"
+        );
+    }
+    // The file still parses, with every tensor and metadata entry, and loads.
+    let ck = Checkpoint::parse(&first).unwrap();
+    assert_eq!(ck.tensors().len(), 4 * 3);
+    assert_eq!(ck.metadata().len(), 4 * 5);
+    assert_eq!(ck.metadata()["qlinear.c.relu"], "true");
+    let l = DynamicLinear::from_safetensors(&ck, "d")
+        .unwrap()
+        .build()
+        .unwrap();
+    assert!(l.relu());
+    // Metadata with no tensor, and a value needing JSON escapes.
+    let mut wr = SafetensorsWriter::new();
+    wr.set_metadata("k\"ey", "v\\al\nue\u{1}");
+    let bytes = wr.to_bytes().unwrap();
+    let ck = Checkpoint::parse(&bytes).unwrap();
+    assert_eq!(ck.tensors().len(), 0);
+    assert_eq!(ck.metadata()["k\"ey"], "v\\al\nue\u{1}");
+}
