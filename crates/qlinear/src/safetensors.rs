@@ -931,19 +931,35 @@ impl<'a> SafetensorsWriter<'a> {
     /// # Errors
     /// [`Error::Checkpoint`] with `tensor` [`FILE`] if the safetensors crate refuses
     /// (e.g. a header above its 100 MB limit).
+    ///
+    /// The output is deterministic: the same tensors and metadata give the same bytes.
+    /// (The safetensors crate takes `__metadata__` as a `HashMap` and writes it in that
+    /// map's random iteration order, so the file is laid out by the crate without
+    /// metadata and the sorted metadata object is spliced in front of the tensors.)
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        let meta = if self.metadata.is_empty() {
-            None
-        } else {
-            Some(
-                self.metadata
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-            )
-        };
-        ::safetensors::serialize(self.tensors.iter(), meta)
-            .map_err(|e| err(FILE, format!("cannot serialize: {e}")))
+        let fail = |e: &dyn std::fmt::Display| err(FILE, format!("cannot serialize: {e}"));
+        let bytes = ::safetensors::serialize(self.tensors.iter(), None).map_err(|e| fail(&e))?;
+        if self.metadata.is_empty() {
+            return Ok(bytes);
+        }
+        // bytes = u64 LE header length, JSON header `{...}` padded with spaces, data.
+        // The data offsets are relative to the data, so a longer header moves nothing.
+        let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+        let header = std::str::from_utf8(&bytes[8..8 + n])
+            .map_err(|e| fail(&e))?
+            .trim_end_matches(' ');
+        let rest = header
+            .strip_prefix('{')
+            .ok_or_else(|| fail(&"header is not a JSON object"))?;
+        let meta = serde_json::to_string(&self.metadata).map_err(|e| fail(&e))?;
+        let sep = if rest.trim_start() == "}" { "" } else { "," };
+        let mut out_header = format!("{{\"__metadata__\":{meta}{sep}{rest}").into_bytes();
+        out_header.resize(out_header.len().next_multiple_of(8), b' ');
+        let mut out = Vec::with_capacity(8 + out_header.len() + bytes.len() - 8 - n);
+        out.extend_from_slice(&(out_header.len() as u64).to_le_bytes());
+        out.extend_from_slice(&out_header);
+        out.extend_from_slice(&bytes[8 + n..]);
+        Ok(out)
     }
 
     /// Writes [`SafetensorsWriter::to_bytes`] to a file (an error of `to_bytes` is an
