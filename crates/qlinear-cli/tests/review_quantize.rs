@@ -61,3 +61,24 @@ fn quantize_in_place() {
         .collect();
     assert_eq!(left, ["model.safetensors"]);
 }
+
+/// Quantizing the same checkpoint twice gives byte-identical files (the output's
+/// `__metadata__` has one key per quantized layer plus the input's keys).
+#[test]
+fn quantize_output_is_reproducible() {
+    let dir = TempDir::new("review-quantize-repro");
+    let mut w = SafetensorsWriter::new();
+    for p in ["a", "b", "c", "d", "e"] {
+        let wf: Vec<f32> = (0..12).map(|i| (i as f32 * 0.7).sin()).collect();
+        w.add_f32(format!("{p}.weight"), vec![3, 4], &wf).unwrap();
+    }
+    w.set_metadata("format", "pt");
+    let input = dir.file("in.safetensors");
+    w.save(&input).unwrap();
+    let (o1, o2) = (dir.file("o1.safetensors"), dir.file("o2.safetensors"));
+    for out in [&o1, &o2] {
+        let o = run_qlinear(&["quantize", &input, out]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    assert!(std::fs::read(&o1).unwrap() == std::fs::read(&o2).unwrap());
+}
