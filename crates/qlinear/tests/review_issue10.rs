@@ -452,3 +452,26 @@ fn writer_output_is_deterministic() {
     assert_eq!(ck.tensors().len(), 0);
     assert_eq!(ck.metadata()["k\"ey"], "v\\al\nue\u{1}");
 }
+
+/// Zero rows in per-row mode: an empty result on every backend, no error.
+#[test]
+fn per_row_with_zero_rows() {
+    let qw = QuantizedWeight::new(
+        vec![1, -2, 3, -4, 5, -6],
+        2,
+        3,
+        WeightQParams::PerTensor {
+            scale: 0.5,
+            zero_point: 1,
+        },
+    )
+    .unwrap();
+    for backend in available_backends() {
+        let l = DynamicLinear::builder(qw.clone())
+            .input_quantization(InputQuantization::PerRow)
+            .backend(backend)
+            .build()
+            .unwrap();
+        assert!(l.forward_vec(&[], 0).unwrap().is_empty(), "{backend}");
+    }
+}
