@@ -955,6 +955,11 @@ impl<'a> SafetensorsWriter<'a> {
         let sep = if rest.trim_start() == "}" { "" } else { "," };
         let mut out_header = format!("{{\"__metadata__\":{meta}{sep}{rest}").into_bytes();
         out_header.resize(out_header.len().next_multiple_of(8), b' ');
+        // The safetensors crate's header limit (`MAX_HEADER_SIZE`), which its parser
+        // enforces: a longer header would be a file nothing can read.
+        if out_header.len() > 100_000_000 {
+            return Err(fail(&"header with metadata above 100 MB"));
+        }
         let mut out = Vec::with_capacity(8 + out_header.len() + bytes.len() - 8 - n);
         out.extend_from_slice(&(out_header.len() as u64).to_le_bytes());
         out.extend_from_slice(&out_header);
