@@ -27,6 +27,7 @@
 //! | `qlinear.P.kind` | `static`, `dynamic` | any: a static load then needs the activation tensors |
 //! | `qlinear.P.relu` | `true`, `false` | `false` |
 //! | `qlinear.P.reduce_range` | `true`, `false` (dynamic layers) | per profile, as [`DynamicLinear`] |
+//! | `qlinear.P.input_quantization` | `per_tensor`, `per_row` (dynamic layers) | `per_tensor` |
 //! | `qlinear.P.profile` | `fbgemm` (or `x86`), `qnnpack` | `qlinear.profile`, then `fbgemm` |
 //! | `qlinear.profile` | as above: the whole file's profile | `fbgemm` |
 //!
@@ -102,7 +103,8 @@ use qlinear_reference::{ActQParams, Error, Observer, Profile, Result, WeightQPar
 use crate::backend::Backend;
 use crate::packing::bytes_as_i8;
 use crate::{
-    DynamicLinear, DynamicLinearBuilder, Linear, LinearBuilder, PackedWeights, QuantizedWeight,
+    DynamicLinear, DynamicLinearBuilder, InputQuantization, Linear, LinearBuilder, PackedWeights,
+    QuantizedWeight,
 };
 
 /// The `tensor` of an [`Error::Checkpoint`] about the file as a whole.
@@ -464,6 +466,7 @@ struct LayerMeta {
     kind: Option<Kind>,
     relu: bool,
     reduce_range: Option<bool>,
+    input_quantization: InputQuantization,
     profile: Profile,
 }
 
@@ -489,6 +492,25 @@ fn parse_profile(key: &str, v: &str) -> Result<Profile> {
     }
 }
 
+fn parse_input_quantization(key: &str, v: &str) -> Result<InputQuantization> {
+    match v {
+        "per_tensor" => Ok(InputQuantization::PerTensor),
+        "per_row" => Ok(InputQuantization::PerRow),
+        _ => Err(err(
+            key,
+            format!("metadata value {v:?}, expected per_tensor or per_row"),
+        )),
+    }
+}
+
+/// The metadata value of an [`InputQuantization`].
+fn input_quantization_name(mode: InputQuantization) -> &'static str {
+    match mode {
+        InputQuantization::PerTensor => "per_tensor",
+        InputQuantization::PerRow => "per_row",
+    }
+}
+
 fn layer_meta(ck: &Checkpoint<'_>, p: &str) -> Result<LayerMeta> {
     let m = &ck.metadata;
     let key = |s: &str| format!("qlinear.{p}.{s}");
@@ -511,6 +533,10 @@ fn layer_meta(ck: &Checkpoint<'_>, p: &str) -> Result<LayerMeta> {
         None => None,
         Some(v) => Some(parse_bool(&key("reduce_range"), v)?),
     };
+    let input_quantization = match m.get(&key("input_quantization")) {
+        None => InputQuantization::PerTensor,
+        Some(v) => parse_input_quantization(&key("input_quantization"), v)?,
+    };
     let profile = match (m.get(&key("profile")), m.get("qlinear.profile")) {
         (Some(v), _) => parse_profile(&key("profile"), v)?,
         (None, Some(v)) => parse_profile("qlinear.profile", v)?,
@@ -520,6 +546,7 @@ fn layer_meta(ck: &Checkpoint<'_>, p: &str) -> Result<LayerMeta> {
         kind,
         relu,
         reduce_range,
+        input_quantization,
         profile,
     })
 }
@@ -696,9 +723,9 @@ impl Linear {
 impl DynamicLinear {
     /// Starts a dynamic layer from a checkpoint: the weight (packed for
     /// [`Backend::Auto`] straight from the file's bytes), its qparams, the bias if
-    /// present, and the metadata's ReLU, `reduce_range` and profile (each defaulting as
-    /// [`DynamicLinear::builder`] does when absent; a file without metadata loads with
-    /// all defaults).
+    /// present, and the metadata's ReLU, `reduce_range`, input quantization and profile
+    /// (each defaulting as [`DynamicLinear::builder`] does when absent: input
+    /// quantization per tensor; a file without metadata loads with all defaults).
     ///
     /// # Errors
     /// [`Error::Checkpoint`] naming the tensor or metadata key at fault (also when the
@@ -721,6 +748,7 @@ impl DynamicLinear {
             .maybe_bias(bias)
             .relu(meta.relu)
             .profile(meta.profile)
+            .input_quantization(meta.input_quantization)
             .backend(backend);
         if let Some(rr) = meta.reduce_range {
             b = b.reduce_range(rr);
@@ -743,7 +771,7 @@ impl DynamicLinear {
     /// Adds this layer under `prefix`: the weight tensors of
     /// [`QuantizedWeight::write_safetensors`], `P.bias` (`F32`) if any, and metadata
     /// `qlinear.P.kind = dynamic`, `qlinear.P.relu`, `qlinear.P.reduce_range`,
-    /// `qlinear.P.profile`.
+    /// `qlinear.P.input_quantization` (`per_tensor` or `per_row`), `qlinear.P.profile`.
     ///
     /// # Errors
     /// [`Error::Checkpoint`] when the writer already holds one of these names.
@@ -758,6 +786,10 @@ impl DynamicLinear {
         w.set_metadata(
             format!("qlinear.{prefix}.reduce_range"),
             self.reduce_range().to_string(),
+        );
+        w.set_metadata(
+            format!("qlinear.{prefix}.input_quantization"),
+            input_quantization_name(self.input_quantization()),
         );
         w.set_metadata(format!("qlinear.{prefix}.profile"), self.profile().name());
         Ok(())
