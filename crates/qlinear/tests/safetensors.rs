@@ -10,8 +10,8 @@ use qlinear::safetensors::{
     QuantizeOptions, SafetensorsWriter, FILE,
 };
 use qlinear::{
-    ActQParams, Backend, DynamicLinear, Error, InputQuantization, Linear, Profile,
-    QuantizedWeight, WeightQParams, K_LIMIT,
+    ActQParams, Backend, DynamicLinear, Error, InputQuantization, Linear, Profile, QuantizedWeight,
+    WeightQParams, K_LIMIT,
 };
 use qlinear_reference::testkit::Rng;
 

@@ -428,7 +428,8 @@ fn corrupt_quantized_layers_are_errors_naming_the_tensor() {
         zp[..4].copy_from_slice(&200i32.to_le_bytes());
     }));
     assert!(
-        err.to_string().contains(&format!("{layer}.weight_zero_point")),
+        err.to_string()
+            .contains(&format!("{layer}.weight_zero_point")),
         "{err}"
     );
 
