@@ -272,7 +272,8 @@ pub fn load_quantized_linear(
     };
     if settings.precision == Precision::F32 {
         return Err(bad(format!(
-            "tensor {prefix}.weight is int8 (a quantized checkpoint): the f32 mode needs              the float weights; run int8, or give the float model.safetensors"
+            "tensor {prefix}.weight is int8 (a quantized checkpoint): the f32 mode needs \
+             the float weights; run int8, or give the float model.safetensors"
         )));
     }
     let qerr = |source| Error::Qlinear {
