@@ -63,8 +63,10 @@
 //! exclude globs; embeddings excluded by default) with `P.weight`, `P.weight_scale`,
 //! `P.weight_zero_point` (and `P.weight_axis` when per-channel) chosen by torch's
 //! `MinMaxObserver` / `PerChannelMinMaxObserver`, exactly as
-//! [`DynamicLinear::from_float`] does, and marks `qlinear.P.kind = dynamic`. Every
-//! other tensor is copied unchanged (dtype, shape and bytes), and existing metadata is
+//! [`DynamicLinear::from_float`] does, and marks `qlinear.P.kind = dynamic` with the
+//! options' activation settings (`qlinear.P.reduce_range`, full range unless asked,
+//! and `qlinear.P.input_quantization`), so the file loads as the layer it was made
+//! for. Every other tensor is copied unchanged (dtype, shape and bytes), and existing metadata is
 //! kept.
 //!
 //! ```
@@ -981,6 +983,15 @@ pub struct QuantizeOptions {
     pub include: Vec<String>,
     /// Glob patterns of names never quantized. Default `["*embed*"]` (embeddings).
     pub exclude: Vec<String>,
+    /// The activation range every quantized layer records (`qlinear.P.reduce_range`).
+    /// Default `false`: full range, the recommended setting, since qlinear never
+    /// saturates (torch's module defaults to `true` on fbgemm because its AVX2 kernels
+    /// do; `true` here gives torch's bits).
+    pub reduce_range: bool,
+    /// The input quantization every quantized layer records
+    /// (`qlinear.P.input_quantization`). Default [`InputQuantization::PerTensor`], as
+    /// torch; [`InputQuantization::PerRow`] is qlinear's per-token mode.
+    pub input_quantization: InputQuantization,
 }
 
 impl Default for QuantizeOptions {
@@ -990,6 +1001,8 @@ impl Default for QuantizeOptions {
             symmetric: true,
             include: Vec::new(),
             exclude: vec!["*embed*".to_string()],
+            reduce_range: false,
+            input_quantization: InputQuantization::PerTensor,
         }
     }
 }
@@ -1173,6 +1186,14 @@ pub fn quantize_checkpoint_with_progress(
         let prefix = &t.name[..t.name.len() - ".weight".len()];
         q.write_safetensors(prefix, &mut w)?;
         w.set_metadata(format!("qlinear.{prefix}.kind"), "dynamic");
+        w.set_metadata(
+            format!("qlinear.{prefix}.reduce_range"),
+            opts.reduce_range.to_string(),
+        );
+        w.set_metadata(
+            format!("qlinear.{prefix}.input_quantization"),
+            input_quantization_name(opts.input_quantization),
+        );
     }
     let bytes = w.to_bytes()?;
     let summary = QuantizeSummary {

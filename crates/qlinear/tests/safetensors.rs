@@ -841,9 +841,11 @@ fn quantize_matches_from_float_bit_for_bit() {
                         .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
                         .collect::<Vec<f32>>()
                 });
+                // The file records full-range activations (the options' default).
                 let want = DynamicLinear::from_float(f, n, k, opts.observer())
                     .unwrap()
                     .maybe_bias(bias)
+                    .reduce_range(false)
                     .build()
                     .unwrap();
                 let got = DynamicLinear::from_safetensors(&ck, p)
@@ -857,6 +859,49 @@ fn quantize_matches_from_float_bit_for_bit() {
                     want.forward_vec(&x, 2).unwrap()
                 );
             }
+        }
+    }
+}
+
+#[test]
+fn quantize_records_the_activation_settings() {
+    let (input, floats) = float_checkpoint();
+    let name = "enc.0.k.weight";
+    let p = name.strip_suffix(".weight").unwrap();
+    let f = &floats[name];
+    let x = Rng::new(7).f32s(3 * 12, 4.0);
+    let mut outputs = Vec::new();
+    for reduce_range in [false, true] {
+        for mode in [InputQuantization::PerTensor, InputQuantization::PerRow] {
+            let opts = QuantizeOptions {
+                reduce_range,
+                input_quantization: mode,
+                ..QuantizeOptions::default()
+            };
+            let (out, _) = quantize_checkpoint(&input, &opts).unwrap();
+            let ck = Checkpoint::parse(&out).unwrap();
+            let got = DynamicLinear::from_safetensors(&ck, p)
+                .unwrap()
+                .build()
+                .unwrap();
+            assert_eq!(got.reduce_range(), reduce_range);
+            assert_eq!(got.input_quantization(), mode);
+            let want = DynamicLinear::from_float(f, 4, 12, opts.observer())
+                .unwrap()
+                .reduce_range(reduce_range)
+                .input_quantization(mode)
+                .build()
+                .unwrap();
+            let y = got.forward_vec(&x, 3).unwrap();
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&y), bits(&want.forward_vec(&x, 3).unwrap()));
+            outputs.push(bits(&y));
+        }
+    }
+    // The four settings really differ on this input (so the metadata is what decides).
+    for i in 0..outputs.len() {
+        for j in i + 1..outputs.len() {
+            assert_ne!(outputs[i], outputs[j], "settings {i} and {j}");
         }
     }
 }
