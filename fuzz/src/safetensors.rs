@@ -39,6 +39,12 @@ pub fn check(data: &[u8]) {
         symmetric: data.len() % 4 < 2,
         include: Vec::new(),
         exclude: Vec::new(),
+        reduce_range: data.len() % 8 < 4,
+        input_quantization: if data.len() % 16 < 8 {
+            qlinear::InputQuantization::PerTensor
+        } else {
+            qlinear::InputQuantization::PerRow
+        },
     };
     let Ok((out, summary)) = quantize_checkpoint(data, &opts) else {
         return;

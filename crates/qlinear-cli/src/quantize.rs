@@ -14,6 +14,7 @@ use std::process::ExitCode;
 use qlinear::safetensors::{
     plan_quantization, quantize_checkpoint_with_progress, PlannedTensor, QuantizeOptions,
 };
+use qlinear::InputQuantization;
 
 /// Inputs above this size get a progress line per quantized tensor on stderr.
 pub(crate) const PROGRESS_THRESHOLD: u64 = 64 << 20;
@@ -43,6 +44,15 @@ pub(crate) struct QuantizeArgs {
     /// (embeddings stay float); giving any --exclude replaces that default.
     #[arg(long = "exclude", value_name = "PAT", default_value = "*embed*")]
     exclude: Vec<String>,
+    /// Record `reduce_range = true` (activations in [0, 127]) for every quantized layer,
+    /// torch's fbgemm module default. Without it the file records full range, the
+    /// recommended setting: qlinear never saturates.
+    #[arg(long)]
+    reduce_range: bool,
+    /// Record per-row (per-token) input quantization for every quantized layer
+    /// instead of torch's per-tensor.
+    #[arg(long)]
+    per_row: bool,
     /// List what would be quantized (name, shape, dtype) and write nothing.
     #[arg(long)]
     dry_run: bool,
@@ -103,6 +113,12 @@ pub(crate) fn run(args: QuantizeArgs) -> ExitCode {
         symmetric: !args.affine,
         include: args.include,
         exclude: args.exclude,
+        reduce_range: args.reduce_range,
+        input_quantization: if args.per_row {
+            InputQuantization::PerRow
+        } else {
+            InputQuantization::PerTensor
+        },
     };
     let fail = |msg: String| {
         eprintln!("error: {msg}");

@@ -7,7 +7,7 @@ mod common;
 use common::{run_qlinear, stderr, TempDir};
 
 use qlinear::safetensors::{Checkpoint, Dtype, SafetensorsWriter};
-use qlinear::{DynamicLinear, Observer};
+use qlinear::{DynamicLinear, InputQuantization, Observer};
 use qlinear_reference::testkit::Rng;
 
 /// A float weight: name, shape, and the f32 values the quantizer sees.
@@ -85,7 +85,7 @@ fn quantize_output_equals_from_float_and_copies_the_rest() {
         (vec![], Observer::PER_TENSOR_SYMMETRIC),
         (vec!["--per-channel"], Observer::PER_CHANNEL_SYMMETRIC),
         (
-            vec!["--per-channel", "--affine"],
+            vec!["--per-channel", "--affine", "--reduce-range", "--per-row"],
             Observer {
                 per_channel: true,
                 symmetric: false,
@@ -126,6 +126,23 @@ fn quantize_output_equals_from_float_and_copies_the_rest() {
                 .build()
                 .unwrap();
             assert_eq!(got.weight(), want.weight(), "{name} {flags:?}");
+            // The activation settings the flags ask for (full range, per-tensor unless
+            // asked) are recorded and applied.
+            assert_eq!(
+                got.reduce_range(),
+                flags.contains(&"--reduce-range"),
+                "{name} {flags:?}"
+            );
+            let per_row = flags.contains(&"--per-row");
+            assert_eq!(
+                got.input_quantization(),
+                if per_row {
+                    InputQuantization::PerRow
+                } else {
+                    InputQuantization::PerTensor
+                },
+                "{name} {flags:?}"
+            );
         }
         for name in [
             "encoder.layer.0.query.bias",

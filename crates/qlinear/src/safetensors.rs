@@ -63,8 +63,10 @@
 //! exclude globs; embeddings excluded by default) with `P.weight`, `P.weight_scale`,
 //! `P.weight_zero_point` (and `P.weight_axis` when per-channel) chosen by torch's
 //! `MinMaxObserver` / `PerChannelMinMaxObserver`, exactly as
-//! [`DynamicLinear::from_float`] does, and marks `qlinear.P.kind = dynamic`. Every
-//! other tensor is copied unchanged (dtype, shape and bytes), and existing metadata is
+//! [`DynamicLinear::from_float`] does, and marks `qlinear.P.kind = dynamic` with the
+//! options' activation settings (`qlinear.P.reduce_range`, full range unless asked,
+//! and `qlinear.P.input_quantization`), so the file loads as the layer it was made
+//! for. Every other tensor is copied unchanged (dtype, shape and bytes), and existing metadata is
 //! kept.
 //!
 //! ```
@@ -492,6 +494,25 @@ fn parse_profile(key: &str, v: &str) -> Result<Profile> {
     }
 }
 
+fn parse_input_quantization(key: &str, v: &str) -> Result<InputQuantization> {
+    match v {
+        "per_tensor" => Ok(InputQuantization::PerTensor),
+        "per_row" => Ok(InputQuantization::PerRow),
+        _ => Err(err(
+            key,
+            format!("metadata value {v:?}, expected per_tensor or per_row"),
+        )),
+    }
+}
+
+/// The metadata value of an [`InputQuantization`].
+fn input_quantization_name(mode: InputQuantization) -> &'static str {
+    match mode {
+        InputQuantization::PerTensor => "per_tensor",
+        InputQuantization::PerRow => "per_row",
+    }
+}
+
 fn layer_meta(ck: &Checkpoint<'_>, p: &str) -> Result<LayerMeta> {
     let m = &ck.metadata;
     let key = |s: &str| format!("qlinear.{p}.{s}");
@@ -514,15 +535,9 @@ fn layer_meta(ck: &Checkpoint<'_>, p: &str) -> Result<LayerMeta> {
         None => None,
         Some(v) => Some(parse_bool(&key("reduce_range"), v)?),
     };
-    let input_quantization = match m.get(&key("input_quantization")).map(String::as_str) {
-        None | Some("per_tensor") => InputQuantization::PerTensor,
-        Some("per_row") => InputQuantization::PerRow,
-        Some(v) => {
-            return Err(err(
-                key("input_quantization"),
-                format!("metadata value {v:?}, expected per_tensor or per_row"),
-            ))
-        }
+    let input_quantization = match m.get(&key("input_quantization")) {
+        None => InputQuantization::PerTensor,
+        Some(v) => parse_input_quantization(&key("input_quantization"), v)?,
     };
     let profile = match (m.get(&key("profile")), m.get("qlinear.profile")) {
         (Some(v), _) => parse_profile(&key("profile"), v)?,
@@ -710,10 +725,9 @@ impl Linear {
 impl DynamicLinear {
     /// Starts a dynamic layer from a checkpoint: the weight (packed for
     /// [`Backend::Auto`] straight from the file's bytes), its qparams, the bias if
-    /// present, and the metadata's ReLU, `reduce_range`, profile and input quantization
-    /// mode (each defaulting as
-    /// [`DynamicLinear::builder`] does when absent; a file without metadata loads with
-    /// all defaults).
+    /// present, and the metadata's ReLU, `reduce_range`, input quantization and profile
+    /// (each defaulting as [`DynamicLinear::builder`] does when absent: input
+    /// quantization per tensor; a file without metadata loads with all defaults).
     ///
     /// # Errors
     /// [`Error::Checkpoint`] naming the tensor or metadata key at fault (also when the
@@ -759,7 +773,7 @@ impl DynamicLinear {
     /// Adds this layer under `prefix`: the weight tensors of
     /// [`QuantizedWeight::write_safetensors`], `P.bias` (`F32`) if any, and metadata
     /// `qlinear.P.kind = dynamic`, `qlinear.P.relu`, `qlinear.P.reduce_range`,
-    /// `qlinear.P.profile`, `qlinear.P.input_quantization`.
+    /// `qlinear.P.input_quantization` (`per_tensor` or `per_row`), `qlinear.P.profile`.
     ///
     /// # Errors
     /// [`Error::Checkpoint`] when the writer already holds one of these names.
@@ -775,14 +789,11 @@ impl DynamicLinear {
             format!("qlinear.{prefix}.reduce_range"),
             self.reduce_range().to_string(),
         );
-        w.set_metadata(format!("qlinear.{prefix}.profile"), self.profile().name());
         w.set_metadata(
             format!("qlinear.{prefix}.input_quantization"),
-            match self.input_quantization() {
-                InputQuantization::PerTensor => "per_tensor",
-                InputQuantization::PerRow => "per_row",
-            },
+            input_quantization_name(self.input_quantization()),
         );
+        w.set_metadata(format!("qlinear.{prefix}.profile"), self.profile().name());
         Ok(())
     }
 }
@@ -993,6 +1004,15 @@ pub struct QuantizeOptions {
     pub include: Vec<String>,
     /// Glob patterns of names never quantized. Default `["*embed*"]` (embeddings).
     pub exclude: Vec<String>,
+    /// The activation range every quantized layer records (`qlinear.P.reduce_range`).
+    /// Default `false`: full range, the recommended setting, since qlinear never
+    /// saturates (torch's module defaults to `true` on fbgemm because its AVX2 kernels
+    /// do; `true` here gives torch's bits).
+    pub reduce_range: bool,
+    /// The input quantization every quantized layer records
+    /// (`qlinear.P.input_quantization`). Default [`InputQuantization::PerTensor`], as
+    /// torch; [`InputQuantization::PerRow`] is qlinear's per-token mode.
+    pub input_quantization: InputQuantization,
 }
 
 impl Default for QuantizeOptions {
@@ -1002,6 +1022,8 @@ impl Default for QuantizeOptions {
             symmetric: true,
             include: Vec::new(),
             exclude: vec!["*embed*".to_string()],
+            reduce_range: false,
+            input_quantization: InputQuantization::PerTensor,
         }
     }
 }
@@ -1189,6 +1211,14 @@ pub fn quantize_checkpoint_with_progress(
         let prefix = &t.name[..t.name.len() - ".weight".len()];
         q.write_safetensors(prefix, &mut w)?;
         w.set_metadata(format!("qlinear.{prefix}.kind"), "dynamic");
+        w.set_metadata(
+            format!("qlinear.{prefix}.reduce_range"),
+            opts.reduce_range.to_string(),
+        );
+        w.set_metadata(
+            format!("qlinear.{prefix}.input_quantization"),
+            input_quantization_name(opts.input_quantization),
+        );
     }
     let bytes = w.to_bytes()?;
     let summary = QuantizeSummary {

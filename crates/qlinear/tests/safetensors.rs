@@ -10,8 +10,8 @@ use qlinear::safetensors::{
     QuantizeOptions, SafetensorsWriter, FILE,
 };
 use qlinear::{
-    ActQParams, Backend, DynamicLinear, Error, Linear, Profile, QuantizedWeight, WeightQParams,
-    K_LIMIT,
+    ActQParams, Backend, DynamicLinear, Error, InputQuantization, Linear, Profile, QuantizedWeight,
+    WeightQParams, K_LIMIT,
 };
 use qlinear_reference::testkit::Rng;
 
@@ -251,6 +251,71 @@ fn dynamic_round_trip() {
             layer.weight()
         );
     }
+}
+
+#[test]
+fn dynamic_round_trip_input_quantization() {
+    let mut rng = Rng::new(23);
+    // Rows of very different magnitudes, so that per-row and per-tensor input
+    // quantization give different outputs (checked below: the mode is really applied).
+    let mut x = rng.f32s(4 * 23, 1.0);
+    for (r, row) in x.chunks_exact_mut(23).enumerate() {
+        let f = [1.0, 50.0, 0.01, 7.0][r];
+        row.iter_mut().for_each(|v| *v *= f);
+    }
+    let bits = |v: Vec<f32>| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for mode in [InputQuantization::PerTensor, InputQuantization::PerRow] {
+        for per_channel in [false, true] {
+            let layer = DynamicLinear::builder(weight(&mut rng, 6, 23, per_channel))
+                .bias(rng.f32s(6, 1.0))
+                .reduce_range(false)
+                .input_quantization(mode)
+                .build()
+                .unwrap();
+            let mut w = SafetensorsWriter::new();
+            layer.write_safetensors("d", &mut w).unwrap();
+            let bytes = w.to_bytes().unwrap();
+            let ck = Checkpoint::parse(&bytes).unwrap();
+            let want = match mode {
+                InputQuantization::PerTensor => "per_tensor",
+                InputQuantization::PerRow => "per_row",
+            };
+            assert_eq!(ck.metadata()["qlinear.d.input_quantization"], want);
+            let loaded = DynamicLinear::from_safetensors(&ck, "d")
+                .unwrap()
+                .threads(1)
+                .build()
+                .unwrap();
+            assert_eq!(loaded.input_quantization(), mode);
+            assert_eq!(loaded.weight(), layer.weight());
+            let got = bits(loaded.forward_vec(&x, 4).unwrap());
+            assert_eq!(got, bits(layer.forward_vec(&x, 4).unwrap()));
+            // The same layer built in the other mode computes something else here.
+            let other = DynamicLinear::builder(layer.weight())
+                .maybe_bias(layer.bias().map(<[f32]>::to_vec))
+                .reduce_range(false)
+                .input_quantization(match mode {
+                    InputQuantization::PerTensor => InputQuantization::PerRow,
+                    InputQuantization::PerRow => InputQuantization::PerTensor,
+                })
+                .build()
+                .unwrap();
+            assert_ne!(got, bits(other.forward_vec(&x, 4).unwrap()));
+        }
+    }
+}
+
+#[test]
+fn input_quantization_absent_is_per_tensor() {
+    let mut raw = dynamic_raw();
+    assert_eq!(raw.meta["qlinear.l.input_quantization"], "per_tensor");
+    raw.meta.remove("qlinear.l.input_quantization");
+    let l = load_dynamic(&raw.bytes()).unwrap();
+    assert_eq!(l.input_quantization(), InputQuantization::PerTensor);
+    raw.meta
+        .insert("qlinear.l.input_quantization".into(), "per_row".into());
+    let l = load_dynamic(&raw.bytes()).unwrap();
+    assert_eq!(l.input_quantization(), InputQuantization::PerRow);
 }
 
 #[test]
@@ -658,6 +723,9 @@ fn metadata_malformed_values() {
         ("qlinear.l.kind", "Static"),
         ("qlinear.l.relu", "yes"),
         ("qlinear.l.reduce_range", "1"),
+        ("qlinear.l.input_quantization", "per-row"),
+        ("qlinear.l.input_quantization", "PerRow"),
+        ("qlinear.l.input_quantization", ""),
         ("qlinear.l.profile", "onednn"),
         ("qlinear.profile", ""),
     ] {
@@ -773,9 +841,11 @@ fn quantize_matches_from_float_bit_for_bit() {
                         .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
                         .collect::<Vec<f32>>()
                 });
+                // The file records full-range activations (the options' default).
                 let want = DynamicLinear::from_float(f, n, k, opts.observer())
                     .unwrap()
                     .maybe_bias(bias)
+                    .reduce_range(false)
                     .build()
                     .unwrap();
                 let got = DynamicLinear::from_safetensors(&ck, p)
@@ -789,6 +859,49 @@ fn quantize_matches_from_float_bit_for_bit() {
                     want.forward_vec(&x, 2).unwrap()
                 );
             }
+        }
+    }
+}
+
+#[test]
+fn quantize_records_the_activation_settings() {
+    let (input, floats) = float_checkpoint();
+    let name = "enc.0.k.weight";
+    let p = name.strip_suffix(".weight").unwrap();
+    let f = &floats[name];
+    let x = Rng::new(7).f32s(3 * 12, 4.0);
+    let mut outputs = Vec::new();
+    for reduce_range in [false, true] {
+        for mode in [InputQuantization::PerTensor, InputQuantization::PerRow] {
+            let opts = QuantizeOptions {
+                reduce_range,
+                input_quantization: mode,
+                ..QuantizeOptions::default()
+            };
+            let (out, _) = quantize_checkpoint(&input, &opts).unwrap();
+            let ck = Checkpoint::parse(&out).unwrap();
+            let got = DynamicLinear::from_safetensors(&ck, p)
+                .unwrap()
+                .build()
+                .unwrap();
+            assert_eq!(got.reduce_range(), reduce_range);
+            assert_eq!(got.input_quantization(), mode);
+            let want = DynamicLinear::from_float(f, 4, 12, opts.observer())
+                .unwrap()
+                .reduce_range(reduce_range)
+                .input_quantization(mode)
+                .build()
+                .unwrap();
+            let y = got.forward_vec(&x, 3).unwrap();
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&y), bits(&want.forward_vec(&x, 3).unwrap()));
+            outputs.push(bits(&y));
+        }
+    }
+    // The four settings really differ on this input (so the metadata is what decides).
+    for i in 0..outputs.len() {
+        for j in i + 1..outputs.len() {
+            assert_ne!(outputs[i], outputs[j], "settings {i} and {j}");
         }
     }
 }

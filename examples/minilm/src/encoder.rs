@@ -1,6 +1,6 @@
 //! The BERT encoder in plain f32 Rust, its config and its checkpoint.
 
-use crate::linear::{make_linear, sgemm, Layer, Operand, Settings};
+use crate::linear::{load_quantized_linear, make_linear, sgemm, Layer, Operand, Settings};
 use crate::{Error, Result};
 use safetensors::{Dtype, SafeTensors};
 use serde::Deserialize;
@@ -88,20 +88,30 @@ pub(crate) fn read_to_string(path: &Path) -> Result<String> {
 }
 
 /// A safetensors checkpoint with torch `BertModel` names, checked as it is read.
+///
+/// The file is memory-mapped, not read: f32 tensors are decoded from the map into
+/// their own buffers, and int8 linear layers (a checkpoint from `qlinear quantize`) are
+/// packed straight from it, so their weights are never copied before packing.
 pub struct Checkpoint {
     path: PathBuf,
-    bytes: Vec<u8>,
+    bytes: memmap2::Mmap,
     /// `""` or `"bert."` (checkpoints saved from a `BertFor...` head).
     prefix: &'static str,
 }
 
 impl Checkpoint {
-    /// Reads the whole file.
+    /// Maps the file and checks its header.
     pub fn open(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        let io = |source| Error::Io {
             path: path.to_path_buf(),
             source,
-        })?;
+        };
+        let file = std::fs::File::open(path).map_err(io)?;
+        // SAFETY: the map is read-only and private to this process; like every
+        // memory-mapped model loader, it relies on the file not being truncated or
+        // rewritten while the checkpoint is alive (the layers copy or pack what they
+        // need while the encoder is built, so that window is the load itself).
+        let bytes = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
         let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::Checkpoint {
             path: path.to_path_buf(),
             msg: format!("not a safetensors file: {e}"),
@@ -117,6 +127,30 @@ impl Checkpoint {
             bytes,
             prefix,
         })
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The file parsed by qlinear (header only; tensors stay in the map).
+    fn qlinear_checkpoint(&self) -> Result<qlinear::safetensors::Checkpoint<'_>> {
+        qlinear::safetensors::Checkpoint::parse(&self.bytes).map_err(|e| Error::Checkpoint {
+            path: self.path.clone(),
+            msg: e.to_string(),
+        })
+    }
+
+    /// True when the linear layer `name` (without the `bert.` prefix) is stored
+    /// quantized: its `name.weight` is `I8`.
+    pub fn is_quantized_linear(&self, name: &str) -> Result<bool> {
+        let ck = self.qlinear_checkpoint()?;
+        let full = format!("{}{name}.weight", self.prefix);
+        Ok(ck
+            .tensors()
+            .tensor(&full)
+            .is_ok_and(|v| v.dtype() == qlinear::safetensors::Dtype::I8))
     }
 
     /// The f32 tensor `name` (without the `bert.` prefix), which must have `shape`.
@@ -158,11 +192,10 @@ impl Checkpoint {
     }
 
     /// The torch `nn.Linear` under `name` (`name.weight` `[out, in]`, `name.bias`
-    /// `[out]`), built by [`make_linear`].
-    ///
-    /// SEAM(safetensors): a checkpoint written by `qlinear quantize` would be detected
-    /// here (its quantized tensors under `name`) and loaded with
-    /// `DynamicLinear::from_safetensors` instead of quantizing f32 weights again.
+    /// `[out]`): built by [`make_linear`] from f32 tensors, or, when the file holds the
+    /// layer quantized (`name.weight` is `I8`, as `qlinear quantize` writes it), loaded
+    /// by [`load_quantized_linear`](crate::load_quantized_linear) (see there for which
+    /// settings come from the file and which from `settings`).
     pub fn linear(
         &self,
         name: &str,
@@ -170,6 +203,18 @@ impl Checkpoint {
         in_features: usize,
         settings: &Settings,
     ) -> Result<Layer> {
+        if self.is_quantized_linear(name)? {
+            let ck = self.qlinear_checkpoint()?;
+            let full = format!("{}{name}", self.prefix);
+            return load_quantized_linear(
+                &ck,
+                &self.path,
+                &full,
+                out_features,
+                in_features,
+                settings,
+            );
+        }
         let weight = self.tensor(&format!("{name}.weight"), &[out_features, in_features])?;
         let bias = self.tensor(&format!("{name}.bias"), &[out_features])?;
         make_linear(name, weight, out_features, in_features, bias, settings)
@@ -414,6 +459,16 @@ pub struct Batch {
     pub seq_len: usize,
 }
 
+/// The linear layers of one BERT layer, under `encoder.layer.N.`.
+const LINEAR_NAMES: [&str; 6] = [
+    "attention.self.query",
+    "attention.self.key",
+    "attention.self.value",
+    "attention.output.dense",
+    "intermediate.dense",
+    "output.dense",
+];
+
 /// The BERT encoder with mean pooling and L2 normalization.
 pub struct Encoder {
     cfg: BertConfig,
@@ -423,6 +478,7 @@ pub struct Encoder {
     emb_norm: LayerNorm,
     layers: Vec<EncoderLayer>,
     settings: Settings,
+    quantized_layers: usize,
 }
 
 impl Encoder {
@@ -431,8 +487,14 @@ impl Encoder {
         let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
         let eps = cfg.layer_norm_eps as f32;
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        let mut quantized_layers = 0;
         for l in 0..cfg.num_hidden_layers {
             let p = format!("encoder.layer.{l}");
+            for name in LINEAR_NAMES {
+                if ckpt.is_quantized_linear(&format!("{p}.{name}"))? {
+                    quantized_layers += 1;
+                }
+            }
             layers.push(EncoderLayer {
                 query: ckpt.linear(&format!("{p}.attention.self.query"), h, h, settings)?,
                 key: ckpt.linear(&format!("{p}.attention.self.key"), h, h, settings)?,
@@ -458,7 +520,19 @@ impl Encoder {
             layers,
             cfg: cfg.clone(),
             settings: *settings,
+            quantized_layers,
         })
+    }
+
+    /// How many linear layers were loaded already quantized from the checkpoint (the
+    /// others were quantized at load, or run in f32).
+    pub fn quantized_layers(&self) -> usize {
+        self.quantized_layers
+    }
+
+    /// How many linear layers the encoder has (6 per BERT layer).
+    pub fn linear_layers(&self) -> usize {
+        self.layers.len() * LINEAR_NAMES.len()
     }
 
     /// The settings the layers were built with.

@@ -27,23 +27,33 @@
 //! `[out, in]` and bias, according to [`Settings`]:
 //!
 //! * [`Precision::Int8`]: `DynamicLinear::from_float(w, out, in, observer)` then
-//!   `.bias(b).reduce_range(..).threads(..)`. The defaults ([`Settings::int8`]) are
-//!   per-channel symmetric weights and full-range activations;
-//!   [`Settings::int8_torch_default`] is torch's `quantize_dynamic` choice (per-tensor,
-//!   reduced range).
+//!   `.bias(b).reduce_range(..).input_quantization(..).threads(..)`. The defaults
+//!   ([`Settings::int8`]) are per-channel symmetric weights, full-range activations
+//!   quantized per tensor; [`Settings::int8_torch_default`] is torch's
+//!   `quantize_dynamic` choice (per-tensor, reduced range);
+//!   [`Settings::with_per_row`] gives every input row (token) its own activation scale
+//!   (`InputQuantization::PerRow`).
 //! * [`Precision::F32`]: the same product in f32 with `matrixmultiply::sgemm`
 //!   (runtime AVX2/FMA dispatch), the honest baseline. Attention's two matmuls use
 //!   that GEMM in both modes.
 //!
-//! Activations are quantized per call over the whole `batch × seq_len` matrix, padding
-//! rows included, as torch does with a padded batch; an int8 embedding therefore
-//! depends slightly on the other sentences of its batch.
+//! By default activations are quantized per call over the whole `batch × seq_len`
+//! matrix, padding rows included, as torch does with a padded batch; an int8 embedding
+//! therefore depends slightly on the other sentences of its batch. Per-row mode removes
+//! that dependence (each token row has its own scale).
 //!
-//! Seams for work in flight elsewhere, marked `SEAM(...)` in the source:
-//! loading already-quantized layers (`DynamicLinear::from_safetensors`) belongs in
-//! `Checkpoint::linear`; per-row input quantization
-//! (`DynamicLinearBuilder::input_quantization`) is one more field of
-//! [`Precision::Int8`] and one builder call in [`make_linear`].
+//! # Quantized checkpoints
+//!
+//! A `model.safetensors` written by `qlinear quantize` (or a file given with
+//! [`ModelFiles::open_with_weights`], the CLI's `--weights`) holds the linear layers as
+//! `I8` `P.weight` plus `P.weight_scale` / `P.weight_zero_point`. [`Checkpoint`] maps
+//! the file; a layer whose weight is `I8` is loaded by [`load_quantized_linear`]
+//! (`DynamicLinear::from_safetensors`, packing straight from the map), the others by
+//! [`make_linear`]. The file decides the weights and their qparams; the run's
+//! [`Settings`] decide `reduce_range`, per-tensor or per-row activations and threads
+//! (they override the file's metadata). An f32 run of a quantized checkpoint is an
+//! error: the file has no float weights for those layers. Quantizing with the same
+//! observer as the run gives embeddings bit-identical to quantizing at load.
 //!
 //! ```no_run
 //! use minilm::{Embedder, Settings};
@@ -59,7 +69,7 @@ mod encoder;
 mod linear;
 
 pub use encoder::{Batch, BertConfig, Checkpoint, EncodeStats, Encoder};
-pub use linear::{make_linear, F32Linear, Layer, Precision, Settings};
+pub use linear::{load_quantized_linear, make_linear, F32Linear, Layer, Precision, Settings};
 
 use std::path::{Path, PathBuf};
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
@@ -137,6 +147,12 @@ impl ModelFiles {
     /// Reads `config.json`, `tokenizer.json`, `model.safetensors` (and checks the
     /// optional `1_Pooling/config.json` asks for mean pooling).
     pub fn open(dir: &Path) -> Result<Self> {
+        Self::open_with_weights(dir, None)
+    }
+
+    /// [`ModelFiles::open`] with the checkpoint `weights` instead of the directory's
+    /// `model.safetensors` (float, or quantized by `qlinear quantize`) when given.
+    pub fn open_with_weights(dir: &Path, weights: Option<&Path>) -> Result<Self> {
         if !dir.is_dir() {
             return Err(Error::MissingModelDir(dir.to_path_buf()));
         }
@@ -181,7 +197,10 @@ impl ModelFiles {
             pad_token,
             ..Default::default()
         }));
-        let checkpoint = Checkpoint::open(&dir.join("model.safetensors"))?;
+        let checkpoint = match weights {
+            Some(w) => Checkpoint::open(w)?,
+            None => Checkpoint::open(&dir.join("model.safetensors"))?,
+        };
         Ok(ModelFiles {
             dir: dir.to_path_buf(),
             config,
@@ -248,6 +267,15 @@ impl Embedder {
     /// The settings of the encoder.
     pub fn settings(&self) -> &Settings {
         self.encoder.settings()
+    }
+
+    /// How many of the encoder's linear layers were loaded already quantized from the
+    /// checkpoint, and how many linear layers there are.
+    pub fn quantized_layers(&self) -> (usize, usize) {
+        (
+            self.encoder.quantized_layers(),
+            self.encoder.linear_layers(),
+        )
     }
 
     /// What computes the linear layers (qlinear's kernel name, or the f32 GEMM).

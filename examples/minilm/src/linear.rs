@@ -7,7 +7,8 @@
 //! goes through it, so a new way of building quantized layers lands here only.
 
 use crate::{Error, Result};
-use qlinear::{DynamicLinear, MatMut, MatRef, Observer};
+use qlinear::safetensors::Checkpoint as QCheckpoint;
+use qlinear::{DynamicLinear, DynamicLinearBuilder, InputQuantization, MatMut, MatRef, Observer};
 
 /// How the encoder's linear layers compute.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -20,9 +21,9 @@ pub enum Precision {
         observer: Observer,
         /// torch's `reduce_range`: activations on [0, 127] instead of [0, 255].
         reduce_range: bool,
-        // SEAM(per-row): when `DynamicLinearBuilder::input_quantization` lands, add
-        // `input_quantization: qlinear::InputQuantization` here and pass it on in
-        // `make_linear` (one builder call); `Settings::label` names it.
+        /// One activation scale per call over the whole `batch x seq_len` matrix
+        /// (torch), or one per row, i.e. per token (`--per-row`).
+        input_quantization: InputQuantization,
     },
 }
 
@@ -43,6 +44,7 @@ impl Settings {
             precision: Precision::Int8 {
                 observer: Observer::PER_CHANNEL_SYMMETRIC,
                 reduce_range: false,
+                input_quantization: InputQuantization::PerTensor,
             },
             threads: 1,
         }
@@ -55,6 +57,7 @@ impl Settings {
             precision: Precision::Int8 {
                 observer: Observer::PER_TENSOR_SYMMETRIC,
                 reduce_range: true,
+                input_quantization: InputQuantization::PerTensor,
             },
             threads: 1,
         }
@@ -74,13 +77,27 @@ impl Settings {
         self
     }
 
-    /// A short name: `f32`, `int8-per-channel`, `int8-per-tensor-reduce-range`, ...
+    /// The same settings with activations quantized per row (int8 only; f32 is left
+    /// as it is).
+    pub fn with_per_row(mut self) -> Self {
+        if let Precision::Int8 {
+            input_quantization, ..
+        } = &mut self.precision
+        {
+            *input_quantization = InputQuantization::PerRow;
+        }
+        self
+    }
+
+    /// A short name: `f32`, `int8-per-channel`, `int8-per-tensor-reduce-range`,
+    /// `int8-per-channel-per-row`, ...
     pub fn label(&self) -> String {
         match self.precision {
             Precision::F32 => "f32".to_string(),
             Precision::Int8 {
                 observer,
                 reduce_range,
+                input_quantization,
             } => {
                 let granularity = if observer == Observer::PER_CHANNEL_SYMMETRIC {
                     "per-channel"
@@ -90,7 +107,11 @@ impl Settings {
                     "custom-observer"
                 };
                 let rr = if reduce_range { "-reduce-range" } else { "" };
-                format!("int8-{granularity}{rr}")
+                let rows = match input_quantization {
+                    InputQuantization::PerTensor => "",
+                    InputQuantization::PerRow => "-per-row",
+                };
+                format!("int8-{granularity}{rr}{rows}")
             }
         }
     }
@@ -163,10 +184,8 @@ impl Layer {
 /// Builds one linear layer (torch `nn.Linear(in_features, out_features)`, weight
 /// `[out, in]` row-major) with `settings`. `name` is the checkpoint prefix, for errors.
 ///
-/// SEAM(safetensors): a checkpoint that already holds qlinear-quantized layers
-/// (`DynamicLinear::from_safetensors`, `qlinear quantize`) will not go through here
-/// with f32 weights; `Checkpoint::linear` in `encoder.rs` is where such a file's
-/// layers get loaded instead, under the same names.
+/// A checkpoint that already holds the layer quantized (`qlinear quantize`) goes
+/// through [`load_quantized_linear`] instead.
 pub fn make_linear(
     name: &str,
     weight: Vec<f32>,
@@ -186,20 +205,100 @@ pub fn make_linear(
             out_features,
             in_features,
         })),
-        Precision::Int8 {
-            observer,
-            reduce_range,
-        } => {
-            let layer = DynamicLinear::from_float(&weight, out_features, in_features, observer)
+        Precision::Int8 { observer, .. } => {
+            let builder = DynamicLinear::from_float(&weight, out_features, in_features, observer)
                 .map_err(qerr)?
-                .bias(bias)
-                .reduce_range(reduce_range)
-                .threads(settings.threads)
-                .build()
-                .map_err(qerr)?;
-            Ok(Layer::Int8(layer))
+                .bias(bias);
+            Ok(Layer::Int8(
+                apply_run_settings(builder, settings)
+                    .build()
+                    .map_err(qerr)?,
+            ))
         }
     }
+}
+
+/// The run's activation-side settings on a builder: `reduce_range`, input quantization,
+/// threads. Shared by both ways of building an int8 layer, so that they differ in where
+/// the weight comes from only.
+fn apply_run_settings(builder: DynamicLinearBuilder, settings: &Settings) -> DynamicLinearBuilder {
+    let builder = builder.threads(settings.threads);
+    match settings.precision {
+        Precision::Int8 {
+            reduce_range,
+            input_quantization,
+            ..
+        } => builder
+            .reduce_range(reduce_range)
+            .input_quantization(input_quantization),
+        Precision::F32 => builder,
+    }
+}
+
+/// Builds one linear layer from a checkpoint that holds it already quantized: `P.weight`
+/// (`I8`, `[out, in]`), `P.weight_scale`, `P.weight_zero_point`, `P.bias`, as written
+/// by `qlinear quantize` or `DynamicLinear::write_safetensors`, packed straight from
+/// `ck`'s (memory-mapped) bytes by `DynamicLinear::from_safetensors`.
+///
+/// # Precedence
+///
+/// The file decides the weight (int8 values and their scales and zero points, so
+/// per-channel or per-tensor, symmetric or affine, whatever it was quantized with: the
+/// run's weight observer does not apply), the bias and the profile. The run's
+/// `settings` decide how activations are quantized at run time, `reduce_range` and
+/// per-tensor or per-row, and threads: they override any `qlinear.P.reduce_range` /
+/// `qlinear.P.input_quantization` in the file's metadata, so that one set of
+/// command-line flags means the same thing on a float and on a quantized checkpoint.
+///
+/// `prefix` is the layer's full name in the file (`name` with the checkpoint's `bert.`
+/// prefix, if any).
+///
+/// # Errors
+/// [`Error::Checkpoint`] for an f32 run (the file has no float weights for this
+/// layer), a layer without bias, a fused ReLU or a shape other than
+/// `[out_features, in_features]`; [`Error::Qlinear`] (naming the layer, and the tensor
+/// or metadata key at fault) when qlinear rejects the stored tensors.
+pub fn load_quantized_linear(
+    ck: &QCheckpoint<'_>,
+    path: &std::path::Path,
+    prefix: &str,
+    out_features: usize,
+    in_features: usize,
+    settings: &Settings,
+) -> Result<Layer> {
+    let bad = |msg: String| Error::Checkpoint {
+        path: path.to_path_buf(),
+        msg,
+    };
+    if settings.precision == Precision::F32 {
+        return Err(bad(format!(
+            "tensor {prefix}.weight is int8 (a quantized checkpoint): the f32 mode needs \
+             the float weights; run int8, or give the float model.safetensors"
+        )));
+    }
+    let qerr = |source| Error::Qlinear {
+        layer: prefix.to_string(),
+        source,
+    };
+    let builder = DynamicLinear::from_safetensors(ck, prefix).map_err(qerr)?;
+    let layer = apply_run_settings(builder, settings)
+        .build()
+        .map_err(qerr)?;
+    let (n, k) = (layer.packed().out_features(), layer.packed().in_features());
+    if (n, k) != (out_features, in_features) {
+        return Err(bad(format!(
+            "tensor {prefix}.weight has shape [{n}, {k}], expected [{out_features}, {in_features}]"
+        )));
+    }
+    if layer.bias().is_none() {
+        return Err(bad(format!("tensor {prefix}.bias is missing")));
+    }
+    if layer.relu() {
+        return Err(bad(format!(
+            "metadata qlinear.{prefix}.relu is true: BERT's linear layers have no ReLU"
+        )));
+    }
+    Ok(Layer::Int8(layer))
 }
 
 /// A strided read-only matrix operand: `data[offset + i * row_stride + j * col_stride]`.

@@ -2,13 +2,14 @@
 //! (default) or f32. See the library docs for the architecture.
 //!
 //! ```text
-//! minilm --model DIR [--f32 | --compare] [--per-tensor] [--reduce-range]
-//!        [--threads N] [--json OUT.json] [--bench N] "sentence" ...
+//! minilm --model DIR [--weights FILE] [--f32 | --compare] [--per-tensor]
+//!        [--reduce-range] [--per-row] [--threads N] [--json OUT.json] [--bench N]
+//!        "sentence" ...
 //! ```
 
 use clap::Parser;
 use minilm::{cosine, Embedder, ModelFiles, Precision, Settings, Timings, BENCH_SENTENCES};
-use qlinear::Observer;
+use qlinear::{InputQuantization, Observer};
 use serde_json::json;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,6 +25,12 @@ struct Cli {
     /// .ci/minilm-model.sh.
     #[arg(long)]
     model: PathBuf,
+    /// Checkpoint to load instead of the model directory's model.safetensors: float, or
+    /// quantized by `qlinear quantize` (its int8 layers are loaded as they are; the
+    /// weight flags --per-tensor does not apply to them, the activation flags
+    /// --reduce-range and --per-row do). --f32 and --compare need float weights.
+    #[arg(long, value_name = "FILE")]
+    weights: Option<PathBuf>,
     /// Run the linear layers in f32 (matrixmultiply sgemm) instead of int8.
     #[arg(long, conflicts_with = "compare")]
     f32: bool,
@@ -37,6 +44,10 @@ struct Cli {
     /// int8: reduce the activation range to [0, 127] (default: full range).
     #[arg(long)]
     reduce_range: bool,
+    /// int8: quantize activations per row (token), one scale and zero point each
+    /// (default: one per call over the whole padded batch, as torch).
+    #[arg(long)]
+    per_row: bool,
     /// qlinear worker threads per layer (0 = all cores). The f32 GEMM is
     /// single-threaded.
     #[arg(long, default_value_t = 1)]
@@ -79,6 +90,11 @@ fn int8_settings(cli: &Cli) -> Settings {
                 Observer::PER_CHANNEL_SYMMETRIC
             },
             reduce_range: cli.reduce_range,
+            input_quantization: if cli.per_row {
+                InputQuantization::PerRow
+            } else {
+                InputQuantization::PerTensor
+            },
         },
         threads: cli.threads,
     }
@@ -102,7 +118,7 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let t = Instant::now();
-    let files = ModelFiles::open(&cli.model)?;
+    let files = ModelFiles::open_with_weights(&cli.model, cli.weights.as_deref())?;
     let read = t.elapsed().as_secs_f64();
     let mut runs = Vec::new();
     for settings in &modes {
@@ -123,6 +139,14 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
             "{:<32} linear layers on {}",
             r.embedder.settings().label(),
             r.embedder.linear_kernel()
+        );
+    }
+    let (quantized, linears) = runs[0].embedder.quantized_layers();
+    if quantized > 0 {
+        println!(
+            "{quantized} of {linears} linear layers loaded int8 from {} (their weight \
+             quantization is the file's)",
+            files.checkpoint.path().display()
         );
     }
     for r in &runs {
@@ -174,6 +198,8 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
             json!({
                 "mode": r.embedder.settings().label(),
                 "kernel": r.embedder.linear_kernel(),
+                "weights": files.checkpoint.path().display().to_string(),
+                "checkpoint_quantized_layers": r.embedder.quantized_layers().0,
                 "sentences": sentences,
                 "embeddings": r.embeddings,
                 "seconds": {

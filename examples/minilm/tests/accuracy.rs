@@ -5,7 +5,7 @@
 //! is absent the tests print why and pass, unless `QLINEAR_REQUIRE_MINILM=1`.
 
 use minilm::{cosine, Embedder, ModelFiles, Precision, Settings};
-use qlinear::Observer;
+use qlinear::{InputQuantization, Observer};
 use std::path::PathBuf;
 
 /// A dozen varied sentences: lengths from 2 to ~40 tokens, paraphrases, numbers,
@@ -105,6 +105,7 @@ fn torch_defaults_are_less_accurate_than_ours() {
             precision: Precision::Int8 {
                 observer,
                 reduce_range,
+                input_quantization: InputQuantization::PerTensor,
             },
             threads: 1,
         };

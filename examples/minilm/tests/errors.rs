@@ -1,6 +1,13 @@
 //! Error paths and the encoder on a tiny random BERT; no downloaded model needed.
 
-use minilm::{cosine, Batch, BertConfig, Checkpoint, EncodeStats, Encoder, Error, Settings};
+use minilm::{
+    cosine, Batch, BertConfig, Checkpoint, EncodeStats, Encoder, Error, Precision, Settings,
+};
+use qlinear::safetensors::{
+    quantize_checkpoint, Checkpoint as QCheckpoint, Dtype as QDtype, QuantizeOptions,
+    SafetensorsWriter,
+};
+use qlinear::{InputQuantization, Observer};
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;
 use std::collections::BTreeMap;
@@ -260,4 +267,214 @@ fn missing_model_dir_is_an_error_not_a_panic() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("config.json"), "{stderr}");
     let _ = std::fs::remove_dir_all(&empty);
+}
+
+// ---------------------------------------------------------------------------------------
+// Checkpoints quantized by `qlinear quantize` (`quantize_checkpoint`), on the tiny model.
+
+/// Bits of every embedding, for exact comparisons.
+fn bits(emb: &[Vec<f32>]) -> Vec<Vec<u32>> {
+    emb.iter()
+        .map(|e| e.iter().map(|v| v.to_bits()).collect())
+        .collect()
+}
+
+/// The tiny float checkpoint quantized with `opts`, written to `dir/name`.
+fn quantized_tiny(dir: &std::path::Path, name: &str, opts: &QuantizeOptions) -> PathBuf {
+    let float = dir.join("float.safetensors");
+    write_checkpoint(&float, &tiny_tensors(), None);
+    let (bytes, summary) = quantize_checkpoint(&std::fs::read(&float).unwrap(), opts).unwrap();
+    assert_eq!(summary.quantized.len(), 12, "2 layers x 6 linear weights");
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+#[test]
+fn tiny_quantized_checkpoint_matches_from_float_bit_for_bit() {
+    let dir = scratch("tiny-quantized");
+    let cfg = tiny_config(&dir);
+    let float = dir.join("model.safetensors");
+    write_checkpoint(&float, &tiny_tensors(), None);
+    let float_ckpt = Checkpoint::open(&float).unwrap();
+    let per_tensor_full = Settings {
+        precision: Precision::Int8 {
+            observer: Observer::PER_TENSOR_SYMMETRIC,
+            reduce_range: false,
+            input_quantization: InputQuantization::PerTensor,
+        },
+        threads: 1,
+    };
+    let rows: [&[u32]; 3] = [&[1, 5, 7, 2], &[1, 9, 3, 11, 4, 13, 2], &[1, 19, 2]];
+    for (per_channel, settings) in [
+        (true, Settings::int8()),
+        (true, Settings::int8().with_per_row()),
+        (true, Settings::int8().with_threads(0)),
+        (false, per_tensor_full),
+        (false, Settings::int8_torch_default()),
+        (false, Settings::int8_torch_default().with_per_row()),
+    ] {
+        let opts = QuantizeOptions {
+            per_channel,
+            ..QuantizeOptions::default()
+        };
+        let path = quantized_tiny(&dir, "q.safetensors", &opts);
+        let q_ckpt = Checkpoint::open(&path).unwrap();
+        let loaded = Encoder::new(&cfg, &q_ckpt, &settings).unwrap();
+        assert_eq!(loaded.quantized_layers(), 12);
+        let quantized_at_load = Encoder::new(&cfg, &float_ckpt, &settings).unwrap();
+        assert_eq!(quantized_at_load.quantized_layers(), 0);
+        let mut stats = EncodeStats::default();
+        let a = loaded.encode(&batch(&rows), &mut stats).unwrap();
+        let b = quantized_at_load.encode(&batch(&rows), &mut stats).unwrap();
+        assert_eq!(
+            bits(&a),
+            bits(&b),
+            "{} from a per_channel={per_channel} checkpoint",
+            settings.label()
+        );
+    }
+    // A checkpoint quantized per tensor is not what a per-channel run quantizes at
+    // load: the comparison above can fail.
+    let path = quantized_tiny(&dir, "q.safetensors", &QuantizeOptions::default());
+    let mut stats = EncodeStats::default();
+    let a = Encoder::new(&cfg, &Checkpoint::open(&path).unwrap(), &Settings::int8())
+        .unwrap()
+        .encode(&batch(&rows), &mut stats)
+        .unwrap();
+    let b = Encoder::new(&cfg, &float_ckpt, &Settings::int8())
+        .unwrap()
+        .encode(&batch(&rows), &mut stats)
+        .unwrap();
+    assert_ne!(bits(&a), bits(&b));
+
+    // f32 has no weights to run on.
+    let err = Encoder::new(&cfg, &Checkpoint::open(&path).unwrap(), &Settings::f32())
+        .err()
+        .unwrap();
+    let msg = err.to_string();
+    assert!(matches!(err, Error::Checkpoint { .. }), "{msg}");
+    assert!(
+        msg.contains("encoder.layer.0.attention.self.query.weight") && msg.contains("int8"),
+        "{msg}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The quantized tiny checkpoint with `edit` applied to its tensors and metadata.
+fn edited(
+    bytes: &[u8],
+    edit: impl FnOnce(
+        &mut BTreeMap<String, (QDtype, Vec<usize>, Vec<u8>)>,
+        &mut BTreeMap<String, String>,
+    ),
+) -> Vec<u8> {
+    let ck = QCheckpoint::parse(bytes).unwrap();
+    let mut tensors: BTreeMap<String, (QDtype, Vec<usize>, Vec<u8>)> = ck
+        .tensors()
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| (n, (v.dtype(), v.shape().to_vec(), v.data().to_vec())))
+        .collect();
+    let mut meta: BTreeMap<String, String> = ck
+        .metadata()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    edit(&mut tensors, &mut meta);
+    let mut w = SafetensorsWriter::new();
+    for (n, (d, s, b)) in tensors {
+        w.add(n, d, s, b).unwrap();
+    }
+    for (k, v) in meta {
+        w.set_metadata(k, v);
+    }
+    w.to_bytes().unwrap()
+}
+
+#[test]
+fn corrupt_quantized_layers_are_errors_naming_the_tensor() {
+    let dir = scratch("tiny-corrupt");
+    let cfg = tiny_config(&dir);
+    let opts = QuantizeOptions {
+        per_channel: true,
+        ..QuantizeOptions::default()
+    };
+    let good = std::fs::read(quantized_tiny(&dir, "q.safetensors", &opts)).unwrap();
+    let layer = "encoder.layer.1.intermediate.dense";
+    let path = dir.join("bad.safetensors");
+    let load = |bytes: Vec<u8>| {
+        std::fs::write(&path, bytes).unwrap();
+        Encoder::new(&cfg, &Checkpoint::open(&path).unwrap(), &Settings::int8())
+            .err()
+            .expect("a corrupt checkpoint must not load")
+    };
+
+    // NaN scale.
+    let err = load(edited(&good, |t, _| {
+        let scale = &mut t.get_mut(&format!("{layer}.weight_scale")).unwrap().2;
+        scale[12..16].copy_from_slice(&f32::NAN.to_le_bytes());
+    }));
+    let msg = err.to_string();
+    assert!(matches!(err, Error::Qlinear { .. }), "{msg}");
+    assert!(
+        msg.contains(&format!("`{layer}.weight_scale`")) && msg.contains("index 3"),
+        "{msg}"
+    );
+
+    // Zero point out of int8 range.
+    let err = load(edited(&good, |t, _| {
+        let zp = &mut t.get_mut(&format!("{layer}.weight_zero_point")).unwrap().2;
+        zp[..4].copy_from_slice(&200i32.to_le_bytes());
+    }));
+    assert!(
+        err.to_string()
+            .contains(&format!("{layer}.weight_zero_point")),
+        "{err}"
+    );
+
+    // Missing scale.
+    let err = load(edited(&good, |t, _| {
+        t.remove(&format!("{layer}.weight_scale"));
+    }));
+    assert!(
+        err.to_string().contains(&format!("{layer}.weight_scale")),
+        "{err}"
+    );
+
+    // Missing bias: the layer would silently compute without it.
+    let err = load(edited(&good, |t, _| {
+        t.remove(&format!("{layer}.bias"));
+    }));
+    let msg = err.to_string();
+    assert!(matches!(err, Error::Checkpoint { .. }), "{msg}");
+    assert!(
+        msg.contains(&format!("{layer}.bias")) && msg.contains("missing"),
+        "{msg}"
+    );
+
+    // Transposed int8 weight.
+    let err = load(edited(&good, |t, _| {
+        t.get_mut(&format!("{layer}.weight")).unwrap().1 = vec![8, 16];
+    }));
+    let msg = err.to_string();
+    assert!(msg.contains(layer), "{msg}");
+
+    // Malformed metadata.
+    let err = load(edited(&good, |_, m| {
+        m.insert(
+            format!("qlinear.{layer}.input_quantization"),
+            "per-row".into(),
+        );
+    }));
+    assert!(
+        err.to_string()
+            .contains(&format!("qlinear.{layer}.input_quantization")),
+        "{err}"
+    );
+
+    // The untouched file loads.
+    std::fs::write(&path, &good).unwrap();
+    Encoder::new(&cfg, &Checkpoint::open(&path).unwrap(), &Settings::int8()).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
 }
