@@ -51,6 +51,14 @@ fi
 (cd "$scratch" && CARGO_TARGET_DIR="$target/readme-app-target" cargo run -q)
 
 step "cargo publish --workspace --dry-run"
+# The dry run verifies each crate against its siblings through a temporary local
+# registry (target/package/tmp-registry), whose crates cargo unpacks under
+# $CARGO_HOME/registry/src/-<hash of the registry path>/ and, like any registry source,
+# never unpacks again while that directory exists. A later run from a checkout at the same
+# path would then build against the earlier run's sources of the same version (seen: the
+# x86 kernels verified against a stale qlinear-reference without RowQParams). Those
+# unpacked copies of our own crates are only ever this check's, so drop them first.
+rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/qlinear*
 cargo publish --workspace --dry-run
 
 msrv=$(sed -n 's/^rust-version = "\(.*\)"/\1/p' Cargo.toml)
