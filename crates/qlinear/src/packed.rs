@@ -425,6 +425,7 @@ impl std::fmt::Debug for PackedWeights {
         };
         f.debug_struct("PackedWeights")
             .field("kernel", &self.kernel_name())
+            .field("kernels", &self.kernel_names())
             .field("out_features", &self.n)
             .field("in_features", &self.k)
             .field("layout", &self.layout)
@@ -491,8 +492,10 @@ impl PackedWeights {
     /// an owned aligned buffer.
     ///
     /// * `Backend::Auto` (with `QLINEAR_BACKEND` unset, blank or `auto`): the stored
-    ///   kernel when this CPU runs it, else another local kernel with the same layout
-    ///   `(nr, kr)`; the bytes are then used as they are. When no local kernel has the layout (bytes packed for
+    ///   kernel when this CPU runs it as a backend's primary kernel, else another local
+    ///   primary kernel with the same layout `(nr, kr)`; the bytes are then used as
+    ///   they are, by every local kernel of that layout (a packing made for one forced
+    ///   kernel, `unstable::pack_for_kernel`, loads with its layout's full set). When no local kernel has the layout (bytes packed for
     ///   an ISA this CPU lacks, or for the reference), the weight is unpacked and packed
     ///   for the best local kernel.
     /// * A named backend (or `QLINEAR_BACKEND`): that backend's kernel, repacking when
