@@ -62,7 +62,7 @@
 use core::arch::aarch64::*;
 use core::arch::asm;
 
-use qlinear_reference::contract::{GemmArgs, KernelDesc, PackedLayout};
+use qlinear_reference::contract::{GemmArgs, KernelDesc, MPreference, PackedLayout};
 
 use crate::common::{drive, load_partial_u8x16, zero_acc, Acc, Epilogue, Tile, NR};
 
@@ -90,6 +90,7 @@ pub const DESC: KernelDesc = KernelDesc {
     backend: "i8mm",
     mr: MR,
     layout: PackedLayout { nr: NR, kr: KR },
+    m_pref: MPreference::ALL,
     is_supported,
     gemm_u8,
     gemm_f32,

@@ -51,7 +51,7 @@
 
 use core::arch::aarch64::*;
 
-use qlinear_reference::contract::{GemmArgs, KernelDesc, PackedLayout};
+use qlinear_reference::contract::{GemmArgs, KernelDesc, MPreference, PackedLayout};
 
 use crate::common::{drive, zero_acc, Acc, Epilogue, Tile, NR};
 
@@ -82,6 +82,7 @@ pub const DESC: KernelDesc = KernelDesc {
     backend: "neon",
     mr: MR,
     layout: PackedLayout { nr: NR, kr: KR },
+    m_pref: MPreference::ALL,
     is_supported,
     gemm_u8,
     gemm_f32,

@@ -22,10 +22,15 @@
 //! that rate. The epilogue costs about 11 vector instructions per 16 outputs, i.e. ~6 %
 //! of a tile's vector work at K = 768 and ~1.5 % at K = 3072.
 //!
-//! M = 1 (GEMV) takes a separate path that keeps 4 k-groups in flight (8 accumulators),
-//! since a single row would otherwise be bound by the `vpdpbusd` dependency chain; it
-//! is bound by the weight stream instead. The first tile of each panel in a row block
-//! prefetches the next panel into L2 (see the `blocking` module).
+//! A one-row tile (GEMV) takes a separate path that keeps 4 k-groups in flight (8
+//! accumulators), since a single row would otherwise be bound by the `vpdpbusd`
+//! dependency chain; it is bound by the weight stream instead. This kernel uses it for
+//! the one-row tails of its row blocks; the M = 1 calls themselves go to the kernel
+//! `avx512vnni/gemv_1x32c4` ([`crate::avx512vnni_gemv`]), which runs that path on every
+//! row of the same packed bytes (`gemv_u8`, `gemv_f32`). Their preferences
+//! (`m_pref`) split M between them: 1 for the GEMV kernel, 2 and up for this one. The
+//! first tile of each panel in a row block prefetches the next panel into L2 (see the
+//! `blocking` module).
 //!
 //! ## Packed layout (`nr = 32`, `kr = 4`)
 //!
@@ -46,7 +51,9 @@
 
 use core::arch::x86_64::*;
 
-use qlinear_reference::contract::{DynamicEpilogue, GemmArgs, RowQParams, StaticEpilogue};
+use qlinear_reference::contract::{
+    DynamicEpilogue, GemmArgs, MPreference, RowQParams, StaticEpilogue,
+};
 
 use crate::blocking::{load_tail_u32, Tile, Tiles};
 use crate::isa::kernel_descriptor;
@@ -73,6 +80,12 @@ kernel_descriptor! {
     mr: MR,
     nr: NR,
     kr: KR,
+    // M = 1 goes to `avx512vnni/gemv_1x32c4`, every larger M here.
+    m_pref: MPreference {
+        m_min: 2,
+        m_max: usize::MAX,
+        rank: 0,
+    },
 }
 
 /// Static entry point (see [`qlinear_reference::contract::GemmU8Fn`]).
@@ -125,6 +138,55 @@ unsafe fn gemm_f32_per_tensor(args: &GemmArgs<f32>, epi: &DynamicEpilogue) {
 unsafe fn gemm_f32_per_row(args: &GemmArgs<f32>, epi: &DynamicEpilogue) {
     // SAFETY: forwarded caller contract; the features are enabled in this function.
     unsafe { drive(args, &DynamicPerRowOut(epi)) }
+}
+
+/// Static entry point of the GEMV kernel `avx512vnni/gemv_1x32c4`: the one-row tile on
+/// every row (see [`crate::avx512vnni_gemv`]).
+///
+/// # Safety
+/// As for [`gemm_u8`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
+pub(crate) unsafe fn gemv_u8(args: &GemmArgs<u8>, epi: &StaticEpilogue) {
+    // SAFETY: forwarded caller contract; the features are enabled in this function.
+    unsafe { drive_rows(args, &StaticOut::new(epi)) }
+}
+
+/// Dynamic entry point of the GEMV kernel (see [`gemv_u8`]).
+///
+/// # Safety
+/// As for [`gemm_f32`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
+pub(crate) unsafe fn gemv_f32(args: &GemmArgs<f32>, epi: &DynamicEpilogue) {
+    // SAFETY: forwarded caller contract; the features are enabled in this function.
+    unsafe {
+        if epi.is_per_row() {
+            gemv_f32_per_row(args, epi)
+        } else {
+            gemv_f32_per_tensor(args, epi)
+        }
+    }
+}
+
+/// The GEMV kernel's per-tensor dynamic loop nest (out of line, as [`gemm_f32_per_tensor`]).
+///
+/// # Safety
+/// As for [`gemm_f32`].
+#[inline(never)]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
+unsafe fn gemv_f32_per_tensor(args: &GemmArgs<f32>, epi: &DynamicEpilogue) {
+    // SAFETY: forwarded caller contract; the features are enabled in this function.
+    unsafe { drive_rows(args, &DynamicOut(epi)) }
+}
+
+/// The GEMV kernel's per-row dynamic loop nest.
+///
+/// # Safety
+/// As for [`gemm_f32`], with `args.row_qparams` holding `m` entries.
+#[inline(never)]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
+unsafe fn gemv_f32_per_row(args: &GemmArgs<f32>, epi: &DynamicEpilogue) {
+    // SAFETY: forwarded caller contract; the features are enabled in this function.
+    unsafe { drive_rows(args, &DynamicPerRowOut(epi)) }
 }
 
 /// How a finished tile row becomes output: the static and dynamic epilogues. A tile
@@ -698,5 +760,21 @@ unsafe fn drive<O: Output>(args: &GemmArgs<O::T>, o: &O) {
                 _ => run_tile::<8, O>(args, o, t),
             }
         }
+    }
+}
+
+/// The GEMV kernel's loop nest: the blocking of [`drive`] with one-row tiles, so every
+/// row runs the GEMV accumulation ([`accumulate_row`]). For M = 1 this is exactly the
+/// tile sequence [`drive`] runs.
+///
+/// # Safety
+/// AVX-512 VNNI enabled; kernel contract on `args` / epilogue.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
+unsafe fn drive_rows<O: Output>(args: &GemmArgs<O::T>, o: &O) {
+    for t in Tiles::new(args.m, args.k, args.n_begin, args.n_end, 1, NR) {
+        // SAFETY: `Tiles` with `mr = 1` yields one-row tiles inside the call's range;
+        // the features are enabled here.
+        unsafe { run_tile::<1, O>(args, o, t) }
     }
 }

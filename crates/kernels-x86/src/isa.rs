@@ -81,6 +81,9 @@ pub(crate) const fn same_str(a: &str, b: &str) -> bool {
 /// }
 /// ```
 ///
+/// An optional last argument `m_pref: MPreference { .. }` sets the row counts the kernel
+/// is picked for among kernels of its layout (default `MPreference::ALL`).
+///
 /// The attribute goes on the generated helpers; a compile-time assertion checks that its
 /// string equals `features`.
 ///
@@ -93,7 +96,8 @@ macro_rules! kernel_descriptor {
         backend: $backend:literal,
         mr: $mr:expr,
         nr: $nr:expr,
-        kr: $kr:expr $(,)?
+        kr: $kr:expr
+        $(, m_pref: $m_pref:expr)? $(,)?
     ) => {
         const _: () = assert!(
             $crate::isa::same_str($enable, $features),
@@ -107,6 +111,12 @@ macro_rules! kernel_descriptor {
                 backend: $backend,
                 mr: $mr,
                 layout: qlinear_reference::contract::PackedLayout { nr: $nr, kr: $kr },
+                m_pref: {
+                    #[allow(unused_variables)]
+                    let m_pref = qlinear_reference::contract::MPreference::ALL;
+                    $(let m_pref = $m_pref;)?
+                    m_pref
+                },
                 is_supported,
                 gemm_u8,
                 gemm_f32,
@@ -172,6 +182,11 @@ mod tests {
     /// Every source file with `#[target_feature]` attributes, and its ISA's list.
     const SOURCES: &[(&str, &str, &str)] = &[
         ("avx512vnni.rs", include_str!("avx512vnni.rs"), AVX512VNNI),
+        (
+            "avx512vnni_gemv.rs",
+            include_str!("avx512vnni_gemv.rs"),
+            AVX512VNNI,
+        ),
         ("avxvnni.rs", include_str!("avxvnni.rs"), AVXVNNI),
         ("avx2.rs", include_str!("avx2.rs"), AVX2),
         ("epilogue256.rs", include_str!("epilogue256.rs"), AVX2),

@@ -6,10 +6,11 @@
 //! | kernel | core instruction | exactness |
 //! |---|---|---|
 //! | `avx512vnni/gemm_8x32c4` | `vpdpbusd zmm` | exact (non-saturating form) |
+//! | `avx512vnni/gemv_1x32c4` | `vpdpbusd zmm`, M = 1 (same packing) | exact |
 //! | `avxvnni/gemm_6x16c4` | `vpdpbusd ymm` (VEX) | exact |
 //! | `avx2/gemm_6x8c4` | `vpmovsxbw` + `vpmaddwd` + `vpaddd` | exact: no `vpmaddubsw` |
 //!
-//! All three share the packed layout family "panels of NR columns, k-groups of 4"
+//! All share the packed layout family "panels of NR columns, k-groups of 4"
 //! (see [`qlinear_reference::contract::PackedLayout`]) and the loop nest of
 //! `blocking` (private module). The list is empty on other architectures.
 //!
@@ -52,6 +53,9 @@ mod testing;
 pub mod avx512vnni;
 
 #[cfg(target_arch = "x86_64")]
+pub mod avx512vnni_gemv;
+
+#[cfg(target_arch = "x86_64")]
 pub mod avxvnni;
 
 #[cfg(target_arch = "x86_64")]
@@ -91,6 +95,7 @@ macro_rules! kernel_registry {
 
 kernel_registry! {
     avx512vnni,
+    avx512vnni_gemv,
     avxvnni,
     avx2,
 }

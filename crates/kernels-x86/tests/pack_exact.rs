@@ -25,21 +25,26 @@ fn required(backend: &str) -> bool {
     })
 }
 
-/// The kernel, if this CPU runs it; panics if it is required but unsupported.
-fn kernel(backend: &str) -> Option<&'static KernelDesc> {
-    let desc = qlinear_kernels_x86::kernels()
+/// The backend's kernels (several may share its packing, e.g. a GEMM and a GEMV kernel,
+/// each with its own packer entry), if this CPU runs them; panics if the backend is
+/// required but unsupported.
+fn kernels(backend: &str) -> Vec<&'static KernelDesc> {
+    let descs: Vec<&'static KernelDesc> = qlinear_kernels_x86::kernels()
         .iter()
-        .find(|d| d.backend == backend)
-        .unwrap_or_else(|| panic!("no x86 kernel for backend {backend}"));
-    if (desc.is_supported)() {
-        return Some(desc);
+        .filter(|d| d.backend == backend)
+        .collect();
+    assert!(!descs.is_empty(), "no x86 kernel for backend {backend}");
+    if descs.iter().all(|d| (d.is_supported)()) {
+        return descs;
     }
     assert!(
         !required(backend),
         "QLINEAR_REQUIRE lists {backend}, which this CPU lacks"
     );
-    eprintln!("SKIP {}: not supported on this CPU", desc.name);
-    None
+    for d in descs {
+        eprintln!("SKIP {}: not supported on this CPU", d.name);
+    }
+    Vec::new()
 }
 
 /// Output channels: around the panel widths of all three kernels.
@@ -82,9 +87,12 @@ fn weights(rng: &mut Rng, n: usize, k: usize) -> Vec<(&'static str, Vec<i8>)> {
 /// Packs every panel of every weight of every shape with `desc`'s packer and the
 /// portable one and compares bytes and column sums.
 fn check(backend: &str) {
-    let Some(desc) = kernel(backend) else {
-        return;
-    };
+    for desc in kernels(backend) {
+        check_kernel(desc);
+    }
+}
+
+fn check_kernel(desc: &KernelDesc) {
     let fast = desc
         .pack_panel
         .unwrap_or_else(|| panic!("{} has no vector packer", desc.name));

@@ -81,6 +81,11 @@ pub struct BenchArgs {
     /// `all` (every available backend), `auto`, or backend names, comma-separated.
     #[arg(long, default_value = "all")]
     pub backend: String,
+    /// Time one registered kernel by its full name (e.g. `avx512vnni/gemv_1x32c4`) for
+    /// every M, instead of the backends' per-M choice (`qlinear info` lists the kernels).
+    /// Replaces `--backend`: the kernel's backend is the one probed and reported.
+    #[arg(long, conflicts_with = "backend")]
+    pub kernel: Option<String>,
     /// `default` (the nine shapes of docs/performance.md), `bert` or `llm`.
     #[arg(long, default_value = "default")]
     pub suite: String,
@@ -118,7 +123,8 @@ pub struct BenchArgs {
 pub struct BenchResult {
     /// The backend that ran (resolved, never `auto`).
     pub backend: String,
-    /// Its kernel, e.g. `avx512vnni/gemm_8x32c4`, or `reference`.
+    /// The kernel that ran for this row's M, e.g. `avx512vnni/gemv_1x32c4` at M = 1 and
+    /// `avx512vnni/gemm_8x32c4` above, or `reference`.
     pub kernel: String,
     /// `static` or `dynamic`.
     pub mode: &'static str,
@@ -453,26 +459,36 @@ fn checked<'a, T: Copy + Default + 'a>(
     })
 }
 
-/// Builds the layer of `backend` for `mode` and checks its output against `expected`.
+/// Builds the layer of `backend` (or of the one forced `kernel`, `--kernel`) for `mode`
+/// and checks its output against `expected`.
 fn prepare<'a>(
     d: &'a ShapeData,
     mode: Mode,
     backend: Backend,
+    kernel: Option<&str>,
     threads: usize,
     expected: &Expected,
 ) -> Result<Prepared<'a>, String> {
     let Shape { m, k, n } = d.shape;
     let err =
         move |e: qlinear::Error| format!("{backend} {mode} {}: {e}", d.shape, mode = mode.name());
+    // A forced kernel: a packing whose kernel set is that kernel alone; the layer keeps
+    // it (default backend, Auto).
+    let forced = kernel
+        .map(|name| qlinear::unstable::pack_for_kernel(&d.weight, name))
+        .transpose()?;
     match (mode, expected) {
         (Mode::Static, Expected::U8(want)) => {
-            let layer = Linear::builder(d.weight.clone(), d.x, d.y)
+            let builder = match forced {
+                Some(p) => Linear::from_packed(p, d.x, d.y),
+                None => Linear::builder(d.weight.clone(), d.x, d.y).backend(backend),
+            };
+            let layer = builder
                 .bias(d.bias.clone())
-                .backend(backend)
                 .threads(threads)
                 .build()
                 .map_err(err)?;
-            let kernel = layer.kernel_name().to_string();
+            let kernel = layer.kernel_name_for(m).to_string();
             checked(
                 backend,
                 kernel,
@@ -489,14 +505,17 @@ fn prepare<'a>(
         }
         (Mode::Dynamic, Expected::F32(want)) => {
             // Full range, as `oracle_dynamic` computes it.
-            let layer = DynamicLinear::builder(d.weight.clone())
+            let builder = match forced {
+                Some(p) => DynamicLinear::from_packed(p),
+                None => DynamicLinear::builder(d.weight.clone()).backend(backend),
+            };
+            let layer = builder
                 .bias(d.bias.clone())
                 .reduce_range(false)
-                .backend(backend)
                 .threads(threads)
                 .build()
                 .map_err(err)?;
-            let kernel = layer.kernel_name().to_string();
+            let kernel = layer.kernel_name_for(m).to_string();
             let same = |a: &f32, b: &f32| a.to_bits() == b.to_bits();
             checked(backend, kernel, want, same, move |out| {
                 let input = MatRef::dense(&d.a_f32, m, k).map_err(err)?;
@@ -515,13 +534,14 @@ fn measure_all(
     d: &ShapeData,
     mode: Mode,
     backends: &[Backend],
+    kernel: Option<&str>,
     threads: usize,
     max_s: f64,
     expected: &Expected,
 ) -> Result<Vec<(Backend, String, Timing, usize)>, String> {
     let mut prepared = backends
         .iter()
-        .map(|&b| prepare(d, mode, b, threads, expected))
+        .map(|&b| prepare(d, mode, b, kernel, threads, expected))
         .collect::<Result<Vec<_>, _>>()?;
     for _ in 0..ROUNDS {
         for p in prepared.iter_mut().filter(|p| p.first_s < max_s) {
@@ -756,7 +776,25 @@ pub fn run(args: BenchArgs) -> ExitCode {
 
 fn run_inner(args: &BenchArgs) -> Result<bool, String> {
     let wall = Instant::now();
-    let backends = crate::parse_backends(&args.backend)?;
+    let kernel = args.kernel.as_deref();
+    let backends = match kernel {
+        // Checked here, before anything runs: unknown or unsupported is an error that
+        // lists the names.
+        Some(name) => {
+            let probe = QuantizedWeight::new(
+                vec![0],
+                1,
+                1,
+                WeightQParams::PerTensor {
+                    scale: 1.0,
+                    zero_point: 0,
+                },
+            )
+            .map_err(|e| e.to_string())?;
+            vec![qlinear::unstable::pack_for_kernel(&probe, name)?.backend()]
+        }
+        None => crate::parse_backends(&args.backend)?,
+    };
     let (suite_name, shapes) = if args.shapes.is_empty() {
         (args.suite.clone(), suites::suite(&args.suite)?)
     } else {
@@ -849,7 +887,7 @@ fn run_inner(args: &BenchArgs) -> Result<bool, String> {
                 t.elapsed().as_secs_f64()
             );
             for (b, kernel, timing, mismatches) in
-                measure_all(&d, mode, &backends, threads, max_s, &expected)?
+                measure_all(&d, mode, &backends, kernel, threads, max_s, &expected)?
             {
                 done += 1;
                 let gmacs = shape.macs() / timing.median_s / 1e9;

@@ -87,14 +87,21 @@ fn info() -> ExitCode {
     let avail: Vec<&str> = available_backends().iter().map(|b| b.name()).collect();
     println!("available backends: {}", avail.join(", "));
     for k in compiled_kernels() {
+        let p = k.m_pref;
+        let m = if p.m_max == usize::MAX {
+            format!("M >= {}", p.m_min)
+        } else {
+            format!("M {}..={}", p.m_min, p.m_max)
+        };
         println!(
-            "kernel: {} ({})",
+            "kernel: {} ({}; preferred for {m}, rank {})",
             k.name,
             if (k.is_supported)() {
                 "supported"
             } else {
                 "not supported on this CPU"
-            }
+            },
+            p.rank
         );
     }
     match resolve(Backend::Auto) {

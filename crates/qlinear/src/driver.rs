@@ -7,6 +7,11 @@
 //! depends only on its own row and column, so every split, and every thread count,
 //! produces identical bits.
 //!
+//! Which kernel: the layer picks one per call from the call's total M (module
+//! `kernel_set`) and hands it here; every piece of the call runs that kernel, and row
+//! pieces are cut on its `mr`. (Picking per piece would give the same bits, since every
+//! kernel is exact on any row range.)
+//!
 //! Scheduling: the work is cut into a few pieces per thread, and
 //! the calling thread works through them together with `t - 1` rayon tasks, each taking
 //! the next piece from a shared counter. The caller starts at once, so a pool thread

@@ -63,6 +63,7 @@ mod calibrate;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod driver;
+mod kernel_set;
 mod layer_io;
 mod linear;
 mod packed;
@@ -102,5 +103,20 @@ pub mod prelude {
 /// [`Backend`], see what runs with `kernel_name()`.
 pub mod unstable {
     pub use crate::backend::{compiled_kernels, resolve, Engine};
-    pub use qlinear_reference::contract::KernelDesc;
+    pub use qlinear_reference::contract::{KernelDesc, MPreference};
+
+    use crate::{PackedWeights, QuantizedWeight};
+
+    /// `w` packed for the registered kernel named `name` (e.g. `avx512vnni/gemv_1x32c4`,
+    /// see [`compiled_kernels`]) and for it alone: a layer built from the result
+    /// (`Linear::from_packed`, `DynamicLinear::from_packed`, with the default
+    /// [`crate::Backend::Auto`]) runs that kernel for every M. For `qlinear bench
+    /// --kernel` and kernel tests.
+    ///
+    /// # Errors
+    /// A message listing the registered kernels when `name` is unknown, or the kernels
+    /// this CPU supports when it cannot run `name`.
+    pub fn pack_for_kernel(w: &QuantizedWeight, name: &str) -> Result<PackedWeights, String> {
+        PackedWeights::for_kernel(w, name)
+    }
 }

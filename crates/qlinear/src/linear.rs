@@ -284,8 +284,11 @@ impl WeightSource {
     fn into_packed(self, backend: Backend) -> Result<PackedWeights> {
         match self {
             WeightSource::Plain(w) => PackedWeights::new(&w, backend),
-            // An explicit backend different from the packing's repacks; Auto keeps it.
-            WeightSource::Packed(p) if backend == Backend::Auto || backend == p.backend() => Ok(p),
+            // An explicit backend different from the packing's repacks; Auto keeps it
+            // (with its kernel set); the packing's own backend keeps the bytes and
+            // narrows the set to that backend's kernels.
+            WeightSource::Packed(p) if backend == Backend::Auto => Ok(p),
+            WeightSource::Packed(p) if backend == p.backend() => Ok(p.restricted_to(backend)),
             WeightSource::Packed(p) => p.repack(backend),
         }
     }
@@ -486,7 +489,8 @@ impl Linear {
     ) -> Result<()> {
         let p = &self.packed;
         check_io(p.k, p.n, &input, &output)?;
-        match (&p.engine, &self.epilogue) {
+        // The kernel for this call's M (module `kernel_set`): every piece runs it.
+        match (&p.kernels.pick(input.rows()), &self.epilogue) {
             (Engine::Kernel(desc), Some(epi)) => {
                 let row_sums = row_sums_if_needed(&input, &p.qparams);
                 let args = gemm_args(p, &input, &row_sums, &mut output);
@@ -615,9 +619,17 @@ impl Linear {
     pub fn output_qparams(&self) -> ActQParams {
         self.output
     }
-    /// The kernel that runs this layer, e.g. `"avx512vnni/gemm_8x32c4"`.
+    /// The layer's primary kernel, e.g. `"avx512vnni/gemm_8x32c4"`: the one its
+    /// packing was made for ([`PackedWeights::kernel_name`]). A call may run another
+    /// kernel of the same packed layout chosen by its row count; that one is
+    /// [`Linear::kernel_name_for`].
     pub fn kernel_name(&self) -> &'static str {
         self.packed.kernel_name()
+    }
+    /// The kernel that runs a call of `m` rows, e.g. `"avx512vnni/gemv_1x32c4"` for
+    /// `m = 1` on an AVX-512 VNNI CPU ([`PackedWeights::kernel_name_for`]).
+    pub fn kernel_name_for(&self, m: usize) -> &'static str {
+        self.packed.kernel_name_for(m)
     }
     /// The arithmetic profile.
     pub fn profile(&self) -> Profile {
@@ -843,7 +855,8 @@ impl DynamicLinear {
         let p = &self.packed;
         check_io(p.k, p.n, &input, &output)?;
         let per_row = self.input_quantization == InputQuantization::PerRow;
-        let Engine::Kernel(desc) = p.engine else {
+        // The kernel for this call's M (module `kernel_set`): every piece runs it.
+        let Engine::Kernel(desc) = p.kernels.pick(input.rows()) else {
             let literal = if per_row {
                 qlinear_reference::dynamic_linear_per_row
             } else {
@@ -1013,9 +1026,14 @@ impl DynamicLinear {
     pub fn relu(&self) -> bool {
         self.common.relu
     }
-    /// The kernel that runs this layer.
+    /// The layer's primary kernel (see [`Linear::kernel_name`]); a call of `m` rows
+    /// runs [`DynamicLinear::kernel_name_for`].
     pub fn kernel_name(&self) -> &'static str {
         self.packed.kernel_name()
+    }
+    /// The kernel that runs a call of `m` rows ([`PackedWeights::kernel_name_for`]).
+    pub fn kernel_name_for(&self, m: usize) -> &'static str {
+        self.packed.kernel_name_for(m)
     }
     /// The arithmetic profile.
     pub fn profile(&self) -> Profile {

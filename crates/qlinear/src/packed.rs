@@ -34,7 +34,8 @@ use qlinear_reference::contract::PackedLayout;
 use qlinear_reference::params::check_layer_dims;
 use qlinear_reference::{pack, Error, Observer, Result, WeightQParams};
 
-use crate::backend::{available_backends, resolve, Backend, Engine, BACKEND_ENV};
+use crate::backend::{available_backends, resolve, Backend, Engine};
+use crate::kernel_set::{env_overrides_auto, scope_for, KernelSet, Scope};
 use crate::packed_format::{self, LayerRecord, LoadReport, Parsed};
 use crate::packing;
 
@@ -192,7 +193,15 @@ impl PackedData {
     }
 }
 
-/// A weight packed for one engine, with its pack-time column sums.
+/// A weight packed for one engine, with its pack-time column sums and the set of
+/// kernels that may run it.
+///
+/// The packing is made for one **primary** kernel ([`kernel_name`](Self::kernel_name)).
+/// Other kernels of the same packed layout, supported here and allowed by the backend
+/// choice, run the same bytes for the row counts they are best at: a call of `m` rows
+/// runs [`kernel_name_for(m)`](Self::kernel_name_for) (module `kernel_set` of this
+/// crate; e.g. `avx512vnni/gemv_1x32c4` for `m = 1` and `avx512vnni/gemm_8x32c4`
+/// otherwise). Every kernel gives the same bits.
 ///
 /// Serialize it with [`to_bytes`](PackedWeights::to_bytes) (format version 2,
 /// documented in [`crate::packed_format`]) and load it on any CPU with
@@ -223,6 +232,8 @@ impl PackedData {
 #[derive(Clone)]
 pub struct PackedWeights {
     pub(crate) engine: Engine,
+    /// The kernels that may run this packing (built with it), picked per call by M.
+    pub(crate) kernels: KernelSet,
     pub(crate) n: usize,
     pub(crate) k: usize,
     pub(crate) qparams: WeightQParams,
@@ -236,7 +247,7 @@ impl PackedWeights {
     /// Packs `w` for `backend` (resolved once, here).
     pub fn new(w: &QuantizedWeight, backend: Backend) -> Result<Self> {
         let engine = resolve(backend)?;
-        Ok(Self::for_engine(w, engine))
+        Ok(Self::for_engine(w, engine, scope_for(backend)))
     }
 
     /// Packs a borrowed `n x k` row-major int8 weight with its qparams for `backend`,
@@ -280,6 +291,7 @@ impl PackedWeights {
         } = packing::pack_weight(data, n, k, engine);
         Ok(PackedWeights {
             engine,
+            kernels: KernelSet::new(engine, scope_for(backend)),
             n,
             k,
             qparams,
@@ -289,7 +301,7 @@ impl PackedWeights {
         })
     }
 
-    pub(crate) fn for_engine(w: &QuantizedWeight, engine: Engine) -> Self {
+    pub(crate) fn for_engine(w: &QuantizedWeight, engine: Engine, scope: Scope) -> Self {
         let packing::Packed {
             layout,
             data,
@@ -297,6 +309,7 @@ impl PackedWeights {
         } = packing::pack_weight(&w.data, w.n, w.k, engine);
         PackedWeights {
             engine,
+            kernels: KernelSet::new(engine, scope),
             n: w.n,
             k: w.k,
             qparams: w.qparams.clone(),
@@ -306,9 +319,28 @@ impl PackedWeights {
         }
     }
 
-    /// The kernel that runs this packing, e.g. `"avx512vnni/gemm_8x32c4"`.
+    /// The primary kernel of this packing, e.g. `"avx512vnni/gemm_8x32c4"`: the kernel
+    /// the backend choice resolved to, whose layout the bytes are in and whose name
+    /// [`to_bytes`](Self::to_bytes) writes. It runs every call that no other kernel of
+    /// the set prefers; the kernel of a call with `m` rows is
+    /// [`kernel_name_for`](Self::kernel_name_for), and [`kernel_names`](Self::kernel_names)
+    /// lists them all.
     pub fn kernel_name(&self) -> &'static str {
         self.engine.kernel_name()
+    }
+    /// The kernel that runs a call of `m` rows (the whole call, every thread), e.g.
+    /// `"avx512vnni/gemv_1x32c4"` for `m = 1` and `"avx512vnni/gemm_8x32c4"` for
+    /// `m = 64` on an AVX-512 VNNI CPU under [`Backend::Auto`].
+    pub fn kernel_name_for(&self, m: usize) -> &'static str {
+        self.kernels.pick(m).kernel_name()
+    }
+    /// Every kernel that may run this packing, in pick order (`["reference"]` for the
+    /// reference backend).
+    pub fn kernel_names(&self) -> Vec<&'static str> {
+        if self.kernels.kernels().is_empty() {
+            return vec![self.kernels.primary().kernel_name()];
+        }
+        self.kernels.kernels().iter().map(|k| k.name).collect()
     }
     /// The backend of that kernel.
     pub fn backend(&self) -> Backend {
@@ -345,6 +377,41 @@ impl PackedWeights {
     pub fn repack(&self, backend: Backend) -> Result<Self> {
         PackedWeights::new(&self.unpack(), backend)
     }
+
+    /// This packing with the kernel set of a named `backend` whose primary kernel it
+    /// already has (same bytes, no repack): only that backend's kernels, for every M.
+    pub(crate) fn restricted_to(mut self, backend: Backend) -> Self {
+        self.kernels = KernelSet::new(self.engine, scope_for(backend));
+        self
+    }
+
+    /// `w` packed for the registered kernel `name` alone (every M runs it): the hook
+    /// behind `qlinear bench --kernel` and the kernel tests.
+    pub(crate) fn for_kernel(w: &QuantizedWeight, name: &str) -> std::result::Result<Self, String> {
+        let compiled: Vec<&'static qlinear_reference::contract::KernelDesc> =
+            crate::backend::compiled_kernels().collect();
+        let list = |only_supported: bool| {
+            compiled
+                .iter()
+                .filter(|k| !only_supported || (k.is_supported)())
+                .map(|k| k.name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let Some(&desc) = compiled.iter().find(|k| k.name == name) else {
+            return Err(format!(
+                "unknown kernel `{name}` (registered: {})",
+                list(false)
+            ));
+        };
+        if !(desc.is_supported)() {
+            return Err(format!(
+                "kernel `{name}` is not supported on this CPU (supported here: {})",
+                list(true)
+            ));
+        }
+        Ok(Self::for_engine(w, Engine::Kernel(desc), Scope::Only))
+    }
 }
 
 impl std::fmt::Debug for PackedWeights {
@@ -358,6 +425,7 @@ impl std::fmt::Debug for PackedWeights {
         };
         f.debug_struct("PackedWeights")
             .field("kernel", &self.kernel_name())
+            .field("kernels", &self.kernel_names())
             .field("out_features", &self.n)
             .field("in_features", &self.k)
             .field("layout", &self.layout)
@@ -424,8 +492,10 @@ impl PackedWeights {
     /// an owned aligned buffer.
     ///
     /// * `Backend::Auto` (with `QLINEAR_BACKEND` unset, blank or `auto`): the stored
-    ///   kernel when this CPU runs it, else another local kernel with the same layout
-    ///   `(nr, kr)`; the bytes are then used as they are. When no local kernel has the layout (bytes packed for
+    ///   kernel when this CPU runs it as a backend's primary kernel, else another local
+    ///   primary kernel with the same layout `(nr, kr)`; the bytes are then used as
+    ///   they are, by every local kernel of that layout (a packing made for one forced
+    ///   kernel, `unstable::pack_for_kernel`, loads with its layout's full set). When no local kernel has the layout (bytes packed for
     ///   an ISA this CPU lacks, or for the reference), the weight is unpacked and packed
     ///   for the best local kernel.
     /// * A named backend (or `QLINEAR_BACKEND`): that backend's kernel, repacking when
@@ -508,11 +578,7 @@ fn target_engine(stored: Option<(PackedLayout, &[u8])>, backend: Backend) -> Res
     // Whether the variable overrides Auto, read as `resolve` reads it: blank or `auto`
     // is no override (the stored kernel is kept); any other value, valid or not, is
     // left to `resolve` (which reports an unknown or non-UTF-8 name).
-    let env_overrides = std::env::var_os(BACKEND_ENV).is_some_and(|v| {
-        v.to_str().is_none_or(|s| {
-            !s.trim().is_empty() && !matches!(s.parse::<Backend>(), Ok(Backend::Auto))
-        })
-    });
+    let env_overrides = env_overrides_auto();
     if backend != Backend::Auto || env_overrides {
         return resolve(backend);
     }
@@ -610,6 +676,7 @@ pub(crate) fn load(
     let packed = match data {
         Some(data) => PackedWeights {
             engine,
+            kernels: KernelSet::new(engine, scope_for(backend)),
             n,
             k,
             qparams,
@@ -624,7 +691,7 @@ pub(crate) fn load(
                 k,
                 qparams,
             };
-            let p = PackedWeights::for_engine(&w, engine);
+            let p = PackedWeights::for_engine(&w, engine, scope_for(backend));
             if p.col_sums[..n] != col_sums[..n] {
                 return Err(Error::CorruptPacked(
                     "column sums do not match the packed weight",

@@ -53,10 +53,27 @@ fn qlinear_backend_env_overrides_auto() {
         assert_eq!(resolve(best).unwrap().backend(), best);
     }
 
-    // Every available backend can be forced.
+    // Every available backend can be forced, and the variable restricts an Auto
+    // layer's kernel set to that backend's kernels for every M.
     for b in available_backends() {
         std::env::set_var(BACKEND_ENV, b.name());
         assert_eq!(resolve(Backend::Auto).unwrap().backend(), b);
+        let layer = auto_static().unwrap();
+        for m in [1, 2, 8, 64] {
+            let name = layer.kernel_name_for(m);
+            assert!(
+                name == "reference" && b == Backend::Reference
+                    || name.split('/').next() == Some(b.name()),
+                "{BACKEND_ENV}={b}: m={m} runs {name}"
+            );
+        }
+        assert_eq!(
+            layer.packed().kernel_names(),
+            qlinear::PackedWeights::new(&weight(), b)
+                .unwrap()
+                .kernel_names(),
+            "{BACKEND_ENV}={b}"
+        );
     }
 
     // An unknown name is an error, not a silent fallback.

@@ -74,6 +74,23 @@
 //! splits work across threads by calling it on disjoint row / column ranges, and since
 //! every output element is a function of its own row and column only, any split gives
 //! identical bits.
+//!
+//! ## Several kernels per packed layout
+//!
+//! Kernels that share a [`PackedLayout`] consume the same packed bytes, so a layer packed
+//! once may call any of them. Each kernel states which row counts it is best at in
+//! [`KernelDesc::m_pref`] ([`MPreference`]: an inclusive range `m_min..=m_max` and a
+//! `rank`). The range is a preference, never a restriction: every kernel computes every
+//! `m >= 1` bit for bit (the kernel tests check all of them on every M path), so which
+//! one runs changes only the speed.
+//!
+//! **Selection rule.** Given the kernels a layer may call (same layout, supported by this
+//! CPU, allowed by the layer's backend choice; the API crate's `kernel_set` module builds
+//! that set once per layer) and a call of `m` rows: the kernel whose range contains `m`
+//! with the lowest `rank` runs; equal ranks go to the earlier kernel in registry order;
+//! when no range contains `m`, the layer's primary kernel (the one its packing was made
+//! for) runs. The pick is made once per call from the call's total `m`, before the
+//! threads split the work.
 
 use crate::params::{ActQParams, Profile, Result, WeightQParams};
 use crate::MatRef;
@@ -242,10 +259,39 @@ pub type QuantizeFn =
 pub type PackPanelFn =
     unsafe fn(w: &[i8], n: usize, k: usize, p: usize, out: &mut [u8], col_sums: &mut [i32]);
 
+/// Which calls a kernel is best at: row counts `m_min..=m_max` (inclusive), and its
+/// rank among same-layout kernels whose ranges overlap (lower wins). See the module
+/// docs' selection rule; a preference never limits what the kernel computes correctly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MPreference {
+    /// Smallest preferred row count (at least 1).
+    pub m_min: usize,
+    /// Largest preferred row count (`usize::MAX`: no upper bound).
+    pub m_max: usize,
+    /// Order among same-layout kernels whose ranges contain the same `m`: lowest first.
+    pub rank: u32,
+}
+
+impl MPreference {
+    /// Every `m`, rank 0: a kernel that is the only one of its layout.
+    pub const ALL: MPreference = MPreference {
+        m_min: 1,
+        m_max: usize::MAX,
+        rank: 0,
+    };
+
+    /// Whether `m` lies in `m_min..=m_max`.
+    #[inline]
+    pub const fn contains(&self, m: usize) -> bool {
+        self.m_min <= m && m <= self.m_max
+    }
+}
+
 /// One optimized kernel: the only interface between the API and a kernel file.
 #[derive(Debug, Clone, Copy)]
 pub struct KernelDesc {
-    /// `"<isa>/gemm_<MR>x<NR>c<KR>"`, the one name used in tests, benches and logs.
+    /// `"<isa>/gemm_<MR>x<NR>c<KR>"` (`gemv_...` for a one-row kernel), the one name
+    /// used in tests, benches, logs and `qlinear bench --kernel`.
     pub name: &'static str,
     /// The backend (ISA family) name a user selects: `avx512vnni`, `neondot`, ...
     pub backend: &'static str,
@@ -253,6 +299,10 @@ pub struct KernelDesc {
     pub mr: usize,
     /// Packed weight layout (`nr`, `kr`).
     pub layout: PackedLayout,
+    /// The row counts this kernel is picked for among same-layout kernels (module docs:
+    /// "Several kernels per packed layout"). [`MPreference::ALL`] for a kernel alone on
+    /// its layout.
+    pub m_pref: MPreference,
     /// Runtime check that this CPU can run the kernel (cached by the caller).
     pub is_supported: fn() -> bool,
     /// Static u8 entry.

@@ -1,0 +1,396 @@
+//! Several kernels per packed layout: a layer is packed once and each call runs the
+//! kernel its M picks (module `kernel_set`). Everything here is bit for bit against the
+//! reference oracle (`to_bits` for f32):
+//!
+//! * every backend (and Auto), every M in 1..=40, 64 and 130, static and dynamic
+//!   (per-tensor and per-row input), 1, 2 and 7 threads: the output equals the
+//!   reference and `kernel_name_for(m)` names the kernel the selection rule gives;
+//! * every registered kernel forced alone (`unstable::pack_for_kernel`, the hook of
+//!   `qlinear bench --kernel`): that kernel for every M, exact. A kernel whose ISA this
+//!   CPU has but that did not run FAILS the test, as does one listed in
+//!   `QLINEAR_REQUIRE` (comma-separated backend names, or `all`);
+//! * a saved packing loaded for every backend (`from_bytes_for`) still gives the
+//!   reference's bits, with that backend's kernel set.
+
+use qlinear::unstable::{compiled_kernels, pack_for_kernel, KernelDesc};
+use qlinear::{
+    available_backends, Backend, DynamicLinear, InputQuantization, Linear, MatMut, MatRef,
+    PackedWeights, QuantizedWeight, BACKEND_ENV,
+};
+use qlinear_reference::testkit::{Rng, StaticCase};
+
+const K: usize = 67;
+const N: usize = 70;
+
+/// The row counts every check runs.
+fn ms() -> Vec<usize> {
+    (1..=40).chain([64, 130]).collect()
+}
+
+/// Thread counts for `m`: 1 always; 2 and 7 on a spread of M (row and column splits).
+fn threads_for(m: usize) -> &'static [usize] {
+    if [1, 2, 8, 9, 33, 64, 130].contains(&m) {
+        &[1, 2, 7]
+    } else {
+        &[1]
+    }
+}
+
+fn desc(name: &str) -> &'static KernelDesc {
+    compiled_kernels()
+        .find(|k| k.name == name)
+        .unwrap_or_else(|| panic!("{name} is not a registered kernel"))
+}
+
+/// The selection rule, stated independently of the library: the first kernel of the
+/// set (pick order) whose preferred range contains `m`, else the primary.
+fn expected_pick(names: &[&'static str], primary: &'static str, m: usize) -> &'static str {
+    names
+        .iter()
+        .copied()
+        .find(|&n| n == "reference" || desc(n).m_pref.contains(m))
+        .unwrap_or(primary)
+}
+
+/// Whether the test process's CPU has the ISA a kernel name starts with
+/// (`avx512vnni/...`), detected here independently of the kernel crates.
+fn cpu_has_isa(kernel: &str) -> bool {
+    let isa = kernel.split('/').next().unwrap_or("");
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        match isa {
+            "avx512vnni" => {
+                has!("avx512f") && has!("avx512bw") && has!("avx512vl") && has!("avx512vnni")
+            }
+            "avxvnni" => has!("avxvnni") && has!("avx2") && has!("fma"),
+            "avx2" => has!("avx2") && has!("fma"),
+            _ => false,
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        use std::arch::is_aarch64_feature_detected as has;
+        match isa {
+            "neon" => has!("neon"),
+            "neondot" => has!("dotprod"),
+            "i8mm" => has!("i8mm"),
+            _ => false,
+        }
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        let _ = isa;
+        false
+    }
+}
+
+fn required(kernel: &str) -> bool {
+    let isa = kernel.split('/').next().unwrap_or("");
+    std::env::var("QLINEAR_REQUIRE")
+        .is_ok_and(|v| v.split(',').any(|s| s.trim() == "all" || s.trim() == isa))
+}
+
+/// One random case with `max_m` rows (checks use its first `m`), and an f32 input.
+struct Case {
+    c: StaticCase,
+    xf: Vec<f32>,
+}
+
+fn case(seed: u64) -> Case {
+    let mut rng = Rng::new(seed);
+    let max_m = 130;
+    let mut c = StaticCase::random(&mut rng, max_m, K, N);
+    c.bias = Some((0..N).map(|j| (j as f32 - 30.0) * 0.37).collect());
+    // Rows of very different magnitudes, so per-row and per-tensor quantization differ.
+    let xf = (0..max_m * K)
+        .map(|i| {
+            let row = i / K;
+            (i as f32 * 0.713).sin() * (1.0 + (row % 7) as f32 * 10.0)
+        })
+        .collect();
+    Case { c, xf }
+}
+
+fn weight(c: &StaticCase) -> QuantizedWeight {
+    QuantizedWeight::new(c.w.clone(), c.n, c.k, c.wq.clone()).expect("valid weight")
+}
+
+/// Static output of `layer` for the first `m` rows against the oracle.
+fn check_static(layer: &Linear, c: &StaticCase, m: usize, threads: usize, what: &str) {
+    let a = MatRef::new(&c.a, m, c.k, c.a_stride).expect("input view");
+    let want = qlinear_reference::static_linear(
+        &a,
+        c.x,
+        &c.w,
+        c.n,
+        &c.wq,
+        c.bias.as_deref(),
+        c.y,
+        c.relu,
+        c.profile,
+    )
+    .expect("oracle");
+    let mut got = vec![0xA5u8; m * c.n];
+    layer
+        .forward_with_threads(a, MatMut::dense(&mut got, m, c.n).unwrap(), threads)
+        .expect("forward");
+    assert!(
+        got == want,
+        "{what}: static m={m} threads={threads} kernel {} differs from the reference",
+        layer.kernel_name_for(m)
+    );
+}
+
+/// Dynamic output of `layer` for the first `m` rows against the oracle.
+fn check_dynamic(layer: &DynamicLinear, t: &Case, m: usize, threads: usize, what: &str) {
+    let c = &t.c;
+    let x = MatRef::dense(&t.xf[..m * c.k], m, c.k).unwrap();
+    let literal = match layer.input_quantization() {
+        InputQuantization::PerRow => qlinear_reference::dynamic_linear_per_row,
+        InputQuantization::PerTensor => qlinear_reference::dynamic_linear,
+    };
+    let want = literal(
+        &x,
+        &c.w,
+        c.n,
+        &c.wq,
+        c.bias.as_deref(),
+        layer.reduce_range(),
+        layer.relu(),
+        layer.profile(),
+    )
+    .expect("oracle");
+    let mut got = vec![f32::NAN; m * c.n];
+    layer
+        .forward_with_threads(x, MatMut::dense(&mut got, m, c.n).unwrap(), threads)
+        .expect("forward");
+    let same = got
+        .iter()
+        .zip(&want)
+        .all(|(a, b)| a.to_bits() == b.to_bits());
+    assert!(
+        same,
+        "{what}: dynamic {:?} m={m} threads={threads} kernel {} differs from the reference",
+        layer.input_quantization(),
+        layer.kernel_name_for(m)
+    );
+}
+
+/// Every M (and thread count) of a static layer, a per-tensor and a per-row dynamic
+/// layer built from `packed` with `backend`; `kernel_name_for` must follow the rule
+/// (and equal `forced` for every M when given).
+fn check_all_m(
+    t: &Case,
+    packed: &PackedWeights,
+    backend: Backend,
+    forced: Option<&str>,
+    what: &str,
+) {
+    let c = &t.c;
+    let layer = Linear::from_packed(packed.clone(), c.x, c.y)
+        .maybe_bias(c.bias.clone())
+        .relu(c.relu)
+        .profile(c.profile)
+        .backend(backend)
+        .build()
+        .expect("static layer");
+    let dynamic = |mode| {
+        DynamicLinear::from_packed(packed.clone())
+            .maybe_bias(c.bias.clone())
+            .relu(c.relu)
+            .profile(c.profile)
+            .backend(backend)
+            .input_quantization(mode)
+            .build()
+            .expect("dynamic layer")
+    };
+    let per_tensor = dynamic(InputQuantization::PerTensor);
+    let per_row = dynamic(InputQuantization::PerRow);
+    let names = layer.packed().kernel_names();
+    let primary = layer.kernel_name();
+    assert!(
+        names.contains(&primary),
+        "{what}: {names:?} lacks {primary}"
+    );
+    for m in ms() {
+        let want = expected_pick(&names, primary, m);
+        assert_eq!(layer.kernel_name_for(m), want, "{what}: static m={m}");
+        assert_eq!(per_tensor.kernel_name_for(m), want, "{what}: dynamic m={m}");
+        if let Some(f) = forced {
+            assert_eq!(want, f, "{what}: forced kernel, m={m}");
+        }
+        for &threads in threads_for(m) {
+            check_static(&layer, c, m, threads, what);
+            check_dynamic(&per_tensor, t, m, threads, what);
+            check_dynamic(&per_row, t, m, threads, what);
+        }
+    }
+}
+
+fn auto_unset() -> bool {
+    std::env::var(BACKEND_ENV).map_or(true, |v| v.trim().is_empty() || v.trim() == "auto")
+}
+
+#[test]
+fn every_backend_every_m_matches_the_reference_and_names_its_kernel() {
+    let t = case(0x6b5e7);
+    let w = weight(&t.c);
+    let mut backends = vec![Backend::Auto];
+    backends.extend(available_backends());
+    for b in backends {
+        let packed = PackedWeights::new(&w, b).expect("pack");
+        let names = packed.kernel_names();
+        let what = format!("backend {b} ({names:?})");
+        if b != Backend::Reference && (b != Backend::Auto || auto_unset()) {
+            let primary = desc(packed.kernel_name());
+            for n in &names {
+                let k = desc(n);
+                assert_eq!(k.layout, primary.layout, "{what}: {n} has another layout");
+                if b != Backend::Auto {
+                    assert_eq!(packed.backend(), b, "{what}");
+                    assert_eq!(
+                        n.split('/').next(),
+                        Some(b.name()),
+                        "{what}: {n} is not a {b} kernel"
+                    );
+                }
+            }
+        }
+        check_all_m(&t, &packed, b, None, &what);
+    }
+}
+
+/// On a CPU with AVX-512 VNNI, Auto (and the forced backend) run the GEMV kernel for
+/// M = 1 and the GEMM kernel for every other M, on one packing.
+#[test]
+fn avx512vnni_splits_m_between_gemv_and_gemm() {
+    if !available_backends().contains(&Backend::Avx512Vnni) {
+        assert!(
+            !cpu_has_isa("avx512vnni/"),
+            "this CPU has AVX-512 VNNI but the backend is unavailable"
+        );
+        eprintln!("SKIP avx512vnni_splits_m_between_gemv_and_gemm: no AVX-512 VNNI here");
+        return;
+    }
+    let w = weight(&case(7).c);
+    let mut choices = vec![Backend::Avx512Vnni];
+    if auto_unset() {
+        choices.push(Backend::Auto);
+    }
+    for b in choices {
+        let p = PackedWeights::new(&w, b).unwrap();
+        assert_eq!(p.kernel_name(), "avx512vnni/gemm_8x32c4", "{b}");
+        assert_eq!(
+            p.kernel_names(),
+            ["avx512vnni/gemm_8x32c4", "avx512vnni/gemv_1x32c4"],
+            "{b}"
+        );
+        assert_eq!(p.kernel_name_for(1), "avx512vnni/gemv_1x32c4", "{b}");
+        for m in [2, 3, 8, 9, 64, 130, 4096] {
+            assert_eq!(p.kernel_name_for(m), "avx512vnni/gemm_8x32c4", "{b} m={m}");
+        }
+    }
+    // Another backend's set never includes them.
+    if available_backends().contains(&Backend::Avx2) {
+        let p = PackedWeights::new(&w, Backend::Avx2).unwrap();
+        assert_eq!(p.kernel_names(), ["avx2/gemm_6x8c4"]);
+        assert_eq!(p.kernel_name_for(1), "avx2/gemm_6x8c4");
+    }
+}
+
+#[test]
+fn forcing_each_registered_kernel_runs_it_for_every_m() {
+    let t = case(0xf0ced);
+    let w = weight(&t.c);
+    let mut ran = 0;
+    for k in compiled_kernels() {
+        if !(k.is_supported)() {
+            assert!(
+                !cpu_has_isa(k.name),
+                "this CPU has the ISA of {} but the kernel is not supported: it did not run",
+                k.name
+            );
+            assert!(
+                !required(k.name),
+                "QLINEAR_REQUIRE lists the ISA of {}, which this CPU lacks",
+                k.name
+            );
+            let err = pack_for_kernel(&w, k.name).unwrap_err();
+            assert!(err.contains("not supported"), "{err}");
+            eprintln!("SKIP {}: not supported on this CPU", k.name);
+            continue;
+        }
+        let packed = pack_for_kernel(&w, k.name).expect("supported kernel");
+        assert_eq!(packed.kernel_name(), k.name);
+        assert_eq!(packed.kernel_names(), [k.name]);
+        check_all_m(&t, &packed, Backend::Auto, Some(k.name), k.name);
+        ran += 1;
+    }
+    assert_eq!(
+        ran,
+        compiled_kernels().filter(|k| (k.is_supported)()).count()
+    );
+    // Unknown names list the registered ones.
+    let err = pack_for_kernel(&w, "sse9/gemm_1x1c1").unwrap_err();
+    assert!(err.contains("unknown kernel"), "{err}");
+    for k in compiled_kernels() {
+        assert!(err.contains(k.name), "{err} does not list {}", k.name);
+    }
+}
+
+/// A forced kernel's packing given its own backend again gets that backend's whole set
+/// (same bytes, no repack).
+#[test]
+fn naming_the_backend_of_a_forced_packing_restores_its_set() {
+    let w = weight(&case(3).c);
+    for k in compiled_kernels().filter(|k| (k.is_supported)()) {
+        let forced = pack_for_kernel(&w, k.name).unwrap();
+        let b = forced.backend();
+        let layer = DynamicLinear::from_packed(forced.clone())
+            .backend(b)
+            .build()
+            .unwrap();
+        let set = PackedWeights::new(&w, b).unwrap();
+        let mut want = set.kernel_names();
+        want.sort_unstable();
+        let mut got = layer.packed().kernel_names();
+        got.sort_unstable();
+        assert_eq!(got, want, "{}", k.name);
+        assert_eq!(layer.kernel_name(), k.name, "the primary stays");
+        assert_eq!(layer.weight(), w);
+    }
+}
+
+#[test]
+fn a_saved_packing_loads_for_every_backend() {
+    let t = case(0x10ad);
+    let w = weight(&t.c);
+    let mut sources = vec![PackedWeights::new(&w, Backend::Auto).unwrap()];
+    sources.extend(
+        compiled_kernels()
+            .filter(|k| (k.is_supported)())
+            .map(|k| pack_for_kernel(&w, k.name).unwrap()),
+    );
+    let mut backends = vec![Backend::Auto];
+    backends.extend(available_backends());
+    for src in &sources {
+        let bytes = src.to_bytes();
+        for &b in &backends {
+            let (p, report) = PackedWeights::from_bytes_for(&bytes, b).expect("load");
+            let what = format!(
+                "{} loaded for {b} ({:?})",
+                src.kernel_name(),
+                p.kernel_names()
+            );
+            assert_eq!(report.repacked, p.layout() != src.layout(), "{what}");
+            assert_eq!(p.unpack(), w, "{what}");
+            if b != Backend::Auto {
+                assert_eq!(p.backend(), b, "{what}");
+                let fresh = PackedWeights::new(&w, b).unwrap();
+                assert_eq!(p.kernel_names(), fresh.kernel_names(), "{what}");
+            }
+            check_all_m(&t, &p, Backend::Auto, None, &what);
+        }
+    }
+}
