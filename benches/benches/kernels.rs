@@ -9,10 +9,7 @@ use qlinear_benches::*;
 
 fn kernels(c: &mut Criterion) {
     for desc in qlinear::unstable::compiled_kernels().filter(|d| (d.is_supported)()) {
-        let backend: Backend = match desc.backend.parse() {
-            Ok(b) => b,
-            Err(_) => continue,
-        };
+        let backend = Backend::from_isa(desc.isa);
         let mut group = c.benchmark_group(desc.name);
         group
             .sample_size(SAMPLE_SIZE)

@@ -75,6 +75,7 @@
 //! every output element is a function of its own row and column only, any split gives
 //! identical bits.
 
+pub use crate::isa::Isa;
 use crate::params::{ActQParams, Profile, Result, WeightQParams};
 use crate::MatRef;
 use crate::{cvt, relu_f32};
@@ -247,8 +248,9 @@ pub type PackPanelFn =
 pub struct KernelDesc {
     /// `"<isa>/gemm_<MR>x<NR>c<KR>"`, the one name used in tests, benches and logs.
     pub name: &'static str,
-    /// The backend (ISA family) name a user selects: `avx512vnni`, `neondot`, ...
-    pub backend: &'static str,
+    /// The instruction set it needs (typed; [`Isa::name`] is the backend name a user
+    /// selects, `avx512vnni`, `neondot`, ...). Its detection is the ISA table's entry.
+    pub isa: Isa,
     /// Rows of the register tile.
     pub mr: usize,
     /// Packed weight layout (`nr`, `kr`).
