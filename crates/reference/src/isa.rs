@@ -21,6 +21,12 @@
 //! `kernel_registry!`). `Backend`, `qlinear info`, the bench's probes, the error texts
 //! and the generated tests follow.
 //!
+//! The dynamic-input helpers (`min_max`, `quantize`) stay on each
+//! [`KernelDesc`](crate::contract::KernelDesc), where the driver calls them: on x86,
+//! `kernel_descriptor!` instantiates the portable loops under the table entry's feature
+//! list, so a new ISA gets vectorized helpers with no extra line; on aarch64 the
+//! portable loops already vectorize with baseline NEON.
+//!
 //! ## Why detection is a function
 //!
 //! A feature-string check is not enough for every ISA. AMX, for example, is usable only
