@@ -67,11 +67,28 @@ impl Arch {
         }
     }
 
-    fn from_target_arch(s: &str) -> Arch {
-        match s.as_bytes() {
-            b"x86_64" => Arch::X86_64,
-            b"aarch64" => Arch::Aarch64,
-            _ => panic!("for_each_isa!: unknown target_arch"),
+    /// The architecture spelled `s` (a `target_arch` value), evaluated at compile time
+    /// for every line of [`for_each_isa!`](crate::for_each_isa).
+    const fn from_target_arch(s: &str) -> Arch {
+        const fn eq(a: &[u8], b: &[u8]) -> bool {
+            if a.len() != b.len() {
+                return false;
+            }
+            let mut i = 0;
+            while i < a.len() {
+                if a[i] != b[i] {
+                    return false;
+                }
+                i += 1;
+            }
+            true
+        }
+        if eq(s.as_bytes(), b"x86_64") {
+            Arch::X86_64
+        } else if eq(s.as_bytes(), b"aarch64") {
+            Arch::Aarch64
+        } else {
+            panic!("for_each_isa!: unknown target_arch")
         }
     }
 }
@@ -129,9 +146,12 @@ macro_rules! define_isa {
             }
 
             /// The architecture whose builds compile its kernels.
-            pub fn arch(self) -> Arch {
+            pub const fn arch(self) -> Arch {
                 match self {
-                    $(Isa::$variant => Arch::from_target_arch($arch),)+
+                    $(Isa::$variant => {
+                        const ARCH: Arch = Arch::from_target_arch($arch);
+                        ARCH
+                    })+
                 }
             }
         }
@@ -143,11 +163,9 @@ for_each_isa!(define_isa);
 impl Isa {
     /// Auto's preference: 0 is tried first (the ISA's position in
     /// [`for_each_isa!`](crate::for_each_isa)).
-    pub fn rank(self) -> usize {
-        Isa::ALL
-            .iter()
-            .position(|&i| i == self)
-            .expect("every Isa is in Isa::ALL")
+    pub const fn rank(self) -> usize {
+        // Variants are declared in list order, so the discriminant is the position.
+        self as usize
     }
 
     /// The ISA called `name` (exact, lowercase), if any.
