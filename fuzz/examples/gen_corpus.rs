@@ -104,7 +104,7 @@ fn layouts() -> Vec<(&'static str, PackedLayout, Option<Backend>)> {
         Some(Backend::Reference),
     )];
     for d in compiled_kernels() {
-        let b: Backend = d.backend.parse().expect("kernel backend name");
+        let b = Backend::from_isa(d.isa);
         v.push((d.name, d.layout, available.contains(&b).then_some(b)));
     }
     v

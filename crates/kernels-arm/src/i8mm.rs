@@ -82,12 +82,12 @@ const _: () = assert!(LIVE_REGS == 28 && LIVE_REGS <= 32);
 const _: () = assert!(NR * KR == 128 && MR & 1 == 0);
 const _: () = assert!(255 * 128 * (qlinear_reference::K_LIMIT as i64) < i32::MAX as i64);
 
-entry_points!(["neon", "i8mm"], gemm);
+entry_points!(I8mm, ["neon", "i8mm"], gemm);
 
 /// The descriptor of this kernel.
 pub const DESC: KernelDesc = KernelDesc {
     name: NAME,
-    backend: "i8mm",
+    isa: qlinear_reference::contract::Isa::I8mm,
     mr: MR,
     layout: PackedLayout { nr: NR, kr: KR },
     m_pref: MPreference::ALL,

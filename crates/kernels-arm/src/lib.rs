@@ -16,28 +16,80 @@
 //! The crate is empty on other architectures: [`kernels`] returns an empty slice.
 //!
 //! Every source file is ordinary Rust that `cargo fmt` formats: the kernel modules are
-//! plain `pub mod` items (aarch64 only). Each kernel file's `entry_points!` call takes its
-//! feature list once (e.g. `["neon", "dotprod"]`) and generates from it both the
-//! `#[target_feature]` entry points `gemm_u8` / `gemm_f32` and `is_supported`'s
-//! `is_aarch64_feature_detected!` checks, so the two cannot disagree; the rest of the
-//! kernel is `#[inline(always)]` code inlined into those entry points.
+//! plain `pub mod` items (aarch64 only). Each kernel file's `entry_points!` call names its
+//! [`Isa`](qlinear_reference::contract::Isa) and takes its feature list once (e.g.
+//! `entry_points!(NeonDot, ["neon", "dotprod"], gemm)`): it generates the
+//! `#[target_feature]` entry points `gemm_u8` / `gemm_f32`, asserts at compile time that
+//! the list equals the ISA's table entry (`isa`, private: the aarch64 half of the ISA
+//! table, [`isas`]) and makes `is_supported` that entry's detection, so the three cannot
+//! disagree; the rest of the kernel is `#[inline(always)]` code inlined into those entry
+//! points.
 //!
-//! Adding a kernel: a new file (its `DESC`, an `entry_points!` call and the body it
-//! names), its `pub mod` line in this file, and one name in the `kernel_registry!`
-//! invocation below, which builds the kernel table and the per-kernel tests.
+//! Adding a kernel of an existing ISA: a new file (its `DESC` with `isa`, an
+//! `entry_points!` call and the body it names), its `pub mod` line in this file, and one
+//! name in the `kernel_registry!` invocation below, which builds the kernel table and the
+//! per-kernel tests.
+//!
+//! A new ISA (SVE, SME) touches exactly: one line in
+//! [`qlinear_reference::for_each_isa!`] (name, rank, architecture, `Backend` variant,
+//! error texts and API tests follow), one [`IsaDesc`] entry in `isa`'s `TABLE` (feature
+//! list, `detect` returning the reason, peak probe; a new feature name also gets its line
+//! in `isa::detected`), and its kernel file with the lines above. `qlinear info`, the
+//! bench's probes and the generated tests pick it up from there.
 #![cfg_attr(not(target_arch = "aarch64"), allow(unused))]
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 use qlinear_reference::contract::KernelDesc;
+use qlinear_reference::isa::IsaDesc;
+
+/// Whether this CPU has the aarch64 target feature `feature` (one of the names in
+/// [`isas()`]' feature lists), or `None` for a name this crate does not detect (every
+/// name on other architectures).
+pub fn feature_detected(feature: &str) -> Option<bool> {
+    #[cfg(target_arch = "aarch64")]
+    {
+        isa::TABLE
+            .iter()
+            .any(|e| e.features.split(',').any(|f| f == feature))
+            .then(|| isa::detected(feature))
+    }
+    #[cfg(not(target_arch = "aarch64"))]
+    {
+        let _ = feature;
+        None
+    }
+}
+
+/// The aarch64 half of the ISA table (one [`IsaDesc`] per aarch64 ISA, best first:
+/// feature list, detection with its reason, peak probe). Empty on other architectures.
+pub fn isas() -> &'static [IsaDesc] {
+    #[cfg(target_arch = "aarch64")]
+    {
+        isa::TABLE
+    }
+    #[cfg(not(target_arch = "aarch64"))]
+    {
+        &[]
+    }
+}
 
 /// Generates a kernel module's two entry points and its runtime check from one feature
 /// list, so `#[target_feature]` and `is_aarch64_feature_detected!` can never disagree.
 ///
-/// `entry_points!(["neon", "dotprod"], body)` expects `body<E: Epilogue>(&GemmArgs<E::Out>,
-/// &E)` in scope, an `#[inline(always)] unsafe fn`.
+/// `entry_points!(NeonDot, ["neon", "dotprod"], body)` asserts at compile time that the
+/// list is the `NeonDot` ISA table entry's (`isa.rs`), and expects
+/// `body<E: Epilogue>(&GemmArgs<E::Out>, &E)` in scope, an `#[inline(always)] unsafe fn`.
 #[cfg(target_arch = "aarch64")]
 macro_rules! entry_points {
-    ([$($feature:tt),+], $body:ident) => {
+    ($isa:ident, [$($feature:tt),+], $body:ident) => {
+        const _: () = assert!(
+            $crate::isa::same_list(
+                &[$($feature),+],
+                $crate::isa::entry(qlinear_reference::contract::Isa::$isa).features
+            ),
+            "the entry points' features differ from the ISA table entry's"
+        );
+
         /// Static (u8 output) entry point.
         ///
         /// # Safety
@@ -65,16 +117,20 @@ macro_rules! entry_points {
             unsafe { $body(args, epi) }
         }
 
-        /// Whether this CPU has every feature the entry points are compiled for
-        /// (std caches the detection).
+        /// Whether this CPU has every feature the entry points are compiled for: the
+        /// ISA table entry's detection (std caches it).
         pub fn is_supported() -> bool {
-            true $(&& std::arch::is_aarch64_feature_detected!($feature))+
+            ($crate::isa::entry(qlinear_reference::contract::Isa::$isa).detect)().is_ok()
         }
     };
 }
 
 #[cfg(target_arch = "aarch64")]
 mod common;
+#[cfg(target_arch = "aarch64")]
+mod isa;
+#[cfg(target_arch = "aarch64")]
+mod peak;
 #[cfg(all(test, target_arch = "aarch64"))]
 mod testing;
 

@@ -74,12 +74,12 @@ const _: () = assert!(
         && 255 * 128 * (qlinear_reference::K_LIMIT as i64) < i32::MAX as i64
 );
 
-entry_points!(["neon"], gemm);
+entry_points!(Neon, ["neon"], gemm);
 
 /// The descriptor of this kernel.
 pub const DESC: KernelDesc = KernelDesc {
     name: NAME,
-    backend: "neon",
+    isa: qlinear_reference::contract::Isa::Neon,
     mr: MR,
     layout: PackedLayout { nr: NR, kr: KR },
     m_pref: MPreference::ALL,

@@ -89,12 +89,12 @@ const _: () = assert!(NR * KR == 64 && MR <= 4);
 const FLIPPED_BOUND: i64 = 128 * 128 * qlinear_reference::K_LIMIT as i64;
 const _: () = assert!(FLIPPED_BOUND < i32::MAX as i64);
 
-entry_points!(["neon", "dotprod"], gemm);
+entry_points!(NeonDot, ["neon", "dotprod"], gemm);
 
 /// The descriptor of this kernel.
 pub const DESC: KernelDesc = KernelDesc {
     name: NAME,
-    backend: "neondot",
+    isa: qlinear_reference::contract::Isa::NeonDot,
     mr: MR,
     layout: PackedLayout { nr: NR, kr: KR },
     m_pref: MPreference::ALL,

@@ -33,7 +33,7 @@ fn available(d: &KernelDesc) -> bool {
     assert!(
         !required
             .split(',')
-            .any(|b| b.trim() == d.backend || b.trim() == "all"),
+            .any(|b| b.trim() == d.isa.name() || b.trim() == "all"),
         "{} is required by QLINEAR_REQUIRE but this CPU lacks it",
         d.name
     );
@@ -361,10 +361,7 @@ fn check_per_row(d: &KernelDesc, c: &StaticCase, split: Split, extra_stride: usi
 const WHOLE: Split = Split { row: 0, panel: 0 };
 
 pub(crate) fn descriptor(d: &KernelDesc) {
-    let name = format!(
-        "{}/gemm_{}x{}c{}",
-        d.backend, d.mr, d.layout.nr, d.layout.kr
-    );
+    let name = format!("{}/gemm_{}x{}c{}", d.isa, d.mr, d.layout.nr, d.layout.kr);
     assert_eq!(d.name, name);
     assert!(crate::kernels().iter().any(|k| k.name == d.name));
 }

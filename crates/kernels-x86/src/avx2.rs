@@ -64,7 +64,7 @@ kernel_descriptor! {
     #[target_feature(enable = "avx2,fma")]
     features: crate::isa::AVX2,
     name: "avx2/gemm_6x8c4",
-    backend: "avx2",
+    isa: Avx2,
     mr: MR,
     nr: NR,
     kr: KR,

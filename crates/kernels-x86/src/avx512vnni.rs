@@ -76,7 +76,7 @@ kernel_descriptor! {
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
     features: crate::isa::AVX512VNNI,
     name: "avx512vnni/gemm_8x32c4",
-    backend: "avx512vnni",
+    isa: Avx512Vnni,
     mr: MR,
     nr: NR,
     kr: KR,

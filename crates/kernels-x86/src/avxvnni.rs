@@ -54,7 +54,7 @@ kernel_descriptor! {
     #[target_feature(enable = "avx2,fma,avxvnni")]
     features: crate::isa::AVXVNNI,
     name: "avxvnni/gemm_6x16c4",
-    backend: "avxvnni",
+    isa: AvxVnni,
     mr: MR,
     nr: NR,
     kr: KR,

@@ -1,23 +1,151 @@
-//! The feature list of each ISA, written once, and its runtime detection.
+//! The x86 half of the ISA table: one [`IsaDesc`] entry per x86 ISA in [`TABLE`] (its
+//! target-feature list, its runtime detection with the CPU / OS reason, its `qlinear
+//! bench` peak probe). Names, ranks and the `Isa` variants come from
+//! [`qlinear_reference::for_each_isa!`]; see [`qlinear_reference::isa`].
 //!
-//! Each ISA's list is one `const` string below ([`AVX512VNNI`], [`AVXVNNI`], [`AVX2`]),
-//! comma separated as `#[target_feature(enable = "...")]` takes it. The kernel code is
-//! plain Rust items: every `unsafe fn` compiled for an ISA carries
-//! `#[target_feature(enable = "<that ISA's list>")]`, spelled out in its file (an
-//! attribute cannot name a `const`). Two checks keep those copies equal to the lists:
+//! Each ISA's feature list is one `const` string below ([`AVX512VNNI`], [`AVXVNNI`],
+//! [`AVX2`]), comma separated as `#[target_feature(enable = "...")]` takes it, and its
+//! table entry refers to it. The kernel code is plain Rust items: every `unsafe fn`
+//! compiled for an ISA carries `#[target_feature(enable = "<that ISA's list>")]`, spelled
+//! out in its file (an attribute cannot name a `const`). Two checks keep those copies
+//! equal to the lists:
 //!
 //! * the unit test `isa::tests::target_features_match_the_isa_lists` reads each file with
 //!   `include_str!` and compares every `#[target_feature(enable = "...")]` string in it
-//!   with the list of that file's ISA (`avx512vnni.rs`, `avxvnni.rs`, `avx2.rs`, and the
-//!   AVX2 helpers `epilogue256.rs` and `pack.rs`); a second test fails for a source file
-//!   with `#[target_feature` attributes that the first one does not know;
-//! * [`kernel_descriptor!`] takes the attribute and the list, and asserts at compile
-//!   time that they are equal.
+//!   with the list of that file's ISA entry: every kernel file registered in
+//!   `kernel_registry!` (which passes its source and its `KERNEL.isa`), plus the helpers
+//!   `epilogue256.rs` and `pack.rs` (AVX2) and `peak.rs` (whose loops belong to three
+//!   entries); a second test fails for a source file with `#[target_feature` attributes
+//!   that the first one does not know;
+//! * [`kernel_descriptor!`] takes the attribute, the list and the ISA, and asserts at
+//!   compile time that the attribute equals the list and the list equals the ISA's table
+//!   entry.
 //!
-//! The runtime check ([`detect`]) maps each name of a list to its
-//! `is_x86_feature_detected!` (which needs a literal); a name it does not know panics,
-//! which the unit test `isa::tests::every_listed_feature_is_detectable` (and every
-//! kernel test, through `is_supported`) turns into a test failure.
+//! The runtime check ([`detect_features`]) first reads the OS-enabled register state
+//! (XCR0, through `xgetbv` once `CPUID.1:ECX.OSXSAVE` says the OS uses XSAVE), then maps
+//! each name of a list to its `is_x86_feature_detected!` (which needs a literal); a name
+//! it does not know panics, which the unit test
+//! `isa::tests::every_listed_feature_is_detectable` (and every kernel test, through
+//! `is_supported`) turns into a test failure. A kernel's `is_supported` *is* its table
+//! entry's detection.
+//!
+//! An AMX entry's `detect` would check CPUID.(7,0):EDX bits 24/25, XCR0 bits 17/18
+//! ([`XCR0_AMX`]) and request `ARCH_REQ_XCOMP_PERM` once per process; nothing else in
+//! this file changes for it.
+
+use qlinear_reference::contract::Isa;
+use qlinear_reference::isa::{IsaDesc, PeakProbe};
+
+use crate::peak;
+
+/// The x86 ISA table: one entry per x86 ISA, best first.
+pub(crate) const TABLE: &[IsaDesc] = &[
+    IsaDesc {
+        isa: Isa::Avx512Vnni,
+        features: AVX512VNNI,
+        detect: || detect_features(AVX512VNNI, XCR0_AVX512, "AVX-512"),
+        peak: Some(PeakProbe {
+            instruction: "vpdpbusd zmm",
+            macs_per_instr: 64,
+            run: peak::vpdpbusd_zmm,
+        }),
+    },
+    IsaDesc {
+        isa: Isa::AvxVnni,
+        features: AVXVNNI,
+        detect: || detect_features(AVXVNNI, XCR0_AVX, "AVX"),
+        peak: Some(PeakProbe {
+            instruction: "vpdpbusd ymm (VEX)",
+            macs_per_instr: 32,
+            run: peak::vpdpbusd_ymm,
+        }),
+    },
+    IsaDesc {
+        isa: Isa::Avx2,
+        features: AVX2,
+        detect: || detect_features(AVX2, XCR0_AVX, "AVX"),
+        peak: Some(PeakProbe {
+            instruction: "vpmaddwd ymm + vpaddd ymm",
+            macs_per_instr: 16,
+            run: peak::vpmaddwd_ymm,
+        }),
+    },
+];
+
+/// The table entry of `isa`, usable in constants.
+///
+/// # Panics
+/// When `isa` has no x86 entry (at compile time when evaluated in a constant).
+pub(crate) const fn entry(isa: Isa) -> &'static IsaDesc {
+    let mut i = 0;
+    while i < TABLE.len() {
+        if TABLE[i].isa as u8 == isa as u8 {
+            return &TABLE[i];
+        }
+        i += 1;
+    }
+    panic!("no x86 ISA table entry for this Isa")
+}
+
+/// XCR0 bits of the SSE and AVX (YMM) register state.
+pub(crate) const XCR0_AVX: u64 = 0b110;
+/// XCR0 bits of the AVX-512 state: SSE, AVX, opmask, ZMM_Hi256, Hi16_ZMM.
+pub(crate) const XCR0_AVX512: u64 = 0b1110_0110;
+/// XCR0 bits of the AMX state: XTILECFG (17) and XTILEDATA (18), for an AMX entry.
+#[allow(dead_code)]
+pub(crate) const XCR0_AMX: u64 = (1 << 17) | (1 << 18);
+
+/// The OS-enabled register state (XCR0), or `None` when the OS does not use XSAVE
+/// (`CPUID.1:ECX.OSXSAVE = 0`: then no AVX state is enabled at all).
+pub(crate) fn xcr0() -> Option<u64> {
+    if std::arch::x86_64::__cpuid(1).ecx & (1 << 27) == 0 {
+        return None;
+    }
+    // SAFETY: OSXSAVE = 1 means the CPU has XSAVE and the OS set CR4.OSXSAVE, which is
+    // exactly when `xgetbv` may execute.
+    Some(unsafe { xgetbv0() })
+}
+
+/// # Safety
+/// The CPU supports XSAVE and the OS enabled it (`CPUID.1:ECX.OSXSAVE`).
+#[target_feature(enable = "xsave")]
+unsafe fn xgetbv0() -> u64 {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { std::arch::x86_64::_xgetbv(0) }
+}
+
+/// Detection for an ISA that is a feature list plus an OS register state: `Ok` when every
+/// feature of `features` is present (std's detection, cached), else the reason: the
+/// missing features, and whether the OS has enabled the XCR0 bits `state` (`name`ing
+/// that state) that they need.
+///
+/// # Panics
+/// On a feature name [`detected`] does not know (a bug the unit tests catch).
+pub(crate) fn detect_features(features: &str, state: u64, name: &str) -> Result<(), String> {
+    let missing: Vec<&str> = features.split(',').filter(|f| !detected(f)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    // Miri cannot execute `cpuid` / `xgetbv`; its feature detection is the build's
+    // target features, so "the CPU lacks" them is the whole story there.
+    let os = if cfg!(miri) { Some(state) } else { xcr0() };
+    Err(explain(&missing, os, state, name))
+}
+
+/// The reason for [`detect_features`]: `missing` features, given the OS state `xcr0`.
+fn explain(missing: &[&str], xcr0: Option<u64>, state: u64, name: &str) -> String {
+    let missing = missing.join(", ");
+    match xcr0 {
+        None => format!(
+            "CPU lacks {missing}, or the OS has not enabled XSAVE (CPUID.1:ECX.OSXSAVE = 0)"
+        ),
+        Some(x) if x & state != state => format!(
+            "CPU lacks {missing}, or the OS has not enabled the {name} register state \
+             (XCR0 = {x:#x}, needs bits {state:#x})"
+        ),
+        Some(_) => format!("CPU lacks {missing}"),
+    }
+}
 
 /// AVX-512 VNNI kernels: 512-bit `vpdpbusd`, byte/word masks (BW, VL) for tails.
 pub(crate) const AVX512VNNI: &str = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma";
@@ -29,17 +157,8 @@ pub(crate) const AVXVNNI: &str = "avx2,fma,avxvnni";
 /// AVX2 helpers every kernel shares (`epilogue256`, `pack`).
 pub(crate) const AVX2: &str = "avx2,fma";
 
-/// True when the CPU has every feature of `features`, a comma-separated list such as
-/// [`AVX2`] (std caches the detection).
-///
-/// # Panics
-/// On a feature name this function does not know (a bug the unit tests catch).
-pub(crate) fn detect(features: &str) -> bool {
-    features.split(',').all(detected)
-}
-
 /// Runtime detection of one feature of the lists above.
-fn detected(feature: &str) -> bool {
+pub(crate) fn detected(feature: &str) -> bool {
     match feature {
         "avx512f" => std::arch::is_x86_feature_detected!("avx512f"),
         "avx512bw" => std::arch::is_x86_feature_detected!("avx512bw"),
@@ -69,7 +188,7 @@ pub(crate) const fn same_str(a: &str, b: &str) -> bool {
 }
 
 /// The parts every x86 kernel file has in common: its [`KernelDesc`] static, the runtime
-/// check ([`detect`] of the ISA's list), and the dynamic-input helpers (the portable loops
+/// check (its ISA's table entry's detection), and the dynamic-input helpers (the portable loops
 /// of `qlinear_reference::activation` instantiated under the ISA's target features, so
 /// they vectorize for it). The file provides `gemm_u8` and `gemm_f32`.
 ///
@@ -77,15 +196,15 @@ pub(crate) const fn same_str(a: &str, b: &str) -> bool {
 /// kernel_descriptor! {
 ///     #[target_feature(enable = "avx2,fma")]
 ///     features: crate::isa::AVX2,
-///     name: "avx2/gemm_6x8c4", backend: "avx2", mr: MR, nr: NR, kr: KR,
+///     name: "avx2/gemm_6x8c4", isa: Avx2, mr: MR, nr: NR, kr: KR,
 /// }
 /// ```
 ///
 /// An optional last argument `m_pref: MPreference { .. }` sets the row counts the kernel
 /// is picked for among kernels of its layout (default `MPreference::ALL`).
 ///
-/// The attribute goes on the generated helpers; a compile-time assertion checks that its
-/// string equals `features`.
+/// The attribute goes on the generated helpers; compile-time assertions check that its
+/// string equals `features` and that `features` is the list of `isa`'s table entry.
 ///
 /// [`KernelDesc`]: qlinear_reference::contract::KernelDesc
 macro_rules! kernel_descriptor {
@@ -93,7 +212,7 @@ macro_rules! kernel_descriptor {
         #[target_feature(enable = $enable:literal)]
         features: $features:path,
         name: $name:literal,
-        backend: $backend:literal,
+        isa: $isa:ident,
         mr: $mr:expr,
         nr: $nr:expr,
         kr: $kr:expr
@@ -103,12 +222,19 @@ macro_rules! kernel_descriptor {
             $crate::isa::same_str($enable, $features),
             "the #[target_feature] string differs from the ISA's feature list"
         );
+        const _: () = assert!(
+            $crate::isa::same_str(
+                $features,
+                $crate::isa::entry(qlinear_reference::contract::Isa::$isa).features
+            ),
+            "the feature list differs from the ISA table entry's"
+        );
 
         /// The kernel descriptor.
         pub static KERNEL: qlinear_reference::contract::KernelDesc =
             qlinear_reference::contract::KernelDesc {
                 name: $name,
-                backend: $backend,
+                isa: qlinear_reference::contract::Isa::$isa,
                 mr: $mr,
                 layout: qlinear_reference::contract::PackedLayout { nr: $nr, kr: $kr },
                 m_pref: {
@@ -126,7 +252,7 @@ macro_rules! kernel_descriptor {
             };
 
         fn is_supported() -> bool {
-            $crate::isa::detect($features)
+            ($crate::isa::entry(qlinear_reference::contract::Isa::$isa).detect)().is_ok()
         }
 
         /// The dynamic input's range check, vectorized for this ISA.
@@ -179,19 +305,32 @@ pub(crate) use kernel_descriptor;
 mod tests {
     use super::*;
 
-    /// Every source file with `#[target_feature]` attributes, and its ISA's list.
-    const SOURCES: &[(&str, &str, &str)] = &[
-        ("avx512vnni.rs", include_str!("avx512vnni.rs"), AVX512VNNI),
+    /// Every helper file with `#[target_feature]` attributes, and the ISAs whose table
+    /// entries' lists its attributes may use. Kernel files come from `kernel_registry!`
+    /// ([`sources`]), each with exactly its own ISA.
+    const HELPERS: &[(&str, &str, &[Isa])] = &[
         (
-            "avx512vnni_gemv.rs",
-            include_str!("avx512vnni_gemv.rs"),
-            AVX512VNNI,
+            "epilogue256.rs",
+            include_str!("epilogue256.rs"),
+            &[Isa::Avx2],
         ),
-        ("avxvnni.rs", include_str!("avxvnni.rs"), AVXVNNI),
-        ("avx2.rs", include_str!("avx2.rs"), AVX2),
-        ("epilogue256.rs", include_str!("epilogue256.rs"), AVX2),
-        ("pack.rs", include_str!("pack.rs"), AVX2),
+        ("pack.rs", include_str!("pack.rs"), &[Isa::Avx2]),
+        (
+            "peak.rs",
+            include_str!("peak.rs"),
+            &[Isa::Avx512Vnni, Isa::AvxVnni, Isa::Avx2],
+        ),
     ];
+
+    /// Every source file with `#[target_feature]` attributes: the registered kernel files
+    /// and [`HELPERS`].
+    fn sources() -> Vec<(&'static str, &'static str, Vec<Isa>)> {
+        crate::KERNEL_SOURCES
+            .iter()
+            .map(|&(file, src, isa)| (file, src, vec![isa]))
+            .chain(HELPERS.iter().map(|&(f, s, i)| (f, s, i.to_vec())))
+            .collect()
+    }
 
     /// The attribute as `cargo fmt` writes it, up to its string.
     const ATTR: &str = "#[target_feature(enable = \"";
@@ -216,7 +355,10 @@ mod tests {
 
     #[test]
     fn target_features_match_the_isa_lists() {
-        for &(file, src, features) in SOURCES {
+        let sources = sources();
+        assert!(sources.len() > HELPERS.len(), "no kernel files registered");
+        for (file, src, isas) in sources {
+            let lists: Vec<&str> = isas.iter().map(|&i| entry(i).features).collect();
             let src = &code(src);
             let found = enabled(src);
             assert!(!found.is_empty(), "{file}: no {ATTR}...\")]");
@@ -227,9 +369,9 @@ mod tests {
                 "{file}: a target_feature attribute not written as {ATTR}...\")]"
             );
             for enable in found {
-                assert_eq!(
-                    enable, features,
-                    "{file}: #[target_feature] differs from its ISA list"
+                assert!(
+                    lists.contains(&enable),
+                    "{file}: #[target_feature(enable = {enable:?})] is not the list of {isas:?}"
                 );
             }
         }
@@ -252,8 +394,9 @@ mod tests {
             let src = std::fs::read_to_string(&path).expect("read source file");
             if code(&src).contains("target_feature(") {
                 assert!(
-                    SOURCES.iter().any(|&(file, _, _)| file == name),
-                    "{name} has #[target_feature] attributes: add it to isa::tests::SOURCES"
+                    sources().iter().any(|(file, _, _)| *file == name),
+                    "{name} has #[target_feature] attributes: register it in kernel_registry! \
+                     (a kernel) or add it to isa::tests::HELPERS"
                 );
             }
         }
@@ -261,13 +404,14 @@ mod tests {
 
     #[test]
     fn every_listed_feature_is_detectable() {
-        for features in [AVX512VNNI, AVXVNNI, AVX2] {
+        for e in TABLE {
+            let features = e.features;
             assert!(
                 !features.is_empty() && !features.contains(' '),
                 "{features:?}"
             );
             // Panics on a name `detected` does not map.
-            detect(features);
+            let _ = (e.detect)();
             for feature in features.split(',') {
                 detected(feature);
             }
@@ -275,8 +419,84 @@ mod tests {
     }
 
     #[test]
+    fn table_is_x86_best_first_and_complete() {
+        let x86: Vec<Isa> = Isa::ALL
+            .iter()
+            .copied()
+            .filter(|i| i.arch() == qlinear_reference::isa::Arch::X86_64)
+            .collect();
+        let table: Vec<Isa> = TABLE.iter().map(|e| e.isa).collect();
+        assert_eq!(table, x86, "one entry per x86 Isa, in rank order");
+        for &isa in &x86 {
+            assert_eq!(entry(isa).isa, isa);
+        }
+    }
+
+    #[test]
+    fn detection_agrees_with_std_and_gives_reasons() {
+        use std::arch::is_x86_feature_detected as has;
+        // An independent statement of each entry's requirement.
+        let expect = |isa: Isa| match isa {
+            Isa::Avx512Vnni => {
+                has!("avx512f")
+                    && has!("avx512bw")
+                    && has!("avx512vl")
+                    && has!("avx512vnni")
+                    && has!("avx2")
+                    && has!("fma")
+            }
+            Isa::AvxVnni => has!("avx2") && has!("fma") && has!("avxvnni"),
+            Isa::Avx2 => has!("avx2") && has!("fma"),
+            other => panic!("no independent check for {other}"),
+        };
+        for e in TABLE {
+            match e.available() {
+                Ok(()) => assert!(expect(e.isa), "{}", e.isa),
+                Err(why) => {
+                    assert!(!expect(e.isa), "{}: {why}", e.isa);
+                    let prefix = format!("{}: ", e.isa);
+                    assert!(
+                        why.starts_with(&prefix) && why.len() > prefix.len(),
+                        "{why}"
+                    );
+                }
+            }
+        }
+        // XSAVE is enabled on every x86-64 machine that runs these tests (AVX2 needs it).
+        if has!("avx2") && !cfg!(miri) {
+            let x = xcr0().expect("AVX2 implies OSXSAVE");
+            assert_eq!(x & XCR0_AVX, XCR0_AVX);
+        }
+        assert_eq!(
+            detect_features("avx2,fma", u64::MAX, "everything").is_ok(),
+            has!("avx2") && has!("fma")
+        );
+    }
+
+    #[test]
+    fn reasons_name_the_missing_features_and_the_os_state() {
+        assert_eq!(
+            explain(&["avx512vnni"], Some(0xe7), XCR0_AVX512, "AVX-512"),
+            "CPU lacks avx512vnni"
+        );
+        let why = explain(
+            &["avx512f", "avx512vnni"],
+            Some(0x7),
+            XCR0_AVX512,
+            "AVX-512",
+        );
+        assert!(
+            why.starts_with("CPU lacks avx512f, avx512vnni, or the OS"),
+            "{why}"
+        );
+        assert!(why.contains("AVX-512 register state (XCR0 = 0x7, needs bits 0xe6)"));
+        assert!(explain(&["avx2"], None, XCR0_AVX, "AVX").contains("OSXSAVE = 0"));
+    }
+
+    #[test]
     fn same_str_compares_bytes() {
         assert!(same_str("avx2,fma", AVX2));
+        assert!(same_str(entry(Isa::Avx2).features, AVX2));
         assert!(!same_str("avx2", AVX2));
         assert!(!same_str("avx2,fmb", AVX2));
     }

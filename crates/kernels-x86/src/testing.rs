@@ -408,9 +408,9 @@ fn sweep_shapes(mr: usize, nr: usize, kr: usize) -> [(usize, usize, usize); 1] {
 pub(crate) fn check_kernel(desc: &KernelDesc) {
     if !(desc.is_supported)() {
         assert!(
-            !required(desc.backend),
+            !required(desc.isa.name()),
             "QLINEAR_REQUIRE lists {}, which this CPU lacks",
-            desc.backend
+            desc.isa
         );
         eprintln!("SKIP {}: not supported on this CPU", desc.name);
         return;

@@ -28,7 +28,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// CPU model, detected features, available backends and Auto's choice.
+    /// CPU model, detected features, available backends (and why the others are not) and
+    /// Auto's choice.
     Info,
     /// Replay conformance vectors (qlinear-conformance/1) bit for bit.
     Conformance {
@@ -86,6 +87,12 @@ fn info() -> ExitCode {
     println!("features: {}", feats.join(" "));
     let avail: Vec<&str> = available_backends().iter().map(|b| b.name()).collect();
     println!("available backends: {}", avail.join(", "));
+    // Every other backend, with the ISA table's reason (CPU, OS or build).
+    for b in Backend::PREFERENCE {
+        if let Err(why) = b.availability() {
+            println!("unavailable: {why}");
+        }
+    }
     for k in compiled_kernels() {
         let p = k.m_pref;
         let m = if p.m_max == usize::MAX {

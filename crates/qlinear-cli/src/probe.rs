@@ -2,10 +2,10 @@
 //! once more at the end, keeping the better figure: shared machines are noisy).
 //!
 //! * Peak MAC rate of each backend's core instruction (its "instruction mix"), with
-//!   enough independent accumulators to be throughput- rather than latency-bound:
-//!   `vpdpbusd zmm` (avx512vnni, 64 MACs), `vpdpbusd ymm` VEX (avxvnni, 32 MACs),
-//!   `vpmaddwd ymm` + `vpaddd ymm` pairs (avx2, 16 MACs per pair), `sdot` (neondot, 16),
-//!   `usmmla` (i8mm, 32), `smlal`/`smlal2` (neon, 8). The reference backend has none.
+//!   enough independent accumulators to be throughput- rather than latency-bound. The
+//!   loops are the ISA table entries' `peak` probes (in the kernel crates, next to the
+//!   kernels: `vpdpbusd zmm` for avx512vnni, `sdot` for neondot, ...); a new ISA's entry
+//!   brings its probe. The reference backend has none.
 //! * Streaming-read bandwidth: summing a buffer with the widest loads available, for
 //!   L2-, L3- and DRAM-sized buffers and for each M = 1 weight size of the run.
 //!
@@ -16,6 +16,7 @@
 use std::hint::black_box;
 use std::time::Instant;
 
+use qlinear::unstable::{isa_entry, PeakProbe as PeakProbeDesc, PEAK_ACCUMULATORS};
 use qlinear::Backend;
 
 /// The peak of one backend's instruction mix.
@@ -46,40 +47,12 @@ pub struct StreamProbe {
     pub threads: usize,
 }
 
-/// A probe loop: runs `iters` iterations, returns the MACs done.
-type PeakLoop = fn(u64) -> f64;
-
-/// `(instruction, MACs per instruction, loop)` for a backend, or `None` (reference, or
-/// an instruction this CPU / build lacks).
-fn peak_loop(backend: Backend) -> Option<(&'static str, u32, PeakLoop)> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        match backend {
-            Backend::Avx512Vnni if x86::has_avx512vnni() => {
-                return Some(("vpdpbusd zmm", 64, x86::run_vpdpbusd_zmm))
-            }
-            Backend::AvxVnni if x86::has_avxvnni() => {
-                return Some(("vpdpbusd ymm (VEX)", 32, x86::run_vpdpbusd_ymm))
-            }
-            Backend::Avx2 if x86::has_avx2() => {
-                return Some(("vpmaddwd ymm + vpaddd ymm", 16, x86::run_vpmaddwd_ymm))
-            }
-            _ => {}
-        }
-    }
-    #[cfg(target_arch = "aarch64")]
-    {
-        match backend {
-            Backend::Neon if arm::has_neon() => {
-                return Some(("smlal/smlal2 .8h", 8, arm::run_smlal))
-            }
-            Backend::NeonDot if arm::has_dotprod() => return Some(("sdot .4s", 16, arm::run_sdot)),
-            Backend::I8mm if arm::has_i8mm() => return Some(("usmmla .4s", 32, arm::run_usmmla)),
-            _ => {}
-        }
-    }
-    let _ = backend;
-    None
+/// The ISA table's peak probe for a backend, or `None` (reference, an ISA of another
+/// architecture, or one this CPU lacks).
+fn peak_loop(backend: Backend) -> Option<PeakProbeDesc> {
+    let entry = isa_entry(backend.isa()?)?;
+    entry.available().ok()?;
+    entry.peak
 }
 
 /// Runs `work` on `threads` threads at once (released together by a barrier) and
@@ -119,7 +92,14 @@ fn timed_parallel<F: Fn(usize) + Sync>(threads: usize, work: F) -> f64 {
 /// Short runs, like the short forward calls they are compared with, usually run
 /// without being preempted on a busy shared machine; long ones rarely do.
 pub fn peak(backend: Backend, threads: usize, seconds: f64) -> Option<PeakProbe> {
-    let (instruction, macs_per_instr, run) = peak_loop(backend)?;
+    let PeakProbeDesc {
+        instruction,
+        macs_per_instr,
+        run,
+    } = peak_loop(backend)?;
+    // SAFETY: `peak_loop` returns a probe only after its ISA's detection succeeded (the
+    // probes need no per-thread state).
+    let run = |iters: u64| unsafe { run(iters) };
     let threads = threads.max(1);
     // Calibrate: iterations for about 2 ms of one thread.
     let mut iters = 256u64;
@@ -153,9 +133,6 @@ pub fn peak(backend: Backend, threads: usize, seconds: f64) -> Option<PeakProbe>
         threads,
     })
 }
-
-/// Instructions per probe-loop iteration (the same for every loop: one per accumulator).
-pub const PEAK_ACCUMULATORS: u64 = 12;
 
 fn run_macs(macs_per_instr: u32, iters: u64) -> f64 {
     (iters * PEAK_ACCUMULATORS) as f64 * macs_per_instr as f64
@@ -244,106 +221,12 @@ pub fn stream(
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
-    use std::hint::black_box;
 
-    use super::PEAK_ACCUMULATORS;
-
-    pub fn has_avx512vnni() -> bool {
-        is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vnni")
-    }
-    pub fn has_avxvnni() -> bool {
-        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("avxvnni")
-    }
     pub fn has_avx2() -> bool {
         is_x86_feature_detected!("avx2")
     }
     pub fn has_avx512f() -> bool {
         is_x86_feature_detected!("avx512f")
-    }
-
-    const _: () = assert!(PEAK_ACCUMULATORS == 12);
-
-    /// Twelve independent accumulator chains `acc_i = op(acc_i)`, `iters` times.
-    /// Every op reads its accumulator, so nothing can be hoisted or merged.
-    macro_rules! twelve_chains {
-        ($zero:expr, $iters:expr, $reduce:expr, $acc:ident => $op:expr) => {{
-            let mut accs = [$zero; 12];
-            for _ in 0..$iters {
-                // Unrolled by the compiler: 12 independent ops per iteration.
-                for $acc in accs.iter_mut() {
-                    *$acc = $op;
-                }
-            }
-            accs.iter()
-                .map(|a| $reduce(*a))
-                .fold(0i64, |s, v| s.wrapping_add(v))
-        }};
-    }
-
-    /// # Safety
-    /// The CPU must support AVX-512F and AVX-512 VNNI.
-    #[target_feature(enable = "avx512f,avx512vnni")]
-    unsafe fn vpdpbusd_zmm(iters: u64) -> i64 {
-        let a = black_box(_mm512_set1_epi8(3));
-        let b = black_box(_mm512_set1_epi8(-5));
-        twelve_chains!(
-            _mm512_setzero_si512(),
-            iters,
-            |v: __m512i| _mm512_reduce_add_epi32(v) as i64,
-            acc => _mm512_dpbusd_epi32(*acc, a, b)
-        )
-    }
-
-    /// # Safety
-    /// The CPU must support AVX2 and AVX-VNNI.
-    #[target_feature(enable = "avx2,avxvnni")]
-    unsafe fn vpdpbusd_ymm(iters: u64) -> i64 {
-        let a = black_box(_mm256_set1_epi8(3));
-        let b = black_box(_mm256_set1_epi8(-5));
-        twelve_chains!(
-            _mm256_setzero_si256(),
-            iters,
-            |v: __m256i| _mm256_extract_epi32::<0>(v) as i64,
-            acc => _mm256_dpbusd_avx_epi32(*acc, a, b)
-        )
-    }
-
-    /// The exact-AVX2 kernel's mix: `vpmaddwd` (16 i16 x i16 products summed in pairs)
-    /// then `vpaddd` into the accumulator. The multiply reads the accumulator itself so
-    /// it cannot be hoisted out of the loop; twelve chains of latency ~4 cycles keep
-    /// both multiply ports busy.
-    ///
-    /// # Safety
-    /// The CPU must support AVX2.
-    #[target_feature(enable = "avx2")]
-    unsafe fn vpmaddwd_ymm(iters: u64) -> i64 {
-        let b = black_box(_mm256_set1_epi16(7));
-        let init = black_box(_mm256_set1_epi16(1));
-        twelve_chains!(
-            init,
-            iters,
-            |v: __m256i| _mm256_extract_epi32::<0>(v) as i64,
-            acc => _mm256_add_epi32(*acc, _mm256_madd_epi16(*acc, b))
-        )
-    }
-
-    pub fn run_vpdpbusd_zmm(iters: u64) -> f64 {
-        assert!(has_avx512vnni());
-        // SAFETY: feature presence asserted just above.
-        black_box(unsafe { vpdpbusd_zmm(iters) });
-        (iters * PEAK_ACCUMULATORS * 64) as f64
-    }
-    pub fn run_vpdpbusd_ymm(iters: u64) -> f64 {
-        assert!(has_avxvnni());
-        // SAFETY: feature presence asserted just above.
-        black_box(unsafe { vpdpbusd_ymm(iters) });
-        (iters * PEAK_ACCUMULATORS * 32) as f64
-    }
-    pub fn run_vpmaddwd_ymm(iters: u64) -> f64 {
-        assert!(has_avx2());
-        // SAFETY: feature presence asserted just above.
-        black_box(unsafe { vpmaddwd_ymm(iters) });
-        (iters * PEAK_ACCUMULATORS * 16) as f64
     }
 
     /// Sums `buf` as u64 lanes with 64-byte loads, four independent accumulators.
@@ -395,141 +278,6 @@ mod x86 {
         unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), s) };
         let tail: u64 = chunks.remainder().iter().map(|&b| b as u64).sum();
         lanes.iter().fold(tail, |t, &l| t.wrapping_add(l))
-    }
-}
-
-#[cfg(target_arch = "aarch64")]
-mod arm {
-    use std::arch::asm;
-
-    use super::PEAK_ACCUMULATORS;
-
-    pub fn has_neon() -> bool {
-        std::arch::is_aarch64_feature_detected!("neon")
-    }
-    pub fn has_dotprod() -> bool {
-        std::arch::is_aarch64_feature_detected!("dotprod")
-    }
-    pub fn has_i8mm() -> bool {
-        std::arch::is_aarch64_feature_detected!("i8mm")
-    }
-
-    const _: () = assert!(PEAK_ACCUMULATORS == 12);
-
-    /// Twelve accumulators v0..v11, operands v12, v13; `$n` iterations of twelve
-    /// instructions `$op vI, v12, v13` written by the caller.
-    macro_rules! asm_loop {
-        ($iters:expr, $($body:literal),+ $(,)?) => {
-            if $iters > 0 {
-                asm!(
-                    "movi v12.16b, #3",
-                    "movi v13.16b, #5",
-                    "movi v0.16b, #0", "movi v1.16b, #0", "movi v2.16b, #0", "movi v3.16b, #0",
-                    "movi v4.16b, #0", "movi v5.16b, #0", "movi v6.16b, #0", "movi v7.16b, #0",
-                    "movi v8.16b, #0", "movi v9.16b, #0", "movi v10.16b, #0", "movi v11.16b, #0",
-                    "2:",
-                    $($body,)+
-                    "subs {n}, {n}, #1",
-                    "b.ne 2b",
-                    n = inout(reg) $iters => _,
-                    out("v0") _, out("v1") _, out("v2") _, out("v3") _, out("v4") _,
-                    out("v5") _, out("v6") _, out("v7") _, out("v8") _, out("v9") _,
-                    out("v10") _, out("v11") _, out("v12") _, out("v13") _,
-                    options(nostack, nomem),
-                )
-            }
-        };
-    }
-
-    /// # Safety
-    /// The CPU must support NEON dot product.
-    #[target_feature(enable = "neon,dotprod")]
-    unsafe fn sdot_loop(iters: u64) {
-        // SAFETY: registers only (declared clobbered), no memory; dotprod is enabled.
-        unsafe {
-            asm_loop!(
-                iters,
-                "sdot v0.4s, v12.16b, v13.16b",
-                "sdot v1.4s, v12.16b, v13.16b",
-                "sdot v2.4s, v12.16b, v13.16b",
-                "sdot v3.4s, v12.16b, v13.16b",
-                "sdot v4.4s, v12.16b, v13.16b",
-                "sdot v5.4s, v12.16b, v13.16b",
-                "sdot v6.4s, v12.16b, v13.16b",
-                "sdot v7.4s, v12.16b, v13.16b",
-                "sdot v8.4s, v12.16b, v13.16b",
-                "sdot v9.4s, v12.16b, v13.16b",
-                "sdot v10.4s, v12.16b, v13.16b",
-                "sdot v11.4s, v12.16b, v13.16b",
-            )
-        }
-    }
-
-    /// # Safety
-    /// The CPU must support I8MM.
-    #[target_feature(enable = "neon,i8mm")]
-    unsafe fn usmmla_loop(iters: u64) {
-        // SAFETY: registers only (declared clobbered), no memory; i8mm is enabled.
-        unsafe {
-            asm_loop!(
-                iters,
-                "usmmla v0.4s, v12.16b, v13.16b",
-                "usmmla v1.4s, v12.16b, v13.16b",
-                "usmmla v2.4s, v12.16b, v13.16b",
-                "usmmla v3.4s, v12.16b, v13.16b",
-                "usmmla v4.4s, v12.16b, v13.16b",
-                "usmmla v5.4s, v12.16b, v13.16b",
-                "usmmla v6.4s, v12.16b, v13.16b",
-                "usmmla v7.4s, v12.16b, v13.16b",
-                "usmmla v8.4s, v12.16b, v13.16b",
-                "usmmla v9.4s, v12.16b, v13.16b",
-                "usmmla v10.4s, v12.16b, v13.16b",
-                "usmmla v11.4s, v12.16b, v13.16b",
-            )
-        }
-    }
-
-    /// # Safety
-    /// The CPU must support NEON.
-    #[target_feature(enable = "neon")]
-    unsafe fn smlal_loop(iters: u64) {
-        // SAFETY: registers only (declared clobbered), no memory; NEON is enabled.
-        unsafe {
-            asm_loop!(
-                iters,
-                "smlal v0.8h, v12.8b, v13.8b",
-                "smlal2 v1.8h, v12.16b, v13.16b",
-                "smlal v2.8h, v12.8b, v13.8b",
-                "smlal2 v3.8h, v12.16b, v13.16b",
-                "smlal v4.8h, v12.8b, v13.8b",
-                "smlal2 v5.8h, v12.16b, v13.16b",
-                "smlal v6.8h, v12.8b, v13.8b",
-                "smlal2 v7.8h, v12.16b, v13.16b",
-                "smlal v8.8h, v12.8b, v13.8b",
-                "smlal2 v9.8h, v12.16b, v13.16b",
-                "smlal v10.8h, v12.8b, v13.8b",
-                "smlal2 v11.8h, v12.16b, v13.16b",
-            )
-        }
-    }
-
-    pub fn run_sdot(iters: u64) -> f64 {
-        assert!(has_dotprod());
-        // SAFETY: feature presence asserted just above.
-        unsafe { sdot_loop(iters) };
-        (iters * PEAK_ACCUMULATORS * 16) as f64
-    }
-    pub fn run_usmmla(iters: u64) -> f64 {
-        assert!(has_i8mm());
-        // SAFETY: feature presence asserted just above.
-        unsafe { usmmla_loop(iters) };
-        (iters * PEAK_ACCUMULATORS * 32) as f64
-    }
-    pub fn run_smlal(iters: u64) -> f64 {
-        assert!(has_neon());
-        // SAFETY: feature presence asserted just above.
-        unsafe { smlal_loop(iters) };
-        (iters * PEAK_ACCUMULATORS * 8) as f64
     }
 }
 

@@ -6,77 +6,108 @@
 
 use std::sync::OnceLock;
 
-use qlinear_reference::contract::KernelDesc;
+use qlinear_reference::contract::{Isa, KernelDesc};
+use qlinear_reference::isa::IsaDesc;
 use qlinear_reference::Error;
 
 /// The environment variable that overrides [`Backend::Auto`].
 pub const BACKEND_ENV: &str = "QLINEAR_BACKEND";
 
-/// Which implementation runs a layer.
-///
-/// Every backend gives the same bits; they differ in speed and in which CPUs run them.
-/// `Auto` picks the best one this CPU has (or the one named by the `QLINEAR_BACKEND`
-/// environment variable); forcing a backend the CPU lacks is an
-/// [`Error::BackendUnavailable`], never a crash.
-///
-/// ```
-/// use qlinear::{available_backends, Backend};
-///
-/// // What this machine runs, best first; the scalar reference is always last.
-/// let here = available_backends();
-/// assert_eq!(here.last(), Some(&Backend::Reference));
-///
-/// // Names round-trip through `FromStr`, as on the command line.
-/// let b: Backend = "avx512vnni".parse()?;
-/// assert_eq!(b, Backend::Avx512Vnni);
-/// assert!("sse9".parse::<Backend>().is_err());
-/// # Ok::<(), qlinear::Error>(())
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum Backend {
-    /// The best kernel this CPU supports (or `QLINEAR_BACKEND` when set).
-    #[default]
-    Auto,
-    /// The literal scalar oracle (`qlinear-reference`): slow, always available.
-    Reference,
-    /// x86 AVX2, exact (no `vpmaddubsw` saturation).
-    Avx2,
-    /// x86 AVX-VNNI (`vpdpbusd ymm`, VEX encoded).
-    AvxVnni,
-    /// x86 AVX-512 VNNI (`vpdpbusd zmm`).
-    Avx512Vnni,
-    /// aarch64 NEON (widening multiply-accumulate).
-    Neon,
-    /// aarch64 NEON dot product (`sdot`/`udot`).
-    NeonDot,
-    /// aarch64 I8MM (`usmmla`).
-    I8mm,
+/// Generates [`Backend`] from the ISA table's list ([`qlinear_reference::for_each_isa!`]):
+/// `Auto`, `Reference`, then one variant per ISA, with its docs.
+macro_rules! define_backend {
+    ($($(#[doc = $doc:literal])* $variant:ident / $name:ident: $arch:literal;)+) => {
+        /// Which implementation runs a layer.
+        ///
+        /// Every backend gives the same bits; they differ in speed and in which CPUs run
+        /// them. `Auto` picks the best one this CPU has (or the one named by the
+        /// `QLINEAR_BACKEND` environment variable); forcing a backend the CPU lacks is an
+        /// [`Error::BackendUnavailable`], never a crash ([`Backend::availability`] says
+        /// why). One variant per [`Isa`], generated from the ISA table.
+        ///
+        /// ```
+        /// use qlinear::{available_backends, Backend};
+        ///
+        /// // What this machine runs, best first; the scalar reference is always last.
+        /// let here = available_backends();
+        /// assert_eq!(here.last(), Some(&Backend::Reference));
+        ///
+        /// // Names round-trip through `FromStr`, as on the command line.
+        /// let b: Backend = "avx512vnni".parse()?;
+        /// assert_eq!(b, Backend::Avx512Vnni);
+        /// assert!("sse9".parse::<Backend>().is_err());
+        /// # Ok::<(), qlinear::Error>(())
+        /// ```
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+        pub enum Backend {
+            /// The best kernel this CPU supports (or `QLINEAR_BACKEND` when set).
+            #[default]
+            Auto,
+            /// The literal scalar oracle (`qlinear-reference`): slow, always available.
+            Reference,
+            $($(#[doc = $doc])* $variant,)+
+        }
+
+        impl Backend {
+            /// Every concrete backend, in Auto's order of preference (the ISA table's
+            /// ranks), reference last.
+            pub const PREFERENCE: [Backend; Isa::ALL.len() + 1] =
+                [$(Backend::$variant,)+ Backend::Reference];
+
+            /// The backend's ISA, or `None` for `Auto` and `Reference`.
+            pub const fn isa(self) -> Option<Isa> {
+                match self {
+                    $(Backend::$variant => Some(Isa::$variant),)+
+                    Backend::Auto | Backend::Reference => None,
+                }
+            }
+
+            /// The backend of an ISA.
+            pub const fn from_isa(isa: Isa) -> Backend {
+                match isa {
+                    $(Isa::$variant => Backend::$variant,)+
+                }
+            }
+        }
+    };
 }
 
-impl Backend {
-    /// Every concrete backend, in Auto's order of preference (reference last).
-    pub const PREFERENCE: [Backend; 7] = [
-        Backend::Avx512Vnni,
-        Backend::AvxVnni,
-        Backend::Avx2,
-        Backend::I8mm,
-        Backend::NeonDot,
-        Backend::Neon,
-        Backend::Reference,
-    ];
+qlinear_reference::for_each_isa!(define_backend);
 
-    /// The name used on the command line, in `QLINEAR_BACKEND` and in kernel names.
-    pub fn name(self) -> &'static str {
+impl Backend {
+    /// The name used on the command line, in `QLINEAR_BACKEND` and in kernel names
+    /// ([`Isa::name`] for an ISA's backend).
+    pub const fn name(self) -> &'static str {
         match self {
             Backend::Auto => "auto",
             Backend::Reference => "reference",
-            Backend::Avx2 => "avx2",
-            Backend::AvxVnni => "avxvnni",
-            Backend::Avx512Vnni => "avx512vnni",
-            Backend::Neon => "neon",
-            Backend::NeonDot => "neondot",
-            Backend::I8mm => "i8mm",
+            b => match b.isa() {
+                Some(isa) => isa.name(),
+                None => "reference",
+            },
         }
+    }
+
+    /// Whether this CPU, OS and build can run the backend: `Ok`, or the reason it
+    /// cannot (`"avx512vnni: CPU lacks avx512vnni"`, `"neon: aarch64 only (this build
+    /// is for x86_64)"`), from the ISA table's detection. `Auto` and `Reference` are
+    /// always available.
+    pub fn availability(self) -> Result<(), String> {
+        let Some(isa) = self.isa() else {
+            return Ok(());
+        };
+        let Some(entry) = isa_entry(isa) else {
+            return Err(format!(
+                "{isa}: {} only (this build is for {})",
+                isa.arch().name(),
+                std::env::consts::ARCH
+            ));
+        };
+        entry.available()?;
+        if !compiled_kernels().any(|k| k.isa == isa) {
+            return Err(format!("{isa}: no kernel compiled into this build"));
+        }
+        Ok(())
     }
 }
 
@@ -118,9 +149,22 @@ impl Engine {
     pub fn backend(&self) -> Backend {
         match self {
             Engine::Reference => Backend::Reference,
-            Engine::Kernel(k) => k.backend.parse().unwrap_or(Backend::Reference),
+            Engine::Kernel(k) => Backend::from_isa(k.isa),
         }
     }
+}
+
+/// Every ISA table entry compiled into this build (the x86 and aarch64 kernel crates'
+/// halves; only the target architecture's is non-empty), best first.
+pub fn isa_table() -> impl Iterator<Item = &'static IsaDesc> {
+    qlinear_kernels_x86::isas()
+        .iter()
+        .chain(qlinear_kernels_arm::isas())
+}
+
+/// The table entry of `isa`, when this build has one.
+pub fn isa_entry(isa: Isa) -> Option<&'static IsaDesc> {
+    isa_table().find(|e| e.isa == isa)
 }
 
 /// Every kernel compiled into this build (whatever the CPU supports).
@@ -143,7 +187,7 @@ fn engine_for(backend: Backend) -> Result<Engine, Error> {
         Backend::Auto => Ok(best_engine()),
         b => supported_kernels()
             .iter()
-            .find(|k| k.backend == b.name())
+            .find(|k| Some(k.isa) == b.isa())
             .map(|k| Engine::Kernel(k))
             .ok_or_else(|| Error::BackendUnavailable(b.name().to_string())),
     }
@@ -192,7 +236,9 @@ pub fn available_backends() -> Vec<Backend> {
 pub struct CpuInfo {
     /// Model name (from `/proc/cpuinfo` where available).
     pub model: String,
-    /// `(feature, detected)` for avx2, avxvnni, avx512vnni, neon, dotprod, i8mm.
+    /// `(feature, detected)` for every target feature of this build's ISA table entries
+    /// (x86: avx512f, avx512bw, avx512vl, avx512vnni, avx2, fma, avxvnni; aarch64: neon,
+    /// i8mm, dotprod).
     pub features: Vec<(&'static str, bool)>,
 }
 
@@ -217,39 +263,19 @@ pub fn cpu_info() -> CpuInfo {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
+/// The target features of every ISA table entry of this build, once each, in table
+/// order, with whether this CPU has them.
 fn detected_features() -> Vec<(&'static str, bool)> {
-    vec![
-        ("avx2", std::arch::is_x86_feature_detected!("avx2")),
-        ("fma", std::arch::is_x86_feature_detected!("fma")),
-        ("avxvnni", std::arch::is_x86_feature_detected!("avxvnni")),
-        ("avx512bw", std::arch::is_x86_feature_detected!("avx512bw")),
-        (
-            "avx512vnni",
-            std::arch::is_x86_feature_detected!("avx512vnni"),
-        ),
-        ("neon", false),
-        ("dotprod", false),
-        ("i8mm", false),
-    ]
-}
-
-#[cfg(target_arch = "aarch64")]
-fn detected_features() -> Vec<(&'static str, bool)> {
-    vec![
-        ("avx2", false),
-        ("avxvnni", false),
-        ("avx512vnni", false),
-        ("neon", std::arch::is_aarch64_feature_detected!("neon")),
-        (
-            "dotprod",
-            std::arch::is_aarch64_feature_detected!("dotprod"),
-        ),
-        ("i8mm", std::arch::is_aarch64_feature_detected!("i8mm")),
-    ]
-}
-
-#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-fn detected_features() -> Vec<(&'static str, bool)> {
-    Vec::new()
+    let mut out: Vec<(&'static str, bool)> = Vec::new();
+    for entry in isa_table() {
+        for feature in entry.features.split(',') {
+            if !out.iter().any(|&(f, _)| f == feature) {
+                let on = qlinear_kernels_x86::feature_detected(feature)
+                    .or_else(|| qlinear_kernels_arm::feature_detected(feature))
+                    .unwrap_or(false);
+                out.push((feature, on));
+            }
+        }
+    }
+    out
 }

@@ -100,7 +100,7 @@ impl KernelSet {
                 .iter()
                 .copied()
                 .filter(|k| k.layout == p.layout)
-                .filter(|k| scope == Scope::Layout || k.backend == p.backend)
+                .filter(|k| scope == Scope::Layout || k.isa == p.isa)
                 .collect(),
         };
         if !kernels.iter().any(|k| k.name == p.name) {

@@ -80,6 +80,7 @@ pub use linear::{
 };
 pub use packed::{PackedWeights, QuantizedWeight};
 pub use packed_format::{LayerKind, LoadReport};
+pub use qlinear_reference::contract::Isa;
 pub use qlinear_reference::observer::{
     ActivationObserver, MinMaxObserver, MovingAverageMinMaxObserver,
 };
@@ -102,8 +103,9 @@ pub mod prelude {
 /// does. Programs that use qlinear as a library need none of it: pick a kernel with
 /// [`Backend`], see what runs with `kernel_name()`.
 pub mod unstable {
-    pub use crate::backend::{compiled_kernels, resolve, Engine};
+    pub use crate::backend::{compiled_kernels, isa_entry, isa_table, resolve, Engine};
     pub use qlinear_reference::contract::{KernelDesc, MPreference};
+    pub use qlinear_reference::isa::{IsaDesc, PeakProbe, PEAK_ACCUMULATORS};
 
     use crate::{PackedWeights, QuantizedWeight};
 

@@ -21,7 +21,7 @@ fn auto_picks_the_expected_backend() {
     // Every kernel of this crate is forcible exactly when the CPU supports it, and a
     // forced backend the CPU lacks is an error, never a crash.
     for k in qlinear_kernels_arm::kernels() {
-        let b: Backend = k.backend.parse().expect("kernel backends are known names");
+        let b = Backend::from_isa(k.isa);
         assert_eq!(
             resolve(b).is_ok(),
             (k.is_supported)(),

@@ -92,6 +92,7 @@
 //! for) runs. The pick is made once per call from the call's total `m`, before the
 //! threads split the work.
 
+pub use crate::isa::Isa;
 use crate::params::{ActQParams, Profile, Result, WeightQParams};
 use crate::MatRef;
 use crate::{cvt, relu_f32};
@@ -293,8 +294,9 @@ pub struct KernelDesc {
     /// `"<isa>/gemm_<MR>x<NR>c<KR>"` (`gemv_...` for a one-row kernel), the one name
     /// used in tests, benches, logs and `qlinear bench --kernel`.
     pub name: &'static str,
-    /// The backend (ISA family) name a user selects: `avx512vnni`, `neondot`, ...
-    pub backend: &'static str,
+    /// The instruction set it needs (typed; [`Isa::name`] is the backend name a user
+    /// selects, `avx512vnni`, `neondot`, ...). Its detection is the ISA table's entry.
+    pub isa: Isa,
     /// Rows of the register tile.
     pub mr: usize,
     /// Packed weight layout (`nr`, `kr`).

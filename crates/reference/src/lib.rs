@@ -23,6 +23,10 @@
 //!   (zero points and bias turned into per-column constants). The folded form is proven
 //!   equal to the literal one by this crate's tests, so kernels only ever see the folded
 //!   form.
+//! * [`isa`]: the ISA table: [`isa::Isa`] (a kernel's typed backend: name, rank,
+//!   architecture) generated from the one list [`for_each_isa!`], and the per-architecture
+//!   entry type [`isa::IsaDesc`] (target features, detection with its reason, peak probe)
+//!   the kernel crates fill in. Its docs list every place a new ISA touches.
 //! * [`pack`]: the portable packer / unpacker for any [`contract::PackedLayout`].
 //! * [`testkit`]: deterministic random cases and the edge catalogue shared by every
 //!   kernel's tests.
@@ -34,6 +38,7 @@
 
 pub mod activation;
 pub mod contract;
+pub mod isa;
 pub mod linear;
 pub mod matrix;
 pub mod observer;

@@ -99,14 +99,12 @@ pub enum Error {
     #[error("invalid dimension: {0}")]
     Dimension(&'static str),
     /// A backend name that qlinear does not know.
-    #[error(
-        "unknown backend `{0}` (known: reference, avx2, avxvnni, avx512vnni, neon, neondot, i8mm)"
-    )]
+    #[error("unknown backend `{0}` (known: auto, {isas}, reference)", isas = crate::isa::Isa::names())]
     UnknownBackend(String),
     /// A known backend that this CPU (or this build) cannot run.
     #[error(
         "backend `{0}` is not available on this CPU or in this build (`qlinear info` lists the \
-         available ones; `auto` picks the best)"
+         available ones and why the others are not; `auto` picks the best)"
     )]
     BackendUnavailable(String),
     /// Serialized packed weights that fail validation.
