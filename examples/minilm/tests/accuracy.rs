@@ -4,9 +4,11 @@
 //! `~/.cache/qlinear/all-minilm-l6-v2` (fetch it with `.ci/minilm-model.sh`). When it
 //! is absent the tests print why and pass, unless `QLINEAR_REQUIRE_MINILM=1`.
 
+mod common;
+
+use common::{mean_min_cosine, model_dir};
 use minilm::{cosine, Embedder, ModelFiles, Precision, Settings};
 use qlinear::{InputQuantization, Observer};
-use std::path::PathBuf;
 
 /// A dozen varied sentences: lengths from 2 to ~40 tokens, paraphrases, numbers,
 /// punctuation, a question, non-English words, code-ish text.
@@ -26,42 +28,12 @@ const SENTENCES: [&str; 12] = [
     "Quantum chromodynamics describes the strong interaction between quarks and gluons.",
 ];
 
-fn model_dir() -> Option<PathBuf> {
-    let dir = match std::env::var_os("QLINEAR_MINILM_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => {
-            let home = std::env::var_os("HOME")
-                .map(PathBuf::from)
-                .unwrap_or_default();
-            home.join(".cache/qlinear/all-minilm-l6-v2")
-        }
-    };
-    if dir.join("model.safetensors").is_file() {
-        return Some(dir);
-    }
-    let msg = format!(
-        "MiniLM model not found at {} (set QLINEAR_MINILM_DIR or run .ci/minilm-model.sh)",
-        dir.display()
-    );
-    if std::env::var("QLINEAR_REQUIRE_MINILM").as_deref() == Ok("1") {
-        panic!("{msg}; QLINEAR_REQUIRE_MINILM=1 makes this a failure");
-    }
-    eprintln!("SKIPPED: {msg}");
-    None
-}
-
 /// (mean, min) cosine of `settings`' embeddings to the f32 ones.
 fn agreement(files: &ModelFiles, reference: &[Vec<f32>], settings: &Settings) -> (f32, f32) {
     let e = Embedder::new(files, settings).unwrap();
     let emb = e.embed(&SENTENCES).unwrap();
     assert_eq!(emb.len(), SENTENCES.len());
-    let cos: Vec<f32> = emb
-        .iter()
-        .zip(reference)
-        .map(|(a, b)| cosine(a, b))
-        .collect();
-    let mean = cos.iter().sum::<f32>() / cos.len() as f32;
-    let min = cos.iter().copied().fold(f32::INFINITY, f32::min);
+    let (mean, min) = mean_min_cosine(&emb, reference);
     println!(
         "{:<32} vs f32: mean cosine {mean:.6}, min {min:.6}",
         settings.label()

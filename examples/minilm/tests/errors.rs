@@ -1,5 +1,8 @@
 //! Error paths and the encoder on a tiny random BERT; no downloaded model needed.
 
+mod common;
+
+use common::bits;
 use minilm::{
     cosine, Batch, BertConfig, Checkpoint, EncodeStats, Encoder, Error, Precision, Settings,
 };
@@ -271,13 +274,6 @@ fn missing_model_dir_is_an_error_not_a_panic() {
 
 // ---------------------------------------------------------------------------------------
 // Checkpoints quantized by `qlinear quantize` (`quantize_checkpoint`), on the tiny model.
-
-/// Bits of every embedding, for exact comparisons.
-fn bits(emb: &[Vec<f32>]) -> Vec<Vec<u32>> {
-    emb.iter()
-        .map(|e| e.iter().map(|v| v.to_bits()).collect())
-        .collect()
-}
 
 /// The tiny float checkpoint quantized with `opts`, written to `dir/name`.
 fn quantized_tiny(dir: &std::path::Path, name: &str, opts: &QuantizeOptions) -> PathBuf {

@@ -5,7 +5,10 @@
 //! `~/.cache/qlinear/all-minilm-l6-v2` (fetch it with `.ci/minilm-model.sh`). When it
 //! is absent the tests print why and pass, unless `QLINEAR_REQUIRE_MINILM=1`.
 
-use minilm::{cosine, Embedder, ModelFiles, Precision, Settings};
+mod common;
+
+use common::{bits, mean_min_cosine, model_dir};
+use minilm::{Embedder, ModelFiles, Precision, Settings};
 use qlinear::safetensors::{quantize_checkpoint, QuantizeOptions};
 use qlinear::{InputQuantization, Observer};
 use std::path::{Path, PathBuf};
@@ -22,30 +25,6 @@ const SENTENCES: [&str; 8] = [
     "After the long winter, the villagers gathered in the square to celebrate the first \
      warm day of spring with music, food, dancing and a great deal of noisy laughter.",
 ];
-
-fn model_dir() -> Option<PathBuf> {
-    let dir = match std::env::var_os("QLINEAR_MINILM_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => {
-            let home = std::env::var_os("HOME")
-                .map(PathBuf::from)
-                .unwrap_or_default();
-            home.join(".cache/qlinear/all-minilm-l6-v2")
-        }
-    };
-    if dir.join("model.safetensors").is_file() {
-        return Some(dir);
-    }
-    let msg = format!(
-        "MiniLM model not found at {} (set QLINEAR_MINILM_DIR or run .ci/minilm-model.sh)",
-        dir.display()
-    );
-    if std::env::var("QLINEAR_REQUIRE_MINILM").as_deref() == Ok("1") {
-        panic!("{msg}; QLINEAR_REQUIRE_MINILM=1 makes this a failure");
-    }
-    eprintln!("SKIPPED: {msg}");
-    None
-}
 
 /// The model's checkpoint quantized with `opts`, written to a scratch file.
 fn quantized(dir: &Path, name: &str, opts: &QuantizeOptions) -> PathBuf {
@@ -69,12 +48,6 @@ fn embed(files: &ModelFiles, settings: &Settings) -> Vec<Vec<f32>> {
         .unwrap()
 }
 
-fn bits(emb: &[Vec<f32>]) -> Vec<Vec<u32>> {
-    emb.iter()
-        .map(|e| e.iter().map(|v| v.to_bits()).collect())
-        .collect()
-}
-
 fn int8(observer: Observer, reduce_range: bool, rows: InputQuantization) -> Settings {
     Settings {
         precision: Precision::Int8 {
@@ -84,17 +57,6 @@ fn int8(observer: Observer, reduce_range: bool, rows: InputQuantization) -> Sett
         },
         threads: 1,
     }
-}
-
-/// (mean, min) cosine of `emb` to `reference`.
-fn agreement(emb: &[Vec<f32>], reference: &[Vec<f32>]) -> (f32, f32) {
-    let cos: Vec<f32> = emb
-        .iter()
-        .zip(reference)
-        .map(|(a, b)| cosine(a, b))
-        .collect();
-    let mean = cos.iter().sum::<f32>() / cos.len() as f32;
-    (mean, cos.iter().copied().fold(f32::INFINITY, f32::min))
 }
 
 #[test]
@@ -181,14 +143,14 @@ fn per_row_agrees_with_f32() {
             "per-tensor, reduce_range",
         ),
     ] {
-        let (pt_mean, pt_min) = agreement(
+        let (pt_mean, pt_min) = mean_min_cosine(
             &embed(
                 &files,
                 &int8(observer, reduce_range, InputQuantization::PerTensor),
             ),
             &reference,
         );
-        let (pr_mean, pr_min) = agreement(
+        let (pr_mean, pr_min) = mean_min_cosine(
             &embed(
                 &files,
                 &int8(observer, reduce_range, InputQuantization::PerRow),
