@@ -179,27 +179,47 @@ pub fn dynamic_linear(
     let s = qp.scale;
     let mut out = vec![0f32; raw.len()];
     for (idx, o) in out.iter_mut().enumerate() {
-        let j = idx % n;
-        let xf = raw[idx] as f32;
-        let v = match profile {
-            Profile::Fbgemm => {
-                // m[j] = f(s * scale_w[j]); out = bias ? fma(i2f(raw), m, bias) : f(i2f(raw) * m)
-                let m = s * wq.scale(j);
-                match bias {
-                    Some(b) => xf.mul_add(m, b[j]),
-                    None => xf * m,
-                }
-            }
-            Profile::Qnnpack => {
-                // m[j] = f(scale_w[j] * s); out = f( f(m * i2f(raw)) + bias )
-                let m = wq.scale(j) * s;
-                let b = bias.map_or(0.0, |b| b[j]);
-                m * xf + b
-            }
-        };
-        *o = if relu { relu_f32(v) } else { v };
+        *o = dynamic_epilogue(raw[idx], s, idx % n, wq, bias, relu, profile);
     }
     Ok(out)
+}
+
+/// The dynamic layers' f32 epilogue for output column `j`, from the integer sum `raw`
+/// and the input scale `s` (the tensor's, or the row's for per-row input):
+///
+/// - fbgemm: `m = f(s * scale_w[j])`; `out = bias ? fma(i2f(raw), m, bias) : f(i2f(raw) * m)`
+/// - qnnpack: `m = f(scale_w[j] * s)`; `out = f( f(m * i2f(raw)) + bias )`
+///
+/// then ReLU if asked.
+fn dynamic_epilogue(
+    raw: i32,
+    s: f32,
+    j: usize,
+    wq: &WeightQParams,
+    bias: Option<&[f32]>,
+    relu: bool,
+    profile: Profile,
+) -> f32 {
+    let xf = raw as f32;
+    let v = match profile {
+        Profile::Fbgemm => {
+            let m = s * wq.scale(j);
+            match bias {
+                Some(b) => xf.mul_add(m, b[j]),
+                None => xf * m,
+            }
+        }
+        Profile::Qnnpack => {
+            let m = wq.scale(j) * s;
+            let b = bias.map_or(0.0, |b| b[j]);
+            m * xf + b
+        }
+    };
+    if relu {
+        relu_f32(v)
+    } else {
+        v
+    }
 }
 
 /// Dynamic quantized linear with **per-row** input quantization (XNNPACK's `qd8`,
@@ -245,24 +265,8 @@ pub fn dynamic_linear_per_row(
         let raw = integer_core(&qa, qp.zero_point, w, n, wq)?;
         let s = qp.scale;
         for (j, o) in out[i * n..(i + 1) * n].iter_mut().enumerate() {
-            let xf = raw[j] as f32;
-            let v = match profile {
-                Profile::Fbgemm => {
-                    // m = f(s_m * scale_w[j]); out = bias ? fma(i2f(raw), m, bias) : f(i2f(raw) * m)
-                    let m = s * wq.scale(j);
-                    match bias {
-                        Some(b) => xf.mul_add(m, b[j]),
-                        None => xf * m,
-                    }
-                }
-                Profile::Qnnpack => {
-                    // m = f(scale_w[j] * s_m); out = f( f(m * i2f(raw)) + bias )
-                    let m = wq.scale(j) * s;
-                    let b = bias.map_or(0.0, |b| b[j]);
-                    m * xf + b
-                }
-            };
-            *o = if relu { relu_f32(v) } else { v };
+            // the epilogue with s = s_m
+            *o = dynamic_epilogue(raw[j], s, j, wq, bias, relu, profile);
         }
     }
     Ok(out)
