@@ -425,13 +425,14 @@ fn check_name(name: &[u8]) -> Result<&str> {
     std::str::from_utf8(name).map_err(|_| corrupt("kernel name"))
 }
 
-fn weight_qparams(
+/// Weight qparams from a file's scales and zero points: all of them per channel, else the
+/// first of each per tensor. Not validated.
+pub(crate) fn weight_qparams_from(
     per_channel: bool,
     scales: Vec<f32>,
     zps: Vec<i32>,
-    n: usize,
-) -> Result<WeightQParams> {
-    let q = if per_channel {
+) -> WeightQParams {
+    if per_channel {
         WeightQParams::PerChannel {
             scales,
             zero_points: zps,
@@ -441,7 +442,16 @@ fn weight_qparams(
             scale: scales[0],
             zero_point: zps[0],
         }
-    };
+    }
+}
+
+fn weight_qparams(
+    per_channel: bool,
+    scales: Vec<f32>,
+    zps: Vec<i32>,
+    n: usize,
+) -> Result<WeightQParams> {
+    let q = weight_qparams_from(per_channel, scales, zps);
     q.validate(n)
         .map_err(|_| corrupt("weight qparams out of range"))?;
     Ok(q)

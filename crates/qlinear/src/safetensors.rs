@@ -103,6 +103,7 @@ use qlinear_reference::params::check_layer_dims;
 use qlinear_reference::{ActQParams, Error, Observer, Profile, Result, WeightQParams};
 
 use crate::backend::Backend;
+use crate::packed_format::weight_qparams_from;
 use crate::packing::bytes_as_i8;
 use crate::{
     DynamicLinear, DynamicLinearBuilder, InputQuantization, Linear, LinearBuilder, PackedWeights,
@@ -411,17 +412,7 @@ fn read_weight_qparams(ck: &Checkpoint<'_>, p: &str, n: usize) -> Result<WeightQ
             ));
         }
     }
-    Ok(if per_channel {
-        WeightQParams::PerChannel {
-            scales,
-            zero_points: zps,
-        }
-    } else {
-        WeightQParams::PerTensor {
-            scale: scales[0],
-            zero_point: zps[0],
-        }
-    })
+    Ok(weight_qparams_from(per_channel, scales, zps))
 }
 
 fn read_packed(ck: &Checkpoint<'_>, p: &str, backend: Backend) -> Result<PackedWeights> {
