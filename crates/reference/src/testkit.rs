@@ -100,24 +100,7 @@ impl StaticCase {
             zero_point: rng.range_i32(0, 255),
         };
         let w = rng.i8s(n * k);
-        let per_channel = rng.coin();
-        let zp = |rng: &mut Rng| match rng.below(4) {
-            0 => 0,
-            1 => -128,
-            2 => 127,
-            _ => rng.range_i32(-128, 127),
-        };
-        let wq = if per_channel {
-            WeightQParams::PerChannel {
-                scales: (0..n).map(|_| rng.log_uniform(1e-4, 1e-1)).collect(),
-                zero_points: (0..n).map(|_| zp(rng)).collect(),
-            }
-        } else {
-            WeightQParams::PerTensor {
-                scale: rng.log_uniform(1e-4, 1e-1),
-                zero_point: zp(rng),
-            }
-        };
+        let wq = random_weight_qparams(rng, n);
         let spread = 5476.0 * (k as f32).sqrt() * x.scale * wq.scale(0);
         let bias_amp = spread * 0.02 * rng.log_uniform(0.1, 10.0);
         let bias = rng.coin().then(|| rng.f32s(n, bias_amp));
@@ -303,6 +286,67 @@ pub fn edge_shapes(mr: usize, nr: usize, kr: usize) -> Vec<(usize, usize, usize)
     shapes.push((3 * mr + 2, 333, 5 * nr + 7));
     shapes.dedup();
     shapes
+}
+
+/// Random weight qparams for `n` output channels: per channel or per tensor (a coin),
+/// scales from 1e-4 to 1e-1, zero points 0, -128, 127 or anything between.
+pub fn random_weight_qparams(rng: &mut Rng, n: usize) -> WeightQParams {
+    let per_channel = rng.coin();
+    let zp = |rng: &mut Rng| match rng.below(4) {
+        0 => 0,
+        1 => -128,
+        2 => 127,
+        _ => rng.range_i32(-128, 127),
+    };
+    if per_channel {
+        WeightQParams::PerChannel {
+            scales: (0..n).map(|_| rng.log_uniform(1e-4, 1e-1)).collect(),
+            zero_points: (0..n).map(|_| zp(rng)).collect(),
+        }
+    } else {
+        WeightQParams::PerTensor {
+            scale: rng.log_uniform(1e-4, 1e-1),
+            zero_point: zp(rng),
+        }
+    }
+}
+
+/// The folded per-row epilogue on one input row `x` (`1 x k`) against the `n x k`
+/// weights `w`: the row quantized with its own `choose_dynamic_qparams(x, reduce_range)`,
+/// its row sum adjusted by [`DynamicEpilogue::row_sum_adjustment`], and each column's
+/// plain `sum q*w` through [`DynamicEpilogue::apply_row`]. `n` outputs, to compare with
+/// the literal `dynamic_linear_per_row`.
+///
+/// [`DynamicEpilogue::row_sum_adjustment`]: crate::contract::DynamicEpilogue::row_sum_adjustment
+/// [`DynamicEpilogue::apply_row`]: crate::contract::DynamicEpilogue::apply_row
+pub fn folded_per_row(
+    epi: &crate::contract::DynamicEpilogue,
+    x: &crate::MatRef<'_, f32>,
+    w: &[i8],
+    n: usize,
+    reduce_range: bool,
+) -> Vec<f32> {
+    use crate::contract::{DynamicEpilogue, RowQParams};
+    use crate::quantize::{choose_dynamic_qparams, quantize_activations};
+    let k = x.cols();
+    let qp = choose_dynamic_qparams(x, reduce_range).unwrap();
+    let q = quantize_activations(x, qp.scale, qp.zero_point);
+    let rs = crate::pack::row_sum(&q)
+        .wrapping_sub(DynamicEpilogue::row_sum_adjustment(k, qp.zero_point));
+    let rq = RowQParams {
+        scale: qp.scale,
+        zero_point: qp.zero_point,
+    };
+    (0..n)
+        .map(|j| {
+            let acc = q
+                .iter()
+                .zip(&w[j * k..(j + 1) * k])
+                .map(|(&a, &b)| a as i32 * b as i32)
+                .sum::<i32>();
+            epi.apply_row(acc, rs, Some(rq), j)
+        })
+        .collect()
 }
 
 /// A dynamic input of `m` rows (`stride` floats apart, `k` used) whose rows differ in

@@ -2,9 +2,8 @@
 //! on each row alone, and the folded per-row epilogue (`DynamicEpilogue::new_per_row` +
 //! `apply_row` on plain `sum q*w`) reproduces it bit for bit.
 
-use qlinear_reference::contract::{DynamicEpilogue, RowQParams};
-use qlinear_reference::quantize::{choose_dynamic_qparams, quantize_activations};
-use qlinear_reference::testkit::{per_row_input, Rng};
+use qlinear_reference::contract::DynamicEpilogue;
+use qlinear_reference::testkit::{folded_per_row, per_row_input, random_weight_qparams, Rng};
 use qlinear_reference::{
     dynamic_linear, dynamic_linear_per_row, pack, Error, MatRef, Profile, WeightQParams,
 };
@@ -22,23 +21,7 @@ struct Case {
 
 fn case(rng: &mut Rng, m: usize, k: usize, n: usize) -> Case {
     let stride = k + rng.below(3);
-    let zp = |rng: &mut Rng| match rng.below(4) {
-        0 => 0,
-        1 => -128,
-        2 => 127,
-        _ => rng.range_i32(-128, 127),
-    };
-    let wq = if rng.coin() {
-        WeightQParams::PerChannel {
-            scales: (0..n).map(|_| rng.log_uniform(1e-4, 1e-1)).collect(),
-            zero_points: (0..n).map(|_| zp(rng)).collect(),
-        }
-    } else {
-        WeightQParams::PerTensor {
-            scale: rng.log_uniform(1e-4, 1e-1),
-            zero_point: zp(rng),
-        }
-    };
+    let wq = random_weight_qparams(rng, n);
     Case {
         stride,
         x: per_row_input(rng, m, k, stride),
@@ -52,6 +35,35 @@ fn case(rng: &mut Rng, m: usize, k: usize, n: usize) -> Case {
         } else {
             Profile::Qnnpack
         },
+    }
+}
+
+/// The signature of `dynamic_linear` and `dynamic_linear_per_row`.
+type Layer = fn(
+    &MatRef<'_, f32>,
+    &[i8],
+    usize,
+    &WeightQParams,
+    Option<&[f32]>,
+    bool,
+    bool,
+    Profile,
+) -> Result<Vec<f32>, Error>;
+
+impl Case {
+    /// `layer` on `x` with this case's weights (`n` outputs) and settings.
+    fn run(&self, layer: Layer, x: &MatRef<'_, f32>, n: usize) -> Vec<f32> {
+        layer(
+            x,
+            &self.w,
+            n,
+            &self.wq,
+            self.bias.as_deref(),
+            self.reduce_range,
+            self.relu,
+            self.profile,
+        )
+        .unwrap()
     }
 }
 
@@ -74,30 +86,10 @@ fn per_row_equals_per_tensor_on_each_row_alone() {
         for _ in 0..3 {
             let c = case(&mut rng, m, k, n);
             let xv = MatRef::new(&c.x, m, k, c.stride).unwrap();
-            let got = dynamic_linear_per_row(
-                &xv,
-                &c.w,
-                n,
-                &c.wq,
-                c.bias.as_deref(),
-                c.reduce_range,
-                c.relu,
-                c.profile,
-            )
-            .unwrap();
+            let got = c.run(dynamic_linear_per_row, &xv, n);
             for i in 0..m {
                 let row = MatRef::dense(xv.row(i), 1, k).unwrap();
-                let want = dynamic_linear(
-                    &row,
-                    &c.w,
-                    n,
-                    &c.wq,
-                    c.bias.as_deref(),
-                    c.reduce_range,
-                    c.relu,
-                    c.profile,
-                )
-                .unwrap();
+                let want = c.run(dynamic_linear, &row, n);
                 let got_bits: Vec<u32> = got[i * n..(i + 1) * n]
                     .iter()
                     .map(|v| v.to_bits())
@@ -116,17 +108,7 @@ fn folded_per_row_epilogue_equals_literal() {
         for _ in 0..3 {
             let c = case(&mut rng, m, k, n);
             let xv = MatRef::new(&c.x, m, k, c.stride).unwrap();
-            let want = dynamic_linear_per_row(
-                &xv,
-                &c.w,
-                n,
-                &c.wq,
-                c.bias.as_deref(),
-                c.reduce_range,
-                c.relu,
-                c.profile,
-            )
-            .unwrap();
+            let want = c.run(dynamic_linear_per_row, &xv, n);
             let col_sums = pack::column_sums(&c.w, n, k);
             let n_pad = n.div_ceil(16) * 16;
             let epi = DynamicEpilogue::new_per_row(
@@ -143,21 +125,8 @@ fn folded_per_row_epilogue_equals_literal() {
             let rr = c.reduce_range && c.profile == Profile::Fbgemm;
             for i in 0..m {
                 let row = MatRef::dense(xv.row(i), 1, k).unwrap();
-                let qp = choose_dynamic_qparams(&row, rr).unwrap();
-                let q = quantize_activations(&row, qp.scale, qp.zero_point);
-                let rs = pack::row_sum(&q)
-                    .wrapping_sub(DynamicEpilogue::row_sum_adjustment(k, qp.zero_point));
-                let rq = RowQParams {
-                    scale: qp.scale,
-                    zero_point: qp.zero_point,
-                };
-                for j in 0..n {
-                    let acc = q
-                        .iter()
-                        .zip(&c.w[j * k..(j + 1) * k])
-                        .map(|(&a, &b)| a as i32 * b as i32)
-                        .sum::<i32>();
-                    let got = epi.apply_row(acc, rs, Some(rq), j);
+                let folded = folded_per_row(&epi, &row, &c.w, n, rr);
+                for (j, &got) in folded.iter().enumerate() {
                     assert_eq!(
                         got.to_bits(),
                         want[i * n + j].to_bits(),

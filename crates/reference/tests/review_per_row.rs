@@ -4,8 +4,8 @@
 //! are largest. The folded epilogue must equal the literal, and the literal must equal
 //! `dynamic_linear` on each row alone.
 
-use qlinear_reference::contract::{DynamicEpilogue, RowQParams};
-use qlinear_reference::quantize::{choose_dynamic_qparams, quantize_activations};
+use qlinear_reference::contract::DynamicEpilogue;
+use qlinear_reference::testkit::folded_per_row;
 use qlinear_reference::{
     dynamic_linear, dynamic_linear_per_row, pack, MatRef, Profile, WeightQParams, K_LIMIT,
 };
@@ -56,21 +56,8 @@ fn per_row_fold_at_the_k_limit() {
             let rr = profile == Profile::Fbgemm;
             for i in 0..m {
                 let row = MatRef::dense(xv.row(i), 1, k).unwrap();
-                let qp = choose_dynamic_qparams(&row, rr).unwrap();
-                let q = quantize_activations(&row, qp.scale, qp.zero_point);
-                let rs = pack::row_sum(&q)
-                    .wrapping_sub(DynamicEpilogue::row_sum_adjustment(k, qp.zero_point));
-                let rq = RowQParams {
-                    scale: qp.scale,
-                    zero_point: qp.zero_point,
-                };
-                for j in 0..n {
-                    let acc = q
-                        .iter()
-                        .zip(&w[j * k..(j + 1) * k])
-                        .map(|(&a, &b)| a as i32 * b as i32)
-                        .sum::<i32>();
-                    let got = epi.apply_row(acc, rs, Some(rq), j);
+                let folded = folded_per_row(&epi, &row, &w, n, rr);
+                for (j, &got) in folded.iter().enumerate() {
                     assert_eq!(
                         got.to_bits(),
                         want[i * n + j].to_bits(),
