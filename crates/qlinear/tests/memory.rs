@@ -11,8 +11,9 @@
 // Test code: printing the measured figures is the point.
 #![allow(clippy::print_stderr)]
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod counting_alloc;
+
+use counting_alloc::measure;
 use std::sync::Mutex;
 
 use qlinear::{
@@ -20,44 +21,8 @@ use qlinear::{
     QuantizedWeight, WeightQParams,
 };
 
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards to the system allocator and only adds bookkeeping.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: forwarded caller contract.
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            let now = LIVE.fetch_add(layout.size(), Ordering::SeqCst) + layout.size();
-            PEAK.fetch_max(now, Ordering::SeqCst);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded caller contract.
-        unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size(), Ordering::SeqCst);
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
-
 /// Tests in this file measure the whole process: one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
-
-/// `(peak extra bytes during f, bytes still allocated after f)`, relative to before.
-fn measure(f: impl FnOnce()) -> (usize, isize) {
-    let before = LIVE.load(Ordering::SeqCst);
-    PEAK.store(before, Ordering::SeqCst);
-    f();
-    let peak = PEAK.load(Ordering::SeqCst);
-    let after = LIVE.load(Ordering::SeqCst);
-    (peak - before, after as isize - before as isize)
-}
 
 fn weight(n: usize, k: usize, zero_point: i32) -> QuantizedWeight {
     let w: Vec<i8> = (0..n * k).map(|i| (i * 31 % 251) as i8).collect();
