@@ -67,18 +67,7 @@ fn check_case(desc: &KernelDesc, c: &StaticCase, n_begin: usize, n_end: usize) {
     };
 
     // Static.
-    let want = qlinear_reference::static_linear(
-        &a,
-        c.x,
-        &c.w,
-        n,
-        &c.wq,
-        c.bias.as_deref(),
-        c.y,
-        c.relu,
-        c.profile,
-    )
-    .unwrap();
+    let want = c.oracle(&a).unwrap();
     let epi = StaticEpilogue::new(
         c.profile,
         c.x,

@@ -41,18 +41,7 @@ fn static_layer(c: &StaticCase, backend: Backend) -> Linear {
 /// The oracle's answer for a case (dense `m x n`).
 fn oracle_static(c: &StaticCase) -> Vec<u8> {
     let av = MatRef::new(&c.a, c.m, c.k, c.a_stride).unwrap();
-    qlinear_reference::static_linear(
-        &av,
-        c.x,
-        &c.w,
-        c.n,
-        &c.wq,
-        c.bias.as_deref(),
-        c.y,
-        c.relu,
-        c.profile,
-    )
-    .unwrap()
+    c.oracle(&av).unwrap()
 }
 
 /// A random dynamic setup: weight, bias, relu, profile, reduce_range, input `m x k`.

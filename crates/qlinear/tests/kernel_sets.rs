@@ -119,18 +119,7 @@ fn weight(c: &StaticCase) -> QuantizedWeight {
 /// Static output of `layer` for the first `m` rows against the oracle.
 fn check_static(layer: &Linear, c: &StaticCase, m: usize, threads: usize, what: &str) {
     let a = MatRef::new(&c.a, m, c.k, c.a_stride).expect("input view");
-    let want = qlinear_reference::static_linear(
-        &a,
-        c.x,
-        &c.w,
-        c.n,
-        &c.wq,
-        c.bias.as_deref(),
-        c.y,
-        c.relu,
-        c.profile,
-    )
-    .expect("oracle");
+    let want = c.oracle(&a).expect("oracle");
     let mut got = vec![0xA5u8; m * c.n];
     layer
         .forward_with_threads(a, MatMut::dense(&mut got, m, c.n).unwrap(), threads)

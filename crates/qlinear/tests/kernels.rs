@@ -66,18 +66,7 @@ fn weight_of(c: &StaticCase) -> QuantizedWeight {
 /// with the oracle. Returns a description of the first difference.
 fn check_static(backend: Backend, c: &StaticCase, threads: usize) -> Result<(), String> {
     let a = MatRef::new(&c.a, c.m, c.k, c.a_stride).map_err(|e| e.to_string())?;
-    let want = qlinear_reference::static_linear(
-        &a,
-        c.x,
-        &c.w,
-        c.n,
-        &c.wq,
-        c.bias.as_deref(),
-        c.y,
-        c.relu,
-        c.profile,
-    )
-    .map_err(|e| e.to_string())?;
+    let want = c.oracle(&a).map_err(|e| e.to_string())?;
     let layer = Linear::builder(weight_of(c), c.x, c.y)
         .maybe_bias(c.bias.clone())
         .relu(c.relu)

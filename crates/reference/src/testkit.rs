@@ -130,6 +130,22 @@ impl StaticCase {
         }
     }
 
+    /// The literal [`static_linear`](crate::static_linear) on `a` (this case's input
+    /// rows, or some of them) with the case's weights, qparams, bias, ReLU and profile.
+    pub fn oracle(&self, a: &crate::MatRef<'_, u8>) -> crate::Result<Vec<u8>> {
+        crate::static_linear(
+            a,
+            self.x,
+            &self.w,
+            self.n,
+            &self.wq,
+            self.bias.as_deref(),
+            self.y,
+            self.relu,
+            self.profile,
+        )
+    }
+
     /// The f32 input the kernel harnesses feed the dynamic path: the case's activation
     /// bytes, centred and scaled by `dyn_amp`, with every 13th element a `-0.0` (same
     /// length and row stride as `a`).
