@@ -54,14 +54,10 @@ pub(crate) const TABLE: &[IsaDesc] = &[
 /// # Panics
 /// When `isa` has no aarch64 entry (at compile time when evaluated in a constant).
 pub(crate) const fn entry(isa: Isa) -> &'static IsaDesc {
-    let mut i = 0;
-    while i < TABLE.len() {
-        if TABLE[i].isa as u8 == isa as u8 {
-            return &TABLE[i];
-        }
-        i += 1;
+    match IsaDesc::find(TABLE, isa) {
+        Some(e) => e,
+        None => panic!("no aarch64 ISA table entry for this Isa"),
     }
-    panic!("no aarch64 ISA table entry for this Isa")
 }
 
 /// `Ok` when this CPU (and OS) has every feature of the comma-separated `features`, else

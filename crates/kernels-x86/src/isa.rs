@@ -34,6 +34,7 @@
 //! this file changes for it.
 
 use qlinear_reference::contract::Isa;
+pub(crate) use qlinear_reference::isa::same_str;
 use qlinear_reference::isa::{IsaDesc, PeakProbe};
 
 use crate::peak;
@@ -77,14 +78,10 @@ pub(crate) const TABLE: &[IsaDesc] = &[
 /// # Panics
 /// When `isa` has no x86 entry (at compile time when evaluated in a constant).
 pub(crate) const fn entry(isa: Isa) -> &'static IsaDesc {
-    let mut i = 0;
-    while i < TABLE.len() {
-        if TABLE[i].isa as u8 == isa as u8 {
-            return &TABLE[i];
-        }
-        i += 1;
+    match IsaDesc::find(TABLE, isa) {
+        Some(e) => e,
+        None => panic!("no x86 ISA table entry for this Isa"),
     }
-    panic!("no x86 ISA table entry for this Isa")
 }
 
 /// XCR0 bits of the SSE and AVX (YMM) register state.
@@ -169,22 +166,6 @@ pub(crate) fn detected(feature: &str) -> bool {
         "fma" => std::arch::is_x86_feature_detected!("fma"),
         other => panic!("isa::detect: unknown target feature {other:?}; add it to `detected`"),
     }
-}
-
-/// Byte-wise string equality, usable in constants.
-pub(crate) const fn same_str(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    if a.len() != b.len() {
-        return false;
-    }
-    let mut i = 0;
-    while i < a.len() {
-        if a[i] != b[i] {
-            return false;
-        }
-        i += 1;
-    }
-    true
 }
 
 /// The parts every x86 kernel file has in common: its [`KernelDesc`] static, the runtime

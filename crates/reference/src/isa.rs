@@ -70,22 +70,9 @@ impl Arch {
     /// The architecture spelled `s` (a `target_arch` value), evaluated at compile time
     /// for every line of [`for_each_isa!`](crate::for_each_isa).
     const fn from_target_arch(s: &str) -> Arch {
-        const fn eq(a: &[u8], b: &[u8]) -> bool {
-            if a.len() != b.len() {
-                return false;
-            }
-            let mut i = 0;
-            while i < a.len() {
-                if a[i] != b[i] {
-                    return false;
-                }
-                i += 1;
-            }
-            true
-        }
-        if eq(s.as_bytes(), b"x86_64") {
+        if same_str(s, "x86_64") {
             Arch::X86_64
-        } else if eq(s.as_bytes(), b"aarch64") {
+        } else if same_str(s, "aarch64") {
             Arch::Aarch64
         } else {
             panic!("for_each_isa!: unknown target_arch")
@@ -228,11 +215,40 @@ pub struct IsaDesc {
 }
 
 impl IsaDesc {
+    /// The entry of `isa` in `table` (a kernel crate's table), usable in constants.
+    pub const fn find(table: &'static [IsaDesc], isa: Isa) -> Option<&'static IsaDesc> {
+        let mut i = 0;
+        while i < table.len() {
+            if table[i].isa as u8 == isa as u8 {
+                return Some(&table[i]);
+            }
+            i += 1;
+        }
+        None
+    }
+
     /// [`IsaDesc::detect`], with the ISA's name in front of the reason
     /// (`"avx512vnni: CPU lacks avx512vnni"`).
     pub fn available(&self) -> Result<(), String> {
         (self.detect)().map_err(|why| format!("{}: {why}", self.isa.name()))
     }
+}
+
+/// Byte-wise string equality, usable in constants (the kernel crates check their
+/// `#[target_feature]` lists against the table at compile time).
+pub const fn same_str(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
 }
 
 #[cfg(test)]
