@@ -10,6 +10,20 @@ use qlinear::{
 };
 use qlinear_reference::testkit::Rng;
 
+/// A 2 x 2 per-tensor weight, for the writer and metadata tests.
+fn tiny_weight() -> QuantizedWeight {
+    QuantizedWeight::new(
+        vec![1, 2, 3, 4],
+        2,
+        2,
+        WeightQParams::PerTensor {
+            scale: 0.1,
+            zero_point: 0,
+        },
+    )
+    .unwrap()
+}
+
 fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
 }
@@ -52,16 +66,7 @@ fn per_row_layer_round_trips_through_safetensors() {
 /// A malformed input quantization mode in the metadata is a clear error naming the key.
 #[test]
 fn bad_input_quantization_metadata_is_an_error() {
-    let qw = QuantizedWeight::new(
-        vec![1, 2, 3, 4],
-        2,
-        2,
-        WeightQParams::PerTensor {
-            scale: 0.1,
-            zero_point: 0,
-        },
-    )
-    .unwrap();
+    let qw = tiny_weight();
     let layer = DynamicLinear::builder(qw).build().unwrap();
     let mut wr = SafetensorsWriter::new();
     layer.write_safetensors("l", &mut wr).unwrap();
@@ -412,16 +417,7 @@ fn per_row_layer_file_loads_for_every_backend() {
 /// (e.g. `qlinear quantize`'s output) should be reproducible byte for byte.
 #[test]
 fn writer_output_is_deterministic() {
-    let qw = QuantizedWeight::new(
-        vec![1, 2, 3, 4],
-        2,
-        2,
-        WeightQParams::PerTensor {
-            scale: 0.1,
-            zero_point: 0,
-        },
-    )
-    .unwrap();
+    let qw = tiny_weight();
     let layer = DynamicLinear::builder(qw).relu(true).build().unwrap();
     let mut wr = SafetensorsWriter::new();
     for p in ["a", "b", "c", "d"] {
