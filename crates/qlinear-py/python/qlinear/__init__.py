@@ -1,0 +1,525 @@
+"""qlinear: exact int8 linear layers, bit for bit what torch's quantized Linear computes.
+
+``qlinear.Linear`` is ``torch.ao.nn.quantized.Linear`` / ``LinearReLU`` (uint8 in, uint8
+out), ``qlinear.DynamicLinear`` is ``torch.ao.nn.quantized.dynamic.Linear`` (float32 in,
+float32 out). Both run the Rust crate ``qlinear``'s kernels (AVX-512 VNNI, AVX-VNNI,
+AVX2, NEON, dotprod, i8mm, chosen at run time) and release the GIL while they compute.
+torch is optional: ``qlinear.from_torch(module)`` converts a torch module and
+``qlinear.torch.quantize_dynamic(model)`` swaps a float model's ``nn.Linear`` layers.
+
+The full reference is ``docs/python.md`` in the repository.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Optional, Tuple
+
+import numpy as np
+
+from . import _native
+from ._native import BackendUnavailableError, K_LIMIT, available_backends
+
+__all__ = [
+    "Linear",
+    "DynamicLinear",
+    "QuantizedWeight",
+    "BackendUnavailableError",
+    "available_backends",
+    "quantize_weight",
+    "quantize_per_tensor",
+    "dequantize",
+    "from_torch",
+    "K_LIMIT",
+]
+
+_QSCHEMES = (
+    "per_tensor_symmetric",
+    "per_tensor_affine",
+    "per_channel_symmetric",
+    "per_channel_affine",
+)
+
+
+class QuantizedWeight:
+    """An int8 weight and its qparams (what torch's ``weight()`` returns, unpacked).
+
+    ``int_repr``: int8 ``[out_features, in_features]``; ``scales``: float32, one entry per
+    tensor or one per output channel; ``zero_points``: int32, same length;
+    ``per_channel``: which of the two.
+    """
+
+    __slots__ = ("int_repr", "scales", "zero_points", "per_channel")
+
+    def __init__(self, int_repr, scales, zero_points, per_channel: bool):
+        self.int_repr = int_repr
+        self.scales = scales
+        self.zero_points = zero_points
+        self.per_channel = bool(per_channel)
+
+    @property
+    def shape(self) -> Tuple[int, int]:
+        return tuple(self.int_repr.shape)
+
+    @property
+    def qscheme(self) -> str:
+        """``per_tensor_affine`` or ``per_channel_affine`` (torch's names)."""
+        return "per_channel_affine" if self.per_channel else "per_tensor_affine"
+
+    def dequantize(self) -> np.ndarray:
+        """float32 ``(w - zero_point) * scale`` per element, as torch's ``dequantize``."""
+        w = self.int_repr.astype(np.int32)
+        z = self.zero_points.reshape(-1, 1) if self.per_channel else self.zero_points[0]
+        s = self.scales.reshape(-1, 1) if self.per_channel else self.scales[0]
+        return ((w - z).astype(np.float32) * s).astype(np.float32)
+
+    def __eq__(self, other: Any) -> bool:
+        if not isinstance(other, QuantizedWeight):
+            return NotImplemented
+        return (
+            self.per_channel == other.per_channel
+            and np.array_equal(self.int_repr, other.int_repr)
+            and np.array_equal(self.scales.view(np.uint32), other.scales.view(np.uint32))
+            and np.array_equal(self.zero_points, other.zero_points)
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        n, k = self.shape
+        return (
+            f"QuantizedWeight(shape=({n}, {k}), qscheme={self.qscheme}, "
+            f"scales={_short(self.scales)}, zero_points={_short(self.zero_points)})"
+        )
+
+
+def _short(a: np.ndarray) -> str:
+    if a.size == 1:
+        return repr(a.reshape(-1)[0].item())
+    return f"[{a.size} values]"
+
+
+def quantize_weight(
+    weight, qscheme: str = "per_channel_symmetric", reduce_range: bool = False
+) -> QuantizedWeight:
+    """float32 ``[out, in]`` -> :class:`QuantizedWeight`, exactly as torch's
+    ``MinMaxObserver`` / ``PerChannelMinMaxObserver`` (qint8, axis 0) and
+    ``quantize_per_tensor`` / ``quantize_per_channel`` do it."""
+    return QuantizedWeight(*_native.quantize_weight(_as_array(weight), qscheme, bool(reduce_range)))
+
+
+def quantize_per_tensor(x, scale: float, zero_point: int) -> np.ndarray:
+    """torch's ``quantize_per_tensor(x, scale, zero_point, torch.quint8).int_repr()``:
+    float32 of any shape -> uint8 of the same shape."""
+    return _native.quantize_per_tensor(_as_array(x), float(scale), _int(zero_point, "zero_point"))
+
+
+def dequantize(q, scale: float, zero_point: int) -> np.ndarray:
+    """torch's ``dequantize`` of a quint8 tensor: uint8 of any shape -> float32."""
+    return _native.dequantize(_as_array(q), float(scale), _int(zero_point, "zero_point"))
+
+
+# ---------------------------------------------------------------------------------
+# Arguments and inputs
+
+
+def _int(v, what: str) -> int:
+    """An integer argument: Python or numpy integers, or an integral float."""
+    if isinstance(v, (bool, np.bool_)):
+        raise ValueError(f"{what} must be an integer, got {v!r}")
+    if isinstance(v, (int, np.integer)):
+        return int(v)
+    a = np.asarray(v)
+    if a.ndim == 0 and a.dtype.kind in "iu":
+        return int(a)
+    if a.ndim == 0 and a.dtype.kind == "f" and np.isfinite(a) and float(a).is_integer():
+        return int(a)
+    raise ValueError(f"{what} must be an integer, got {v!r}")
+
+
+def _as_array(x) -> np.ndarray:
+    """Anything numpy can read on the CPU (ndarray, ``__array__``, ``__dlpack__``) as an
+    ndarray, without copying when the object allows it."""
+    if type(x) is np.ndarray:
+        return x
+    if isinstance(x, np.ndarray):
+        return x
+    if hasattr(x, "__array__") or hasattr(x, "__array_interface__"):
+        return np.asarray(x)
+    if hasattr(x, "__dlpack__"):
+        try:
+            return np.from_dlpack(x)
+        except (TypeError, RuntimeError, BufferError) as e:
+            raise ValueError(f"cannot read the input through __dlpack__: {e}") from e
+    if isinstance(x, (list, tuple)):
+        return np.asarray(x)
+    raise ValueError(
+        f"expected a numpy array or an object with __array__ / __dlpack__, got {type(x).__name__}"
+    )
+
+
+def _weight_qparams(scale, zero_point) -> Tuple[list, list, bool]:
+    """Normalizes ``weight_scale`` / ``weight_zero_point`` to lists and per-channel-ness."""
+    s = _as_array(scale) if not isinstance(scale, (int, float)) else np.asarray(scale)
+    z = _as_array(zero_point) if not isinstance(zero_point, int) else np.asarray(zero_point)
+    if s.dtype.kind not in "fiu":
+        raise ValueError(f"weight_scale must be numeric, got dtype {s.dtype}")
+    if z.dtype.kind not in "iu":
+        if z.dtype.kind == "f" and np.all(np.isfinite(z)) and np.all(z == np.round(z)):
+            z = z.astype(np.int64)
+        else:
+            raise ValueError(f"weight_zero_point must be integers, got dtype {z.dtype}")
+    if s.ndim == 0:
+        if z.ndim != 0:
+            raise ValueError(
+                "a per-tensor weight_scale (a number) needs a per-tensor weight_zero_point, "
+                f"got shape {z.shape}"
+            )
+        return [float(s)], [int(z)], False
+    if s.ndim != 1:
+        raise ValueError(f"weight_scale must be a number or 1-D (per channel), got shape {s.shape}")
+    if z.ndim == 0:
+        z = np.full(s.shape, int(z), dtype=np.int64)
+    if z.ndim != 1:
+        raise ValueError(f"weight_zero_point must be 1-D like weight_scale, got shape {z.shape}")
+    return s.astype(np.float64).tolist(), z.astype(np.int64).tolist(), True
+
+
+def _bias(bias):
+    if bias is None:
+        return None
+    return _as_array(bias)
+
+
+def _is_torch(x) -> bool:
+    return type(x).__module__.startswith("torch")
+
+
+def _threads(threads) -> int:
+    t = _int(threads, "threads")
+    if t < 0:
+        raise ValueError(f"threads must be >= 0 (0 = all cores), got {t}")
+    return t
+
+
+# ---------------------------------------------------------------------------------
+# Layers
+
+
+class _Layer:
+    """What both layer classes share: properties read from the native layer, I/O."""
+
+    # `_torch_scale`: the torch module's own (double) output qparams, set by
+    # `from_torch` so output tensors carry exactly the module's q_scale().
+    __slots__ = ("_native", "_torch_scale")
+    _NATIVE: Any = None
+
+    @classmethod
+    def _wrap(cls, native):
+        obj = cls.__new__(cls)
+        obj._native = native
+        return obj
+
+    # -- shape and settings ---------------------------------------------------------
+    @property
+    def in_features(self) -> int:
+        return self._native.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self._native.out_features
+
+    @property
+    def relu(self) -> bool:
+        return self._native.relu
+
+    @property
+    def profile(self) -> str:
+        return self._native.profile
+
+    @property
+    def per_channel(self) -> bool:
+        return self._native.per_channel
+
+    @property
+    def backend(self) -> str:
+        """The backend the weights are packed for (``auto`` resolved)."""
+        return self._native.backend
+
+    @property
+    def kernel_name(self) -> str:
+        """The kernel the weights were packed for, e.g. ``avx512vnni/gemm_8x32c4``."""
+        return self._native.kernel_name
+
+    def kernel_name_for(self, m: int) -> str:
+        """The kernel a call with ``m`` rows runs."""
+        return self._native.kernel_name_for(_int(m, "m"))
+
+    @property
+    def threads(self) -> int:
+        """Worker threads per call (0 = all cores)."""
+        return self._native.threads
+
+    @threads.setter
+    def threads(self, value: int) -> None:
+        self._native.threads = _threads(value)
+
+    def weight(self) -> QuantizedWeight:
+        """The exact int8 weight and its qparams."""
+        return QuantizedWeight(*self._native.weight())
+
+    def bias(self) -> Optional[np.ndarray]:
+        """A float32 copy of the bias, or ``None``."""
+        return self._native.bias()
+
+    # -- persistence ----------------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        """The layer in qlinear's packed-weights layer format (``docs/packed-format.md``)."""
+        return self._native.to_bytes()
+
+    @classmethod
+    def from_bytes(cls, data, backend: str = "auto", threads: int = 0):
+        """A layer from :meth:`to_bytes` output (repacked when ``backend`` needs it)."""
+        return cls._wrap(cls._NATIVE.from_bytes(data, backend, _threads(threads)))
+
+    def save(self, path) -> None:
+        """Writes :meth:`to_bytes` to ``path``."""
+        with open(os.fspath(path), "wb") as f:
+            f.write(self.to_bytes())
+
+    @classmethod
+    def load(cls, path, backend: str = "auto", threads: int = 0):
+        """Reads a file written by :meth:`save`."""
+        with open(os.fspath(path), "rb") as f:
+            return cls.from_bytes(f.read(), backend, threads)
+
+    def save_safetensors(self, path, prefix: str = "linear") -> None:
+        """Writes the layer under ``prefix`` to a safetensors file (``docs/safetensors.md``)."""
+        self._native.save_safetensors(os.fspath(path), prefix)
+
+    @classmethod
+    def from_safetensors(cls, path, prefix: str = "linear", backend: str = "auto", threads: int = 0):
+        """The layer stored under ``prefix`` in a safetensors file."""
+        return cls._wrap(
+            cls._NATIVE.from_safetensors(os.fspath(path), prefix, backend, _threads(threads))
+        )
+
+    def __reduce__(self):
+        return (_restore, (type(self), self.to_bytes(), self.threads))
+
+    def _weight_repr(self) -> str:
+        w = self.weight()
+        qscheme = "torch.per_channel_affine" if w.per_channel else "torch.per_tensor_affine"
+        return f"dtype=torch.qint8, qscheme={qscheme}"
+
+
+def _restore(cls, data, threads):
+    return cls.from_bytes(data, threads=threads)
+
+
+class DynamicLinear(_Layer):
+    """``torch.ao.nn.quantized.dynamic.Linear``: float32 in, float32 out, the input
+    quantized per call (per tensor, or per row with ``per_row=True``)."""
+
+    __slots__ = ()
+    _NATIVE = _native.NativeDynamicLinear
+
+    def __init__(
+        self,
+        weight,
+        weight_scale,
+        weight_zero_point=0,
+        *,
+        bias=None,
+        relu: bool = False,
+        profile: str = "fbgemm",
+        reduce_range: Optional[bool] = None,
+        per_row: bool = False,
+        backend: str = "auto",
+        threads: int = 0,
+    ):
+        scales, zps, per_channel = _weight_qparams(weight_scale, weight_zero_point)
+        self._native = _native.NativeDynamicLinear(
+            _as_array(weight),
+            scales,
+            zps,
+            per_channel,
+            _bias(bias),
+            bool(relu),
+            profile,
+            None if reduce_range is None else bool(reduce_range),
+            bool(per_row),
+            backend,
+            _threads(threads),
+        )
+
+    @classmethod
+    def from_float(
+        cls,
+        weight,
+        bias=None,
+        *,
+        qscheme: str = "per_channel_symmetric",
+        weight_reduce_range: bool = False,
+        **kwargs,
+    ) -> "DynamicLinear":
+        """Quantizes a float32 weight with torch's observer for ``qscheme``, then builds
+        the layer (``kwargs`` as the constructor)."""
+        w = quantize_weight(weight, qscheme, weight_reduce_range)
+        return cls._from_quantized(w, bias=bias, **kwargs)
+
+    @classmethod
+    def _from_quantized(cls, w: QuantizedWeight, **kwargs) -> "DynamicLinear":
+        if w.per_channel:
+            return cls(w.int_repr, w.scales, w.zero_points, **kwargs)
+        return cls(w.int_repr, float(w.scales[0]), int(w.zero_points[0]), **kwargs)
+
+    @property
+    def reduce_range(self) -> bool:
+        return self._native.reduce_range
+
+    @property
+    def per_row(self) -> bool:
+        return self._native.per_row
+
+    def forward(self, x):
+        """float32 ``[..., in_features]`` -> float32 ``[..., out_features]``. A torch
+        tensor in gives a torch tensor out."""
+        if type(x) is np.ndarray:
+            return self._native.forward(x)
+        if _is_torch(x):
+            from ._torch_io import dynamic_forward
+
+            return dynamic_forward(self._native, x)
+        return self._native.forward(_as_array(x))
+
+    __call__ = forward
+
+    def __repr__(self) -> str:
+        return (
+            f"DynamicLinear(in_features={self.in_features}, out_features={self.out_features}, "
+            f"{self._weight_repr()}, bias={self._native.bias() is not None}, relu={self.relu}, "
+            f"reduce_range={self.reduce_range}, per_row={self.per_row}, "
+            f"profile={self.profile!r}, kernel={self.kernel_name!r})"
+        )
+
+
+class Linear(_Layer):
+    """``torch.ao.nn.quantized.Linear`` (``LinearReLU`` with ``relu=True``): uint8 in,
+    uint8 out with output qparams ``scale`` / ``zero_point``."""
+
+    __slots__ = ()
+    _NATIVE = _native.NativeLinear
+
+    def __init__(
+        self,
+        weight,
+        weight_scale,
+        weight_zero_point=0,
+        *,
+        scale: float,
+        zero_point: int,
+        bias=None,
+        input_scale: Optional[float] = None,
+        input_zero_point: Optional[int] = None,
+        relu: bool = False,
+        profile: str = "fbgemm",
+        backend: str = "auto",
+        threads: int = 0,
+    ):
+        scales, zps, per_channel = _weight_qparams(weight_scale, weight_zero_point)
+        self._native = _native.NativeLinear(
+            _as_array(weight),
+            scales,
+            zps,
+            per_channel,
+            _bias(bias),
+            float(scale),
+            _int(zero_point, "zero_point"),
+            None if input_scale is None else float(input_scale),
+            None if input_zero_point is None else _int(input_zero_point, "input_zero_point"),
+            bool(relu),
+            profile,
+            backend,
+            _threads(threads),
+        )
+
+    @classmethod
+    def from_float(
+        cls,
+        weight,
+        bias=None,
+        *,
+        qscheme: str = "per_channel_symmetric",
+        weight_reduce_range: bool = False,
+        **kwargs,
+    ) -> "Linear":
+        """Quantizes a float32 weight with torch's observer for ``qscheme``, then builds
+        the layer (``kwargs`` as the constructor: ``scale`` and ``zero_point`` needed)."""
+        w = quantize_weight(weight, qscheme, weight_reduce_range)
+        if w.per_channel:
+            return cls(w.int_repr, w.scales, w.zero_points, bias=bias, **kwargs)
+        return cls(w.int_repr, float(w.scales[0]), int(w.zero_points[0]), bias=bias, **kwargs)
+
+    @property
+    def scale(self) -> float:
+        """Output scale."""
+        return self._native.scale
+
+    @property
+    def zero_point(self) -> int:
+        """Output zero point."""
+        return self._native.zero_point
+
+    @property
+    def input_scale(self) -> Optional[float]:
+        """Default input scale (``None`` when every call must give its own)."""
+        return self._native.input_scale
+
+    @property
+    def input_zero_point(self) -> Optional[int]:
+        return self._native.input_zero_point
+
+    def forward(self, x, input_scale: Optional[float] = None, input_zero_point: Optional[int] = None):
+        """uint8 ``x`` -> uint8, with the given input qparams or the layer's default;
+        float32 ``x`` -> float32 (quantize, layer, dequantize); a torch ``quint8`` tensor
+        -> a torch ``quint8`` tensor (its own qparams are the input's)."""
+        if type(x) is np.ndarray:
+            if input_scale is None and input_zero_point is None:
+                return self._native.forward(x)
+            return self._native.forward(x, _opt_float(input_scale), _opt_int(input_zero_point))
+        if _is_torch(x):
+            from ._torch_io import static_forward
+
+            return static_forward(self._native, x, input_scale, input_zero_point)
+        return self._native.forward(_as_array(x), _opt_float(input_scale), _opt_int(input_zero_point))
+
+    __call__ = forward
+
+    def __repr__(self) -> str:
+        return (
+            f"Linear(in_features={self.in_features}, out_features={self.out_features}, "
+            f"scale={self.scale}, zero_point={self.zero_point}, {self._weight_repr()}, "
+            f"bias={self._native.bias() is not None}, relu={self.relu}, "
+            f"profile={self.profile!r}, kernel={self.kernel_name!r})"
+        )
+
+
+def _opt_float(v):
+    return None if v is None else float(v)
+
+
+def _opt_int(v):
+    return None if v is None else _int(v, "input_zero_point")
+
+
+def from_torch(module, *, backend: str = "auto", threads: int = 0):
+    """A qlinear layer computing what ``module`` computes, bit for bit.
+
+    ``module``: ``torch.ao.nn.quantized.Linear``, ``torch.ao.nn.intrinsic.quantized.
+    LinearReLU``, ``torch.ao.nn.quantized.dynamic.Linear`` or ``torch.ao.nn.intrinsic.
+    quantized.dynamic.LinearReLU``. The profile follows ``torch.backends.quantized.engine``.
+    """
+    from ._torch_io import from_torch as _from_torch
+
+    return _from_torch(module, backend=backend, threads=threads)

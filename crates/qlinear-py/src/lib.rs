@@ -1,0 +1,919 @@
+//! `qlinear._native`: the Rust half of the `qlinear` Python package.
+//!
+//! The Python half (`python/qlinear/__init__.py`) holds the public classes; each wraps
+//! one of the native layers below and adds what is easier in Python: normalizing
+//! constructor arguments, turning `__array__` / `__dlpack__` objects and torch tensors
+//! into numpy arrays and back, `from_torch`. Everything that touches the data is here:
+//!
+//! * **Inputs are read in place.** A C-contiguous array, or a 2-D array whose rows are
+//!   contiguous at any non-negative row stride, becomes a [`MatRef`] over numpy's own
+//!   buffer; any other layout (negative strides, column steps, broadcast rows) is
+//!   copied once into C order. Leading dimensions are flattened as torch does.
+//! * **The GIL is released** for the whole computation ([`Python::detach`]): the layer
+//!   is immutable (`frozen` classes; the thread count is an atomic), so any number of
+//!   Python threads can call one layer at once and get the reference's bits.
+//! * **Outputs are Rust `Vec`s handed to numpy without a copy** (`PyArray1::from_vec`,
+//!   then a reshape view).
+//! * **Errors** are Python exceptions carrying the Rust error's message: `ValueError`
+//!   for bad shapes, dtypes, qparams and data, [`BackendUnavailableError`] (a
+//!   `RuntimeError`) for a backend this CPU cannot run, `OSError` for I/O,
+//!   `MemoryError` when an output cannot be allocated. Nothing panics on user input.
+//!
+//! Like numpy's own functions, a call reads its input without holding the GIL: another
+//! Python thread must not write to the same array while a call on it runs.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use numpy::ndarray::{ArrayViewD, Axis};
+use numpy::{
+    dtype, Element, IxDyn, PyArray1, PyArrayDescrMethods, PyArrayDyn, PyArrayMethods,
+    PyUntypedArray, PyUntypedArrayMethods,
+};
+use pyo3::exceptions::{PyMemoryError, PyOSError, PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+use qlinear::safetensors::{Checkpoint, SafetensorsWriter};
+use qlinear::{
+    ActQParams, Backend, DynamicLinear, Error, InputQuantization, Linear, MatMut, MatRef, Observer,
+    Profile, QuantizedWeight, WeightQParams,
+};
+
+pyo3::create_exception!(
+    qlinear,
+    BackendUnavailableError,
+    PyRuntimeError,
+    "The requested backend cannot run on this CPU, OS or build (the message says why)."
+);
+
+/// A qlinear error as the Python exception the package documents.
+fn py_err(e: Error) -> PyErr {
+    match e {
+        Error::BackendUnavailable(_) => BackendUnavailableError::new_err(e.to_string()),
+        _ => PyValueError::new_err(e.to_string()),
+    }
+}
+
+fn io_err(e: std::io::Error, path: &std::path::Path) -> PyErr {
+    PyOSError::new_err(format!("{}: {e}", path.display()))
+}
+
+fn parse_backend(name: &str) -> PyResult<Backend> {
+    name.parse::<Backend>().map_err(py_err)
+}
+
+fn parse_profile(name: &str) -> PyResult<Profile> {
+    match name.trim().to_ascii_lowercase().as_str() {
+        "fbgemm" | "x86" => Ok(Profile::Fbgemm),
+        "qnnpack" => Ok(Profile::Qnnpack),
+        other => Err(PyValueError::new_err(format!(
+            "unknown profile {other:?}: expected \"fbgemm\" (torch engines fbgemm / x86) or \"qnnpack\""
+        ))),
+    }
+}
+
+/// `(per_channel, symmetric)` of a torch qscheme name.
+fn parse_qscheme(name: &str) -> PyResult<(bool, bool)> {
+    match name {
+        "per_tensor_symmetric" => Ok((false, true)),
+        "per_tensor_affine" => Ok((false, false)),
+        "per_channel_symmetric" => Ok((true, true)),
+        "per_channel_affine" => Ok((true, false)),
+        other => Err(PyValueError::new_err(format!(
+            "unknown qscheme {other:?}: expected per_tensor_symmetric, per_tensor_affine, \
+             per_channel_symmetric or per_channel_affine"
+        ))),
+    }
+}
+
+/// A numpy scale (f64 from Python) as the f32 the layers use, as torch's kernels cast it.
+fn f32_scale(v: f64) -> f32 {
+    v as f32
+}
+
+fn i32_zero_point(what: &'static str, v: i64, min: i64, max: i64) -> PyResult<i32> {
+    if (min..=max).contains(&v) {
+        Ok(v as i32)
+    } else {
+        Err(py_err(Error::ZeroPointOutOfRange {
+            what,
+            value: v,
+            min,
+            max,
+        }))
+    }
+}
+
+fn weight_qparams(
+    scales: &[f64],
+    zero_points: &[i64],
+    per_channel: bool,
+) -> PyResult<WeightQParams> {
+    if scales.len() != zero_points.len() {
+        return Err(PyValueError::new_err(format!(
+            "weight_scale has {} entries but weight_zero_point has {}",
+            scales.len(),
+            zero_points.len()
+        )));
+    }
+    let zps = zero_points
+        .iter()
+        .map(|&z| i32_zero_point("weight", z, -128, 127))
+        .collect::<PyResult<Vec<i32>>>()?;
+    let scales: Vec<f32> = scales.iter().map(|&s| f32_scale(s)).collect();
+    if per_channel {
+        Ok(WeightQParams::PerChannel {
+            scales,
+            zero_points: zps,
+        })
+    } else if scales.len() == 1 {
+        Ok(WeightQParams::PerTensor {
+            scale: scales[0],
+            zero_point: zps[0],
+        })
+    } else {
+        Err(PyValueError::new_err(format!(
+            "a per-tensor weight has one scale and one zero point, got {}",
+            scales.len()
+        )))
+    }
+}
+
+fn act_qparams(what: &'static str, scale: f64, zero_point: i64) -> PyResult<ActQParams> {
+    let zp = i32_zero_point(what, zero_point, 0, 255)?;
+    let q = ActQParams {
+        scale: f32_scale(scale),
+        zero_point: zp,
+    };
+    q.validate(what).map_err(py_err)?;
+    Ok(q)
+}
+
+/// The dtype name numpy prints (`float64`, `object`, ...).
+fn dtype_name(arr: &Bound<'_, PyUntypedArray>) -> String {
+    arr.dtype()
+        .str()
+        .map(|s| s.to_string())
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// `obj` as a numpy array of element type `T` with `ndim` dimensions (any strides).
+fn typed_array<'py, T: Element>(
+    obj: &Bound<'py, PyAny>,
+    what: &str,
+    type_name: &str,
+    ndim: Option<usize>,
+) -> PyResult<Bound<'py, PyArrayDyn<T>>> {
+    let arr = obj.cast::<PyUntypedArray>().map_err(|_| {
+        PyValueError::new_err(format!(
+            "{what} must be a numpy array, got {}",
+            obj.get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default()
+        ))
+    })?;
+    if !arr.dtype().is_equiv_to(&dtype::<T>(obj.py())) {
+        return Err(PyValueError::new_err(format!(
+            "{what} must be {type_name}, got {}",
+            dtype_name(arr)
+        )));
+    }
+    if let Some(d) = ndim {
+        if arr.ndim() != d {
+            return Err(PyValueError::new_err(format!(
+                "{what} must have {d} dimension{}, got shape {:?}",
+                if d == 1 { "" } else { "s" },
+                arr.shape()
+            )));
+        }
+    }
+    Ok(arr.cast::<PyArrayDyn<T>>()?.clone())
+}
+
+/// A copy of an array of any strides, in C order.
+fn to_vec<T: Element + Copy>(arr: &Bound<'_, PyArrayDyn<T>>) -> Vec<T> {
+    let ro = arr.readonly();
+    ro.as_array().iter().copied().collect()
+}
+
+/// The rows of an input: `rows x cols` elements at row stride `stride`, either numpy's
+/// own memory or a C-order copy.
+struct InputRows<'a, T: Clone> {
+    data: std::borrow::Cow<'a, [T]>,
+    rows: usize,
+    cols: usize,
+    stride: usize,
+    /// Output shape: the input's leading dimensions, then `out_features`.
+    lead: Vec<usize>,
+}
+
+impl<'a, T: Copy> InputRows<'a, T> {
+    /// Views `view` (last dimension `cols`) as rows, in place when the layout allows.
+    fn new(view: &ArrayViewD<'a, T>, cols: usize) -> PyResult<Self> {
+        let shape = view.shape();
+        if shape.is_empty() {
+            return Err(PyValueError::new_err(
+                "input must have at least 1 dimension (a 0-d array has no rows)",
+            ));
+        }
+        let last = shape[shape.len() - 1];
+        if last != cols {
+            return Err(py_err(Error::Shape {
+                what: "input columns (in_features)",
+                expected: cols,
+                got: last,
+            }));
+        }
+        let lead = shape[..shape.len() - 1].to_vec();
+        let rows = lead
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+            .ok_or_else(|| PyValueError::new_err("input has too many rows"))?;
+        if rows == 0 {
+            return Ok(InputRows {
+                data: std::borrow::Cow::Owned(Vec::new()),
+                rows,
+                cols,
+                stride: cols,
+                lead,
+            });
+        }
+        if let Some(s) = view.to_slice() {
+            // C-contiguous (any number of dimensions).
+            return Ok(InputRows {
+                data: std::borrow::Cow::Borrowed(s),
+                rows,
+                cols,
+                stride: cols,
+                lead,
+            });
+        }
+        let strides = view.strides();
+        if shape.len() == 2 && strides[1] == 1 && strides[0] >= cols as isize {
+            let stride = strides[0] as usize;
+            // Row `rows - 1` ends `(rows - 1) * stride + cols` elements after the first.
+            let len = (rows - 1) * stride + cols;
+            // SAFETY: `view` is a live view of a numpy array (borrowed for 'a) whose rows
+            // start `stride` elements apart, each with `cols` contiguous elements: the
+            // `len` elements from its first element all lie inside that array's buffer
+            // (the last one is the last element of the last row), and nothing writes to
+            // them through Rust while the view is borrowed.
+            let s = unsafe { std::slice::from_raw_parts(view.as_ptr(), len) };
+            return Ok(InputRows {
+                data: std::borrow::Cow::Borrowed(s),
+                rows,
+                cols,
+                stride,
+                lead,
+            });
+        }
+        // Any other layout (negative or column strides, broadcast rows): one copy.
+        let copy: Vec<T> = view
+            .lanes(Axis(shape.len() - 1))
+            .into_iter()
+            .flat_map(|lane| lane.into_iter().copied())
+            .collect();
+        Ok(InputRows {
+            data: std::borrow::Cow::Owned(copy),
+            rows,
+            cols,
+            stride: cols,
+            lead,
+        })
+    }
+
+    fn mat(&self) -> Result<MatRef<'_, T>, Error> {
+        MatRef::new(&self.data, self.rows, self.cols, self.stride)
+    }
+
+    fn out_shape(&self, n: usize) -> Vec<usize> {
+        let mut s = self.lead.clone();
+        s.push(n);
+        s
+    }
+}
+
+/// A zeroed output buffer, or `MemoryError`.
+fn output_vec<U: Copy + Default>(rows: usize, n: usize) -> PyResult<Vec<U>> {
+    let len = rows
+        .checked_mul(n)
+        .ok_or_else(|| PyMemoryError::new_err("output size overflows"))?;
+    let mut v = Vec::new();
+    v.try_reserve_exact(len)
+        .map_err(|_| PyMemoryError::new_err(format!("cannot allocate {len} output elements")))?;
+    v.resize(len, U::default());
+    Ok(v)
+}
+
+fn into_array<'py, U: Element>(
+    py: Python<'py>,
+    v: Vec<U>,
+    shape: Vec<usize>,
+) -> PyResult<Bound<'py, PyAny>> {
+    Ok(PyArray1::from_vec(py, v).reshape(IxDyn(&shape))?.into_any())
+}
+
+type WeightTuple<'py> = (
+    Bound<'py, PyAny>,
+    Bound<'py, PyArray1<f32>>,
+    Bound<'py, PyArray1<i32>>,
+    bool,
+);
+
+/// `(int8 [out, in], scales f32 [1 | out], zero points i32, per_channel)`.
+fn weight_tuple<'py>(py: Python<'py>, w: &QuantizedWeight) -> PyResult<WeightTuple<'py>> {
+    let (n, k) = (w.out_features(), w.in_features());
+    let data = into_array(py, w.data().to_vec(), vec![n, k])?;
+    let (scales, zps, per_channel) = match w.qparams() {
+        WeightQParams::PerTensor { scale, zero_point } => (vec![*scale], vec![*zero_point], false),
+        WeightQParams::PerChannel {
+            scales,
+            zero_points,
+        } => (scales.clone(), zero_points.clone(), true),
+    };
+    Ok((
+        data,
+        PyArray1::from_vec(py, scales),
+        PyArray1::from_vec(py, zps),
+        per_channel,
+    ))
+}
+
+fn bias_vec(bias: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Vec<f32>>> {
+    match bias {
+        None => Ok(None),
+        Some(b) if b.is_none() => Ok(None),
+        Some(b) => Ok(Some(to_vec(&typed_array::<f32>(
+            b,
+            "bias",
+            "float32",
+            Some(1),
+        )?))),
+    }
+}
+
+fn quantized_weight(
+    weight: &Bound<'_, PyAny>,
+    scales: &[f64],
+    zero_points: &[i64],
+    per_channel: bool,
+) -> PyResult<QuantizedWeight> {
+    let arr = typed_array::<i8>(weight, "weight", "int8", Some(2))?;
+    let shape = arr.shape().to_vec();
+    let qparams = weight_qparams(scales, zero_points, per_channel)?;
+    QuantizedWeight::new(to_vec(&arr), shape[0], shape[1], qparams).map_err(py_err)
+}
+
+fn bytes_arg(data: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+    // bytes, bytearray, memoryview, or anything with the buffer protocol.
+    if let Ok(b) = data.cast::<PyBytes>() {
+        return Ok(b.as_bytes().to_vec());
+    }
+    data.extract::<Vec<u8>>()
+        .or_else(|_| {
+            let py = data.py();
+            let b = py.import("builtins")?.getattr("bytes")?.call1((data,))?;
+            Ok::<_, PyErr>(b.cast::<PyBytes>()?.as_bytes().to_vec())
+        })
+        .map_err(|_| PyValueError::new_err("expected bytes"))
+}
+
+/// `torch.ao.nn.quantized.dynamic.Linear`: f32 in, f32 out.
+#[pyclass(module = "qlinear._native", frozen)]
+struct NativeDynamicLinear {
+    layer: DynamicLinear,
+    threads: AtomicUsize,
+}
+
+impl NativeDynamicLinear {
+    fn wrap(layer: DynamicLinear, threads: usize) -> Self {
+        NativeDynamicLinear {
+            layer,
+            threads: AtomicUsize::new(threads),
+        }
+    }
+}
+
+#[pymethods]
+impl NativeDynamicLinear {
+    #[new]
+    #[pyo3(signature = (weight, scales, zero_points, per_channel, bias, relu, profile, reduce_range, per_row, backend, threads))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        weight: &Bound<'_, PyAny>,
+        scales: Vec<f64>,
+        zero_points: Vec<i64>,
+        per_channel: bool,
+        bias: Option<&Bound<'_, PyAny>>,
+        relu: bool,
+        profile: &str,
+        reduce_range: Option<bool>,
+        per_row: bool,
+        backend: &str,
+        threads: usize,
+    ) -> PyResult<Self> {
+        let w = quantized_weight(weight, &scales, &zero_points, per_channel)?;
+        let mut b = DynamicLinear::builder(w)
+            .maybe_bias(bias_vec(bias)?)
+            .relu(relu)
+            .profile(parse_profile(profile)?)
+            .backend(parse_backend(backend)?)
+            .input_quantization(if per_row {
+                InputQuantization::PerRow
+            } else {
+                InputQuantization::PerTensor
+            });
+        if let Some(rr) = reduce_range {
+            b = b.reduce_range(rr);
+        }
+        Ok(Self::wrap(b.build().map_err(py_err)?, threads))
+    }
+
+    /// The layer in the packed-weights layer format.
+    #[staticmethod]
+    fn from_bytes(data: &Bound<'_, PyAny>, backend: &str, threads: usize) -> PyResult<Self> {
+        let bytes = bytes_arg(data)?;
+        let (layer, _) =
+            DynamicLinear::from_bytes_for(&bytes, parse_backend(backend)?).map_err(py_err)?;
+        Ok(Self::wrap(layer, threads))
+    }
+
+    #[staticmethod]
+    fn from_safetensors(
+        path: PathBuf,
+        prefix: &str,
+        backend: &str,
+        threads: usize,
+    ) -> PyResult<Self> {
+        let bytes = std::fs::read(&path).map_err(|e| io_err(e, &path))?;
+        let ck = Checkpoint::parse(&bytes).map_err(py_err)?;
+        let layer = DynamicLinear::from_safetensors_for(&ck, prefix, parse_backend(backend)?)
+            .and_then(|b| b.build())
+            .map_err(py_err)?;
+        Ok(Self::wrap(layer, threads))
+    }
+
+    /// `x` (float32, `[..., in_features]`) -> float32 `[..., out_features]`.
+    fn forward<'py>(&self, x: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let py = x.py();
+        let (k, n) = (
+            self.layer.packed().in_features(),
+            self.layer.packed().out_features(),
+        );
+        let arr = typed_array::<f32>(x, "input", "float32", None)?;
+        let ro = arr.readonly();
+        let rows = InputRows::new(&ro.as_array(), k)?;
+        let mut y = output_vec::<f32>(rows.rows, n)?;
+        if rows.rows > 0 {
+            let input = rows.mat().map_err(py_err)?;
+            let threads = self.threads.load(Ordering::Relaxed);
+            let layer = &self.layer;
+            let out = &mut y;
+            py.detach(move || {
+                let m = input.rows();
+                layer.forward_with_threads(input, MatMut::dense(out, m, n)?, threads)
+            })
+            .map_err(py_err)?;
+        }
+        into_array(py, y, rows.out_shape(n))
+    }
+
+    fn weight<'py>(&self, py: Python<'py>) -> PyResult<WeightTuple<'py>> {
+        weight_tuple(py, &self.layer.weight())
+    }
+
+    fn bias<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyArray1<f32>>> {
+        self.layer.bias().map(|b| PyArray1::from_slice(py, b))
+    }
+
+    fn to_bytes<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.layer.to_bytes())
+    }
+
+    fn save_safetensors(&self, path: PathBuf, prefix: &str) -> PyResult<()> {
+        let mut w = SafetensorsWriter::new();
+        self.layer
+            .write_safetensors(prefix, &mut w)
+            .map_err(py_err)?;
+        w.save(&path).map_err(|e| io_err(e, &path))
+    }
+
+    fn kernel_name_for(&self, m: usize) -> &'static str {
+        self.layer.kernel_name_for(m)
+    }
+
+    #[getter]
+    fn in_features(&self) -> usize {
+        self.layer.packed().in_features()
+    }
+    #[getter]
+    fn out_features(&self) -> usize {
+        self.layer.packed().out_features()
+    }
+    #[getter]
+    fn relu(&self) -> bool {
+        self.layer.relu()
+    }
+    #[getter]
+    fn profile(&self) -> &'static str {
+        self.layer.profile().name()
+    }
+    #[getter]
+    fn per_channel(&self) -> bool {
+        self.layer.packed().qparams().is_per_channel()
+    }
+    #[getter]
+    fn reduce_range(&self) -> bool {
+        self.layer.reduce_range()
+    }
+    #[getter]
+    fn per_row(&self) -> bool {
+        self.layer.input_quantization() == InputQuantization::PerRow
+    }
+    #[getter]
+    fn kernel_name(&self) -> &'static str {
+        self.layer.kernel_name()
+    }
+    #[getter]
+    fn backend(&self) -> &'static str {
+        self.layer.packed().backend().name()
+    }
+    #[getter]
+    fn get_threads(&self) -> usize {
+        self.threads.load(Ordering::Relaxed)
+    }
+    #[setter]
+    fn set_threads(&self, threads: usize) {
+        self.threads.store(threads, Ordering::Relaxed);
+    }
+}
+
+/// `torch.ao.nn.quantized.Linear` / `LinearReLU`: u8 in, u8 out (or f32 around it).
+#[pyclass(module = "qlinear._native", frozen)]
+struct NativeLinear {
+    /// Built with the default input qparams (or a placeholder when there are none).
+    base: Linear,
+    has_default_input: bool,
+    /// The layer rebuilt for the last per-call input qparams that differed from the
+    /// default (same packed weights; only the folded epilogue differs).
+    other_input: Mutex<Option<Arc<Linear>>>,
+    threads: AtomicUsize,
+}
+
+/// Placeholder input qparams of a layer built without default ones; never used for a
+/// call (the call must then give its own).
+const PLACEHOLDER_INPUT: ActQParams = ActQParams {
+    scale: 1.0,
+    zero_point: 0,
+};
+
+enum Chosen<'a> {
+    Base(&'a Linear),
+    Other(Arc<Linear>),
+}
+
+impl std::ops::Deref for Chosen<'_> {
+    type Target = Linear;
+    fn deref(&self) -> &Linear {
+        match self {
+            Chosen::Base(l) => l,
+            Chosen::Other(l) => l,
+        }
+    }
+}
+
+impl NativeLinear {
+    fn wrap(base: Linear, has_default_input: bool, threads: usize) -> Self {
+        NativeLinear {
+            base,
+            has_default_input,
+            other_input: Mutex::new(None),
+            threads: AtomicUsize::new(threads),
+        }
+    }
+
+    /// The layer for a call's input qparams.
+    fn for_input(&self, scale: Option<f64>, zero_point: Option<i64>) -> PyResult<Chosen<'_>> {
+        let q = match (scale, zero_point) {
+            (None, None) if self.has_default_input => return Ok(Chosen::Base(&self.base)),
+            (None, None) => {
+                return Err(PyValueError::new_err(
+                    "this layer has no default input qparams: pass input_scale and \
+                     input_zero_point (or a torch quint8 tensor, which carries its own)",
+                ))
+            }
+            (Some(s), Some(z)) => act_qparams("input", s, z)?,
+            _ => {
+                return Err(PyValueError::new_err(
+                    "give both input_scale and input_zero_point, or neither",
+                ))
+            }
+        };
+        if self.has_default_input && self.base.input_qparams() == q {
+            return Ok(Chosen::Base(&self.base));
+        }
+        let mut cached = self
+            .other_input
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(l) = cached.as_ref().filter(|l| l.input_qparams() == q) {
+            return Ok(Chosen::Other(Arc::clone(l)));
+        }
+        let b = &self.base;
+        let layer = Linear::from_packed(b.packed().clone(), q, b.output_qparams())
+            .maybe_bias(b.bias().map(<[f32]>::to_vec))
+            .relu(b.relu())
+            .profile(b.profile())
+            .build()
+            .map_err(py_err)?;
+        let layer = Arc::new(layer);
+        *cached = Some(Arc::clone(&layer));
+        Ok(Chosen::Other(layer))
+    }
+}
+
+#[pymethods]
+impl NativeLinear {
+    #[new]
+    #[pyo3(signature = (weight, scales, zero_points, per_channel, bias, scale, zero_point, input_scale, input_zero_point, relu, profile, backend, threads))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        weight: &Bound<'_, PyAny>,
+        scales: Vec<f64>,
+        zero_points: Vec<i64>,
+        per_channel: bool,
+        bias: Option<&Bound<'_, PyAny>>,
+        scale: f64,
+        zero_point: i64,
+        input_scale: Option<f64>,
+        input_zero_point: Option<i64>,
+        relu: bool,
+        profile: &str,
+        backend: &str,
+        threads: usize,
+    ) -> PyResult<Self> {
+        let w = quantized_weight(weight, &scales, &zero_points, per_channel)?;
+        let output = act_qparams("output", scale, zero_point)?;
+        let (input, has_default) = match (input_scale, input_zero_point) {
+            (Some(s), Some(z)) => (act_qparams("input", s, z)?, true),
+            (None, None) => (PLACEHOLDER_INPUT, false),
+            _ => {
+                return Err(PyValueError::new_err(
+                    "give both input_scale and input_zero_point, or neither",
+                ))
+            }
+        };
+        let layer = Linear::builder(w, input, output)
+            .maybe_bias(bias_vec(bias)?)
+            .relu(relu)
+            .profile(parse_profile(profile)?)
+            .backend(parse_backend(backend)?)
+            .build()
+            .map_err(py_err)?;
+        Ok(Self::wrap(layer, has_default, threads))
+    }
+
+    #[staticmethod]
+    fn from_bytes(data: &Bound<'_, PyAny>, backend: &str, threads: usize) -> PyResult<Self> {
+        let bytes = bytes_arg(data)?;
+        let (layer, _) = Linear::from_bytes_for(&bytes, parse_backend(backend)?).map_err(py_err)?;
+        Ok(Self::wrap(layer, true, threads))
+    }
+
+    #[staticmethod]
+    fn from_safetensors(
+        path: PathBuf,
+        prefix: &str,
+        backend: &str,
+        threads: usize,
+    ) -> PyResult<Self> {
+        let bytes = std::fs::read(&path).map_err(|e| io_err(e, &path))?;
+        let ck = Checkpoint::parse(&bytes).map_err(py_err)?;
+        let layer = Linear::from_safetensors_for(&ck, prefix, parse_backend(backend)?)
+            .and_then(|b| b.build())
+            .map_err(py_err)?;
+        Ok(Self::wrap(layer, true, threads))
+    }
+
+    /// uint8 `x` -> uint8 (the quantized layer); float32 `x` -> float32
+    /// (QuantStub -> layer -> DeQuantStub).
+    #[pyo3(signature = (x, input_scale=None, input_zero_point=None))]
+    fn forward<'py>(
+        &self,
+        x: &Bound<'py, PyAny>,
+        input_scale: Option<f64>,
+        input_zero_point: Option<i64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = x.py();
+        let is_u8 = x
+            .cast::<PyUntypedArray>()
+            .map(|a| a.dtype().is_equiv_to(&dtype::<u8>(py)))
+            .unwrap_or(false);
+        let is_f32 = x
+            .cast::<PyUntypedArray>()
+            .map(|a| a.dtype().is_equiv_to(&dtype::<f32>(py)))
+            .unwrap_or(false);
+        if !is_u8 && !is_f32 {
+            // The same message whatever `x` is: typed_array names what it got.
+            typed_array::<u8>(x, "input", "uint8 (quantized) or float32", None)?;
+        }
+        let layer = self.for_input(input_scale, input_zero_point)?;
+        let layer: &Linear = &layer;
+        let threads = self.threads.load(Ordering::Relaxed);
+        let k = layer.packed().in_features();
+        let n = layer.packed().out_features();
+        if is_u8 {
+            let arr = typed_array::<u8>(x, "input", "uint8", None)?;
+            let ro = arr.readonly();
+            let rows = InputRows::new(&ro.as_array(), k)?;
+            let mut y = output_vec::<u8>(rows.rows, n)?;
+            if rows.rows > 0 {
+                let input = rows.mat().map_err(py_err)?;
+                let out = &mut y;
+                py.detach(move || {
+                    let m = input.rows();
+                    layer.forward_with_threads(input, MatMut::dense(out, m, n)?, threads)
+                })
+                .map_err(py_err)?;
+            }
+            into_array(py, y, rows.out_shape(n))
+        } else {
+            let arr = typed_array::<f32>(x, "input", "float32", None)?;
+            let ro = arr.readonly();
+            let rows = InputRows::new(&ro.as_array(), k)?;
+            let mut y = output_vec::<f32>(rows.rows, n)?;
+            if rows.rows > 0 {
+                let input = rows.mat().map_err(py_err)?;
+                let out = &mut y;
+                py.detach(move || {
+                    let m = input.rows();
+                    layer.forward_f32_with_threads(input, MatMut::dense(out, m, n)?, threads)
+                })
+                .map_err(py_err)?;
+            }
+            into_array(py, y, rows.out_shape(n))
+        }
+    }
+
+    fn weight<'py>(&self, py: Python<'py>) -> PyResult<WeightTuple<'py>> {
+        weight_tuple(py, &self.base.weight())
+    }
+
+    fn bias<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyArray1<f32>>> {
+        self.base.bias().map(|b| PyArray1::from_slice(py, b))
+    }
+
+    fn to_bytes<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.base.to_bytes())
+    }
+
+    fn save_safetensors(&self, path: PathBuf, prefix: &str) -> PyResult<()> {
+        let mut w = SafetensorsWriter::new();
+        self.base
+            .write_safetensors(prefix, &mut w)
+            .map_err(py_err)?;
+        w.save(&path).map_err(|e| io_err(e, &path))
+    }
+
+    fn kernel_name_for(&self, m: usize) -> &'static str {
+        self.base.kernel_name_for(m)
+    }
+
+    #[getter]
+    fn in_features(&self) -> usize {
+        self.base.packed().in_features()
+    }
+    #[getter]
+    fn out_features(&self) -> usize {
+        self.base.packed().out_features()
+    }
+    #[getter]
+    fn scale(&self) -> f32 {
+        self.base.output_qparams().scale
+    }
+    #[getter]
+    fn zero_point(&self) -> i32 {
+        self.base.output_qparams().zero_point
+    }
+    #[getter]
+    fn input_scale(&self) -> Option<f32> {
+        self.has_default_input
+            .then(|| self.base.input_qparams().scale)
+    }
+    #[getter]
+    fn input_zero_point(&self) -> Option<i32> {
+        self.has_default_input
+            .then(|| self.base.input_qparams().zero_point)
+    }
+    #[getter]
+    fn relu(&self) -> bool {
+        self.base.relu()
+    }
+    #[getter]
+    fn profile(&self) -> &'static str {
+        self.base.profile().name()
+    }
+    #[getter]
+    fn per_channel(&self) -> bool {
+        self.base.packed().qparams().is_per_channel()
+    }
+    #[getter]
+    fn kernel_name(&self) -> &'static str {
+        self.base.kernel_name()
+    }
+    #[getter]
+    fn backend(&self) -> &'static str {
+        self.base.packed().backend().name()
+    }
+    #[getter]
+    fn get_threads(&self) -> usize {
+        self.threads.load(Ordering::Relaxed)
+    }
+    #[setter]
+    fn set_threads(&self, threads: usize) {
+        self.threads.store(threads, Ordering::Relaxed);
+    }
+}
+
+/// Backend names this CPU runs, best first, `"reference"` last.
+#[pyfunction]
+fn available_backends() -> Vec<&'static str> {
+    qlinear::available_backends()
+        .into_iter()
+        .map(Backend::name)
+        .collect()
+}
+
+/// float32 `[out, in]` -> `(int8, scales, zero points, per_channel)` with torch's
+/// observer for `qscheme`.
+#[pyfunction]
+#[pyo3(signature = (weight, qscheme, reduce_range))]
+fn quantize_weight<'py>(
+    weight: &Bound<'py, PyAny>,
+    qscheme: &str,
+    reduce_range: bool,
+) -> PyResult<WeightTuple<'py>> {
+    let (per_channel, symmetric) = parse_qscheme(qscheme)?;
+    let arr = typed_array::<f32>(weight, "weight", "float32", Some(2))?;
+    let shape = arr.shape().to_vec();
+    let observer = Observer {
+        per_channel,
+        symmetric,
+        reduce_range,
+    };
+    let w =
+        QuantizedWeight::from_float(&to_vec(&arr), shape[0], shape[1], observer).map_err(py_err)?;
+    weight_tuple(weight.py(), &w)
+}
+
+/// torch's `quantize_per_tensor(x, scale, zero_point, torch.quint8)`: float32 of any
+/// shape -> uint8 of the same shape.
+#[pyfunction]
+fn quantize_per_tensor<'py>(
+    x: &Bound<'py, PyAny>,
+    scale: f64,
+    zero_point: i64,
+) -> PyResult<Bound<'py, PyAny>> {
+    let q = act_qparams("activation", scale, zero_point)?;
+    let arr = typed_array::<f32>(x, "input", "float32", None)?;
+    let shape = arr.shape().to_vec();
+    let v = to_vec(&arr);
+    let out = x.py().detach(|| q.quantize_vec(&v)).map_err(py_err)?;
+    into_array(x.py(), out, shape)
+}
+
+/// torch's `dequantize` of a quint8 tensor: uint8 of any shape -> float32.
+#[pyfunction]
+fn dequantize<'py>(
+    q: &Bound<'py, PyAny>,
+    scale: f64,
+    zero_point: i64,
+) -> PyResult<Bound<'py, PyAny>> {
+    let p = act_qparams("activation", scale, zero_point)?;
+    let arr = typed_array::<u8>(q, "input", "uint8", None)?;
+    let shape = arr.shape().to_vec();
+    let v = to_vec(&arr);
+    let out = q.py().detach(|| p.dequantize_vec(&v));
+    into_array(q.py(), out, shape)
+}
+
+/// The `qlinear._native` extension module.
+#[pymodule]
+#[pyo3(name = "_native")]
+fn native_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<NativeLinear>()?;
+    m.add_class::<NativeDynamicLinear>()?;
+    m.add_function(wrap_pyfunction!(available_backends, m)?)?;
+    m.add_function(wrap_pyfunction!(quantize_weight, m)?)?;
+    m.add_function(wrap_pyfunction!(quantize_per_tensor, m)?)?;
+    m.add_function(wrap_pyfunction!(dequantize, m)?)?;
+    m.add(
+        "BackendUnavailableError",
+        m.py().get_type::<BackendUnavailableError>(),
+    )?;
+    m.add("K_LIMIT", qlinear::K_LIMIT)?;
+    Ok(())
+}
