@@ -481,6 +481,34 @@ impl NativeDynamicLinear {
         into_array(py, y, rows.out_shape(n))
     }
 
+    /// Seconds per call of the Rust `forward` alone (preallocated output, no Python in
+    /// the loop), over `iters` calls on the dense float32 `x`: the baseline the
+    /// benchmark subtracts to get the Python call overhead. Not part of the API.
+    fn _rust_seconds_per_call(&self, x: &Bound<'_, PyAny>, iters: usize) -> PyResult<f64> {
+        let (k, n) = (
+            self.layer.packed().in_features(),
+            self.layer.packed().out_features(),
+        );
+        let arr = typed_array::<f32>(x, "input", "float32", Some(2))?;
+        let ro = arr.readonly();
+        let rows = InputRows::new(&ro.as_array(), k)?;
+        let input = rows.mat().map_err(py_err)?;
+        let mut y = output_vec::<f32>(rows.rows, n)?;
+        let threads = self.threads.load(Ordering::Relaxed);
+        let layer = &self.layer;
+        let out = &mut y;
+        x.py()
+            .detach(move || {
+                let m = input.rows();
+                let start = std::time::Instant::now();
+                for _ in 0..iters.max(1) {
+                    layer.forward_with_threads(input, MatMut::dense(out, m, n)?, threads)?;
+                }
+                Ok(start.elapsed().as_secs_f64() / iters.max(1) as f64)
+            })
+            .map_err(py_err)
+    }
+
     fn weight<'py>(&self, py: Python<'py>) -> PyResult<WeightTuple<'py>> {
         weight_tuple(py, &self.layer.weight())
     }

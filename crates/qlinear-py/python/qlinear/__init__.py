@@ -491,7 +491,7 @@ class Linear(_Layer):
         if _is_torch(x):
             from ._torch_io import static_forward
 
-            return static_forward(self._native, x, input_scale, input_zero_point)
+            return static_forward(self, x, input_scale, input_zero_point)
         return self._native.forward(_as_array(x), _opt_float(input_scale), _opt_int(input_zero_point))
 
     __call__ = forward

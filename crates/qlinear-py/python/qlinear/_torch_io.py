@@ -48,7 +48,7 @@ def static_forward(layer: Linear, x, input_scale=None, input_zero_point=None):
             raise ValueError(f"input must be quantized per tensor, got {x.qscheme()}")
         if input_scale is not None or input_zero_point is not None:
             raise ValueError("a quantized tensor carries its own qparams: do not pass input_scale")
-        q = _cpu_numpy(x.int_repr(), "input")
+        q = _cpu_numpy(_quint8_bytes(x), "input")
         y = native.forward(q, float(x.q_scale()), int(x.q_zero_point()))
         scale, zero_point = _torch_output_qparams(layer)
         return torch._make_per_tensor_quantized_tensor(torch.from_numpy(y), scale, zero_point)
@@ -58,6 +58,17 @@ def static_forward(layer: Linear, x, input_scale=None, input_zero_point=None):
         z = None if input_zero_point is None else int(input_zero_point)
         return torch.from_numpy(native.forward(a, s, z))
     raise ValueError(f"a static layer takes torch.quint8, uint8 or float32 input, got {x.dtype}")
+
+
+def _quint8_bytes(x: "torch.Tensor") -> "torch.Tensor":
+    """The uint8 values of a quint8 tensor without a copy: a uint8 tensor over the same
+    storage, offset, sizes and strides (quint8 is one byte per element). torch's
+    ``int_repr()`` copies element by element (about 0.1 ms for 128 x 3072)."""
+    if x.element_size() != 1:  # never for quint8; kept as a guard
+        return x.int_repr()
+    return torch.empty(0, dtype=torch.uint8).set_(
+        x.untyped_storage(), x.storage_offset(), x.size(), x.stride()
+    )
 
 
 def _torch_output_qparams(layer: Linear):
