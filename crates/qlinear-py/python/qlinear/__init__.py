@@ -523,3 +523,12 @@ def from_torch(module, *, backend: str = "auto", threads: int = 0):
     from ._torch_io import from_torch as _from_torch
 
     return _from_torch(module, backend=backend, threads=threads)
+
+
+def __getattr__(name: str):
+    # `qlinear.torch` on first use (PEP 562), so `import qlinear` never imports torch.
+    if name == "torch":
+        import importlib
+
+        return importlib.import_module(".torch", __name__)
+    raise AttributeError(f"module 'qlinear' has no attribute {name!r}")
