@@ -381,16 +381,189 @@ fn bytes_arg(data: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
         .map_err(|_| PyValueError::new_err("expected bytes"))
 }
 
-/// `torch.ao.nn.quantized.dynamic.Linear`: f32 in, f32 out.
+/// Runs `run` on the rows of `x` (element type `T`, last dimension `k`) into a fresh
+/// `[..., n]` array of `U`, with the GIL released. The one path every forward takes.
+fn forward_rows<'py, T, U>(
+    x: &Bound<'py, PyAny>,
+    type_name: &str,
+    k: usize,
+    n: usize,
+    run: impl FnOnce(MatRef<'_, T>, MatMut<'_, U>) -> Result<(), Error> + Send,
+) -> PyResult<Bound<'py, PyAny>>
+where
+    T: Element + Copy + Sync,
+    U: Element + Copy + Default + Send,
+{
+    let py = x.py();
+    let arr = typed_array::<T>(x, "input", type_name, None)?;
+    let ro = arr.readonly();
+    let rows = InputRows::new(&ro.as_array(), k)?;
+    let mut y = output_vec::<U>(rows.rows, n)?;
+    if rows.rows > 0 {
+        let input = rows.mat().map_err(py_err)?;
+        let out = &mut y;
+        py.detach(move || {
+            let m = input.rows();
+            run(input, MatMut::dense(out, m, n)?)
+        })
+        .map_err(py_err)?;
+    }
+    into_array(py, y, rows.out_shape(n))
+}
+
+/// A static layer: the layer built with the default input qparams (or a placeholder
+/// when there are none), and the layer rebuilt for the last per-call input qparams that
+/// differed from them (same packed weights; only the folded epilogue differs).
+struct StaticLayer {
+    base: Linear,
+    has_default_input: bool,
+    other_input: Mutex<Option<Arc<Linear>>>,
+}
+
+/// Placeholder input qparams of a layer built without default ones; never used for a
+/// call (the call must then give its own).
+const PLACEHOLDER_INPUT: ActQParams = ActQParams {
+    scale: 1.0,
+    zero_point: 0,
+};
+
+/// The layer a call runs: the base one or a rebuilt one.
+enum Chosen<'a> {
+    Base(&'a Linear),
+    Other(Arc<Linear>),
+}
+
+impl std::ops::Deref for Chosen<'_> {
+    type Target = Linear;
+    fn deref(&self) -> &Linear {
+        match self {
+            Chosen::Base(l) => l,
+            Chosen::Other(l) => l,
+        }
+    }
+}
+
+impl StaticLayer {
+    fn new(base: Linear, has_default_input: bool) -> Self {
+        StaticLayer {
+            base,
+            has_default_input,
+            other_input: Mutex::new(None),
+        }
+    }
+
+    /// The layer for a call's input qparams.
+    fn for_input(&self, scale: Option<f64>, zero_point: Option<i64>) -> PyResult<Chosen<'_>> {
+        let q = match (scale, zero_point) {
+            (None, None) if self.has_default_input => return Ok(Chosen::Base(&self.base)),
+            (None, None) => {
+                return Err(PyValueError::new_err(
+                    "this layer has no default input qparams: pass input_scale and \
+                     input_zero_point (or a torch quint8 tensor, which carries its own)",
+                ))
+            }
+            (Some(s), Some(z)) => act_qparams("input", s, z)?,
+            _ => return Err(both_or_neither()),
+        };
+        if self.has_default_input && self.base.input_qparams() == q {
+            return Ok(Chosen::Base(&self.base));
+        }
+        let mut cached = self
+            .other_input
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(l) = cached.as_ref().filter(|l| l.input_qparams() == q) {
+            return Ok(Chosen::Other(Arc::clone(l)));
+        }
+        let b = &self.base;
+        let layer = Linear::from_packed(b.packed().clone(), q, b.output_qparams())
+            .maybe_bias(b.bias().map(<[f32]>::to_vec))
+            .relu(b.relu())
+            .profile(b.profile())
+            .build()
+            .map_err(py_err)?;
+        let layer = Arc::new(layer);
+        *cached = Some(Arc::clone(&layer));
+        Ok(Chosen::Other(layer))
+    }
+}
+
+fn both_or_neither() -> PyErr {
+    PyValueError::new_err("give both input_scale and input_zero_point, or neither")
+}
+
+/// Either kind of layer; what both share is read through one set of methods.
+enum Layer {
+    /// `torch.ao.nn.quantized.Linear` / `LinearReLU`: u8 in, u8 out (or f32 around it).
+    Static(StaticLayer),
+    /// `torch.ao.nn.quantized.dynamic.Linear`: f32 in, f32 out.
+    Dynamic(DynamicLinear),
+}
+
+/// Forwards a method both layer types have (`Linear` and `DynamicLinear` share their
+/// accessor names but no trait).
+macro_rules! either {
+    ($layer:expr, $l:ident => $e:expr) => {
+        match $layer {
+            Layer::Static(s) => {
+                let $l = &s.base;
+                $e
+            }
+            Layer::Dynamic($l) => $e,
+        }
+    };
+}
+
+impl Layer {
+    fn kind(&self) -> &'static str {
+        match self {
+            Layer::Static(_) => "static",
+            Layer::Dynamic(_) => "dynamic",
+        }
+    }
+    fn packed(&self) -> &qlinear::PackedWeights {
+        either!(self, l => l.packed())
+    }
+    fn static_layer(&self, what: &str) -> PyResult<&StaticLayer> {
+        match self {
+            Layer::Static(s) => Ok(s),
+            Layer::Dynamic(_) => Err(PyValueError::new_err(format!(
+                "{what} belongs to static layers; this one is dynamic"
+            ))),
+        }
+    }
+    fn dynamic_layer(&self, what: &str) -> PyResult<&DynamicLinear> {
+        match self {
+            Layer::Dynamic(d) => Ok(d),
+            Layer::Static(_) => Err(PyValueError::new_err(format!(
+                "{what} belongs to dynamic layers; this one is static"
+            ))),
+        }
+    }
+}
+
+/// Which layer kind a Python class wants (`"static"` / `"dynamic"`).
+fn parse_kind(kind: &str) -> PyResult<bool> {
+    match kind {
+        "static" => Ok(true),
+        "dynamic" => Ok(false),
+        other => Err(PyValueError::new_err(format!(
+            "unknown layer kind {other:?}"
+        ))),
+    }
+}
+
+/// One qlinear layer behind `qlinear.Linear` or `qlinear.DynamicLinear`. Immutable
+/// (`frozen`) apart from the atomic thread count, so concurrent calls need no lock.
 #[pyclass(module = "qlinear._native", frozen)]
-struct NativeDynamicLinear {
-    layer: DynamicLinear,
+struct NativeLayer {
+    layer: Layer,
     threads: AtomicUsize,
 }
 
-impl NativeDynamicLinear {
-    fn wrap(layer: DynamicLinear, threads: usize) -> Self {
-        NativeDynamicLinear {
+impl NativeLayer {
+    fn wrap(layer: Layer, threads: usize) -> Self {
+        NativeLayer {
             layer,
             threads: AtomicUsize::new(threads),
         }
@@ -398,11 +571,12 @@ impl NativeDynamicLinear {
 }
 
 #[pymethods]
-impl NativeDynamicLinear {
-    #[new]
+impl NativeLayer {
+    /// A dynamic layer (`torch.ao.nn.quantized.dynamic.Linear`).
+    #[staticmethod]
     #[pyo3(signature = (weight, scales, zero_points, per_channel, bias, relu, profile, reduce_range, per_row, backend, threads))]
     #[allow(clippy::too_many_arguments)]
-    fn new(
+    fn new_dynamic(
         weight: &Bound<'_, PyAny>,
         scales: Vec<f64>,
         zero_points: Vec<i64>,
@@ -429,246 +603,15 @@ impl NativeDynamicLinear {
         if let Some(rr) = reduce_range {
             b = b.reduce_range(rr);
         }
-        Ok(Self::wrap(b.build().map_err(py_err)?, threads))
+        let layer = b.build().map_err(py_err)?;
+        Ok(Self::wrap(Layer::Dynamic(layer), threads))
     }
 
-    /// The layer in the packed-weights layer format.
+    /// A static layer (`torch.ao.nn.quantized.Linear`, `LinearReLU` with `relu`).
     #[staticmethod]
-    fn from_bytes(data: &Bound<'_, PyAny>, backend: &str, threads: usize) -> PyResult<Self> {
-        let bytes = bytes_arg(data)?;
-        let (layer, _) =
-            DynamicLinear::from_bytes_for(&bytes, parse_backend(backend)?).map_err(py_err)?;
-        Ok(Self::wrap(layer, threads))
-    }
-
-    #[staticmethod]
-    fn from_safetensors(
-        path: PathBuf,
-        prefix: &str,
-        backend: &str,
-        threads: usize,
-    ) -> PyResult<Self> {
-        let bytes = std::fs::read(&path).map_err(|e| io_err(e, &path))?;
-        let ck = Checkpoint::parse(&bytes).map_err(py_err)?;
-        let layer = DynamicLinear::from_safetensors_for(&ck, prefix, parse_backend(backend)?)
-            .and_then(|b| b.build())
-            .map_err(py_err)?;
-        Ok(Self::wrap(layer, threads))
-    }
-
-    /// `x` (float32, `[..., in_features]`) -> float32 `[..., out_features]`.
-    fn forward<'py>(&self, x: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-        let py = x.py();
-        let (k, n) = (
-            self.layer.packed().in_features(),
-            self.layer.packed().out_features(),
-        );
-        let arr = typed_array::<f32>(x, "input", "float32", None)?;
-        let ro = arr.readonly();
-        let rows = InputRows::new(&ro.as_array(), k)?;
-        let mut y = output_vec::<f32>(rows.rows, n)?;
-        if rows.rows > 0 {
-            let input = rows.mat().map_err(py_err)?;
-            let threads = self.threads.load(Ordering::Relaxed);
-            let layer = &self.layer;
-            let out = &mut y;
-            py.detach(move || {
-                let m = input.rows();
-                layer.forward_with_threads(input, MatMut::dense(out, m, n)?, threads)
-            })
-            .map_err(py_err)?;
-        }
-        into_array(py, y, rows.out_shape(n))
-    }
-
-    /// Seconds per call of the Rust `forward` alone (preallocated output, no Python in
-    /// the loop), over `iters` calls on the dense float32 `x`: the baseline the
-    /// benchmark subtracts to get the Python call overhead. Not part of the API.
-    fn _rust_seconds_per_call(&self, x: &Bound<'_, PyAny>, iters: usize) -> PyResult<f64> {
-        let (k, n) = (
-            self.layer.packed().in_features(),
-            self.layer.packed().out_features(),
-        );
-        let arr = typed_array::<f32>(x, "input", "float32", Some(2))?;
-        let ro = arr.readonly();
-        let rows = InputRows::new(&ro.as_array(), k)?;
-        let input = rows.mat().map_err(py_err)?;
-        let mut y = output_vec::<f32>(rows.rows, n)?;
-        let threads = self.threads.load(Ordering::Relaxed);
-        let layer = &self.layer;
-        let out = &mut y;
-        x.py()
-            .detach(move || {
-                let m = input.rows();
-                let start = std::time::Instant::now();
-                for _ in 0..iters.max(1) {
-                    layer.forward_with_threads(input, MatMut::dense(out, m, n)?, threads)?;
-                }
-                Ok(start.elapsed().as_secs_f64() / iters.max(1) as f64)
-            })
-            .map_err(py_err)
-    }
-
-    fn weight<'py>(&self, py: Python<'py>) -> PyResult<WeightTuple<'py>> {
-        weight_tuple(py, &self.layer.weight())
-    }
-
-    fn bias<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyArray1<f32>>> {
-        self.layer.bias().map(|b| PyArray1::from_slice(py, b))
-    }
-
-    fn to_bytes<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
-        PyBytes::new(py, &self.layer.to_bytes())
-    }
-
-    fn save_safetensors(&self, path: PathBuf, prefix: &str) -> PyResult<()> {
-        let mut w = SafetensorsWriter::new();
-        self.layer
-            .write_safetensors(prefix, &mut w)
-            .map_err(py_err)?;
-        w.save(&path).map_err(|e| io_err(e, &path))
-    }
-
-    fn kernel_name_for(&self, m: usize) -> &'static str {
-        self.layer.kernel_name_for(m)
-    }
-
-    #[getter]
-    fn in_features(&self) -> usize {
-        self.layer.packed().in_features()
-    }
-    #[getter]
-    fn out_features(&self) -> usize {
-        self.layer.packed().out_features()
-    }
-    #[getter]
-    fn relu(&self) -> bool {
-        self.layer.relu()
-    }
-    #[getter]
-    fn profile(&self) -> &'static str {
-        self.layer.profile().name()
-    }
-    #[getter]
-    fn per_channel(&self) -> bool {
-        self.layer.packed().qparams().is_per_channel()
-    }
-    #[getter]
-    fn reduce_range(&self) -> bool {
-        self.layer.reduce_range()
-    }
-    #[getter]
-    fn per_row(&self) -> bool {
-        self.layer.input_quantization() == InputQuantization::PerRow
-    }
-    #[getter]
-    fn kernel_name(&self) -> &'static str {
-        self.layer.kernel_name()
-    }
-    #[getter]
-    fn backend(&self) -> &'static str {
-        self.layer.packed().backend().name()
-    }
-    #[getter]
-    fn get_threads(&self) -> usize {
-        self.threads.load(Ordering::Relaxed)
-    }
-    #[setter]
-    fn set_threads(&self, threads: usize) {
-        self.threads.store(threads, Ordering::Relaxed);
-    }
-}
-
-/// `torch.ao.nn.quantized.Linear` / `LinearReLU`: u8 in, u8 out (or f32 around it).
-#[pyclass(module = "qlinear._native", frozen)]
-struct NativeLinear {
-    /// Built with the default input qparams (or a placeholder when there are none).
-    base: Linear,
-    has_default_input: bool,
-    /// The layer rebuilt for the last per-call input qparams that differed from the
-    /// default (same packed weights; only the folded epilogue differs).
-    other_input: Mutex<Option<Arc<Linear>>>,
-    threads: AtomicUsize,
-}
-
-/// Placeholder input qparams of a layer built without default ones; never used for a
-/// call (the call must then give its own).
-const PLACEHOLDER_INPUT: ActQParams = ActQParams {
-    scale: 1.0,
-    zero_point: 0,
-};
-
-enum Chosen<'a> {
-    Base(&'a Linear),
-    Other(Arc<Linear>),
-}
-
-impl std::ops::Deref for Chosen<'_> {
-    type Target = Linear;
-    fn deref(&self) -> &Linear {
-        match self {
-            Chosen::Base(l) => l,
-            Chosen::Other(l) => l,
-        }
-    }
-}
-
-impl NativeLinear {
-    fn wrap(base: Linear, has_default_input: bool, threads: usize) -> Self {
-        NativeLinear {
-            base,
-            has_default_input,
-            other_input: Mutex::new(None),
-            threads: AtomicUsize::new(threads),
-        }
-    }
-
-    /// The layer for a call's input qparams.
-    fn for_input(&self, scale: Option<f64>, zero_point: Option<i64>) -> PyResult<Chosen<'_>> {
-        let q = match (scale, zero_point) {
-            (None, None) if self.has_default_input => return Ok(Chosen::Base(&self.base)),
-            (None, None) => {
-                return Err(PyValueError::new_err(
-                    "this layer has no default input qparams: pass input_scale and \
-                     input_zero_point (or a torch quint8 tensor, which carries its own)",
-                ))
-            }
-            (Some(s), Some(z)) => act_qparams("input", s, z)?,
-            _ => {
-                return Err(PyValueError::new_err(
-                    "give both input_scale and input_zero_point, or neither",
-                ))
-            }
-        };
-        if self.has_default_input && self.base.input_qparams() == q {
-            return Ok(Chosen::Base(&self.base));
-        }
-        let mut cached = self
-            .other_input
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(l) = cached.as_ref().filter(|l| l.input_qparams() == q) {
-            return Ok(Chosen::Other(Arc::clone(l)));
-        }
-        let b = &self.base;
-        let layer = Linear::from_packed(b.packed().clone(), q, b.output_qparams())
-            .maybe_bias(b.bias().map(<[f32]>::to_vec))
-            .relu(b.relu())
-            .profile(b.profile())
-            .build()
-            .map_err(py_err)?;
-        let layer = Arc::new(layer);
-        *cached = Some(Arc::clone(&layer));
-        Ok(Chosen::Other(layer))
-    }
-}
-
-#[pymethods]
-impl NativeLinear {
-    #[new]
     #[pyo3(signature = (weight, scales, zero_points, per_channel, bias, scale, zero_point, input_scale, input_zero_point, relu, profile, backend, threads))]
     #[allow(clippy::too_many_arguments)]
-    fn new(
+    fn new_static(
         weight: &Bound<'_, PyAny>,
         scales: Vec<f64>,
         zero_points: Vec<i64>,
@@ -688,11 +631,7 @@ impl NativeLinear {
         let (input, has_default) = match (input_scale, input_zero_point) {
             (Some(s), Some(z)) => (act_qparams("input", s, z)?, true),
             (None, None) => (PLACEHOLDER_INPUT, false),
-            _ => {
-                return Err(PyValueError::new_err(
-                    "give both input_scale and input_zero_point, or neither",
-                ))
-            }
+            _ => return Err(both_or_neither()),
         };
         let layer = Linear::builder(w, input, output)
             .maybe_bias(bias_vec(bias)?)
@@ -701,18 +640,36 @@ impl NativeLinear {
             .backend(parse_backend(backend)?)
             .build()
             .map_err(py_err)?;
-        Ok(Self::wrap(layer, has_default, threads))
+        Ok(Self::wrap(
+            Layer::Static(StaticLayer::new(layer, has_default)),
+            threads,
+        ))
     }
 
+    /// A `kind` (`"static"` / `"dynamic"`) layer from the packed-weights layer format.
     #[staticmethod]
-    fn from_bytes(data: &Bound<'_, PyAny>, backend: &str, threads: usize) -> PyResult<Self> {
+    fn from_bytes(
+        kind: &str,
+        data: &Bound<'_, PyAny>,
+        backend: &str,
+        threads: usize,
+    ) -> PyResult<Self> {
         let bytes = bytes_arg(data)?;
-        let (layer, _) = Linear::from_bytes_for(&bytes, parse_backend(backend)?).map_err(py_err)?;
-        Ok(Self::wrap(layer, true, threads))
+        let backend = parse_backend(backend)?;
+        let layer = if parse_kind(kind)? {
+            let (l, _) = Linear::from_bytes_for(&bytes, backend).map_err(py_err)?;
+            Layer::Static(StaticLayer::new(l, true))
+        } else {
+            let (l, _) = DynamicLinear::from_bytes_for(&bytes, backend).map_err(py_err)?;
+            Layer::Dynamic(l)
+        };
+        Ok(Self::wrap(layer, threads))
     }
 
+    /// A `kind` layer stored under `prefix` in a safetensors file.
     #[staticmethod]
     fn from_safetensors(
+        kind: &str,
         path: PathBuf,
         prefix: &str,
         backend: &str,
@@ -720,14 +677,24 @@ impl NativeLinear {
     ) -> PyResult<Self> {
         let bytes = std::fs::read(&path).map_err(|e| io_err(e, &path))?;
         let ck = Checkpoint::parse(&bytes).map_err(py_err)?;
-        let layer = Linear::from_safetensors_for(&ck, prefix, parse_backend(backend)?)
-            .and_then(|b| b.build())
-            .map_err(py_err)?;
-        Ok(Self::wrap(layer, true, threads))
+        let backend = parse_backend(backend)?;
+        let layer = if parse_kind(kind)? {
+            let l = Linear::from_safetensors_for(&ck, prefix, backend)
+                .and_then(|b| b.build())
+                .map_err(py_err)?;
+            Layer::Static(StaticLayer::new(l, true))
+        } else {
+            let l = DynamicLinear::from_safetensors_for(&ck, prefix, backend)
+                .and_then(|b| b.build())
+                .map_err(py_err)?;
+            Layer::Dynamic(l)
+        };
+        Ok(Self::wrap(layer, threads))
     }
 
-    /// uint8 `x` -> uint8 (the quantized layer); float32 `x` -> float32
-    /// (QuantStub -> layer -> DeQuantStub).
+    /// Dynamic: float32 `x` -> float32. Static: uint8 `x` -> uint8 (the quantized
+    /// layer), float32 `x` -> float32 (QuantStub -> layer -> DeQuantStub), with the call's
+    /// input qparams or the layer's default ones.
     #[pyo3(signature = (x, input_scale=None, input_zero_point=None))]
     fn forward<'py>(
         &self,
@@ -735,126 +702,130 @@ impl NativeLinear {
         input_scale: Option<f64>,
         input_zero_point: Option<i64>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let py = x.py();
-        let is_u8 = x
-            .cast::<PyUntypedArray>()
-            .map(|a| a.dtype().is_equiv_to(&dtype::<u8>(py)))
-            .unwrap_or(false);
-        let is_f32 = x
-            .cast::<PyUntypedArray>()
-            .map(|a| a.dtype().is_equiv_to(&dtype::<f32>(py)))
-            .unwrap_or(false);
-        if !is_u8 && !is_f32 {
-            // The same message whatever `x` is: typed_array names what it got.
-            typed_array::<u8>(x, "input", "uint8 (quantized) or float32", None)?;
-        }
-        let layer = self.for_input(input_scale, input_zero_point)?;
-        let layer: &Linear = &layer;
         let threads = self.threads.load(Ordering::Relaxed);
-        let k = layer.packed().in_features();
-        let n = layer.packed().out_features();
-        if is_u8 {
-            let arr = typed_array::<u8>(x, "input", "uint8", None)?;
-            let ro = arr.readonly();
-            let rows = InputRows::new(&ro.as_array(), k)?;
-            let mut y = output_vec::<u8>(rows.rows, n)?;
-            if rows.rows > 0 {
-                let input = rows.mat().map_err(py_err)?;
-                let out = &mut y;
-                py.detach(move || {
-                    let m = input.rows();
-                    layer.forward_with_threads(input, MatMut::dense(out, m, n)?, threads)
-                })
-                .map_err(py_err)?;
+        let (k, n) = (
+            self.layer.packed().in_features(),
+            self.layer.packed().out_features(),
+        );
+        let s = match &self.layer {
+            Layer::Dynamic(d) => {
+                if input_scale.is_some() || input_zero_point.is_some() {
+                    return Err(PyValueError::new_err(
+                        "a dynamic layer chooses its input qparams itself: \
+                         input_scale / input_zero_point are for static layers",
+                    ));
+                }
+                return forward_rows::<f32, f32>(x, "float32", k, n, |a, y| {
+                    d.forward_with_threads(a, y, threads)
+                });
             }
-            into_array(py, y, rows.out_shape(n))
+            Layer::Static(s) => s,
+        };
+        let py = x.py();
+        let dtype_is = |d: Bound<'py, numpy::PyArrayDescr>| {
+            x.cast::<PyUntypedArray>()
+                .map(|a| a.dtype().is_equiv_to(&d))
+                .unwrap_or(false)
+        };
+        if dtype_is(dtype::<u8>(py)) {
+            let layer = s.for_input(input_scale, input_zero_point)?;
+            let layer: &Linear = &layer;
+            forward_rows::<u8, u8>(x, "uint8", k, n, |a, y| {
+                layer.forward_with_threads(a, y, threads)
+            })
+        } else if dtype_is(dtype::<f32>(py)) {
+            let layer = s.for_input(input_scale, input_zero_point)?;
+            let layer: &Linear = &layer;
+            forward_rows::<f32, f32>(x, "float32", k, n, |a, y| {
+                layer.forward_f32_with_threads(a, y, threads)
+            })
         } else {
-            let arr = typed_array::<f32>(x, "input", "float32", None)?;
-            let ro = arr.readonly();
-            let rows = InputRows::new(&ro.as_array(), k)?;
-            let mut y = output_vec::<f32>(rows.rows, n)?;
-            if rows.rows > 0 {
-                let input = rows.mat().map_err(py_err)?;
-                let out = &mut y;
-                py.detach(move || {
-                    let m = input.rows();
-                    layer.forward_f32_with_threads(input, MatMut::dense(out, m, n)?, threads)
-                })
-                .map_err(py_err)?;
-            }
-            into_array(py, y, rows.out_shape(n))
+            // typed_array's error names what `x` is (not an array, or its dtype).
+            let named = typed_array::<u8>(x, "input", "uint8 (quantized) or float32", None).err();
+            Err(named.unwrap_or_else(|| {
+                PyValueError::new_err("input must be uint8 (quantized) or float32")
+            }))
         }
+    }
+
+    /// Seconds per call of the Rust `forward` alone (preallocated output, no Python in
+    /// the loop), over `iters` calls on the dense float32 `x` (dynamic layers): the
+    /// baseline the benchmark subtracts to get the Python call overhead. Not API.
+    fn _rust_seconds_per_call(&self, x: &Bound<'_, PyAny>, iters: usize) -> PyResult<f64> {
+        let d = self.layer.dynamic_layer("_rust_seconds_per_call")?;
+        let (k, n) = (d.packed().in_features(), d.packed().out_features());
+        let arr = typed_array::<f32>(x, "input", "float32", Some(2))?;
+        let ro = arr.readonly();
+        let rows = InputRows::new(&ro.as_array(), k)?;
+        let input = rows.mat().map_err(py_err)?;
+        let mut y = output_vec::<f32>(rows.rows, n)?;
+        let threads = self.threads.load(Ordering::Relaxed);
+        let out = &mut y;
+        x.py()
+            .detach(move || {
+                let m = input.rows();
+                let start = std::time::Instant::now();
+                for _ in 0..iters.max(1) {
+                    d.forward_with_threads(input, MatMut::dense(out, m, n)?, threads)?;
+                }
+                Ok(start.elapsed().as_secs_f64() / iters.max(1) as f64)
+            })
+            .map_err(py_err)
     }
 
     fn weight<'py>(&self, py: Python<'py>) -> PyResult<WeightTuple<'py>> {
-        weight_tuple(py, &self.base.weight())
+        weight_tuple(py, &either!(&self.layer, l => l.weight()))
     }
 
     fn bias<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyArray1<f32>>> {
-        self.base.bias().map(|b| PyArray1::from_slice(py, b))
+        either!(&self.layer, l => l.bias()).map(|b| PyArray1::from_slice(py, b))
     }
 
     fn to_bytes<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
-        PyBytes::new(py, &self.base.to_bytes())
+        PyBytes::new(py, &either!(&self.layer, l => l.to_bytes()))
     }
 
     fn save_safetensors(&self, path: PathBuf, prefix: &str) -> PyResult<()> {
         let mut w = SafetensorsWriter::new();
-        self.base
-            .write_safetensors(prefix, &mut w)
-            .map_err(py_err)?;
+        either!(&self.layer, l => l.write_safetensors(prefix, &mut w)).map_err(py_err)?;
         w.save(&path).map_err(|e| io_err(e, &path))
     }
 
     fn kernel_name_for(&self, m: usize) -> &'static str {
-        self.base.kernel_name_for(m)
+        self.layer.packed().kernel_name_for(m)
     }
 
     #[getter]
+    fn kind(&self) -> &'static str {
+        self.layer.kind()
+    }
+    #[getter]
     fn in_features(&self) -> usize {
-        self.base.packed().in_features()
+        self.layer.packed().in_features()
     }
     #[getter]
     fn out_features(&self) -> usize {
-        self.base.packed().out_features()
-    }
-    #[getter]
-    fn scale(&self) -> f32 {
-        self.base.output_qparams().scale
-    }
-    #[getter]
-    fn zero_point(&self) -> i32 {
-        self.base.output_qparams().zero_point
-    }
-    #[getter]
-    fn input_scale(&self) -> Option<f32> {
-        self.has_default_input
-            .then(|| self.base.input_qparams().scale)
-    }
-    #[getter]
-    fn input_zero_point(&self) -> Option<i32> {
-        self.has_default_input
-            .then(|| self.base.input_qparams().zero_point)
+        self.layer.packed().out_features()
     }
     #[getter]
     fn relu(&self) -> bool {
-        self.base.relu()
+        either!(&self.layer, l => l.relu())
     }
     #[getter]
     fn profile(&self) -> &'static str {
-        self.base.profile().name()
+        either!(&self.layer, l => l.profile()).name()
     }
     #[getter]
     fn per_channel(&self) -> bool {
-        self.base.packed().qparams().is_per_channel()
+        self.layer.packed().qparams().is_per_channel()
     }
     #[getter]
     fn kernel_name(&self) -> &'static str {
-        self.base.kernel_name()
+        self.layer.packed().kernel_name()
     }
     #[getter]
     fn backend(&self) -> &'static str {
-        self.base.packed().backend().name()
+        self.layer.packed().backend().name()
     }
     #[getter]
     fn get_threads(&self) -> usize {
@@ -863,6 +834,50 @@ impl NativeLinear {
     #[setter]
     fn set_threads(&self, threads: usize) {
         self.threads.store(threads, Ordering::Relaxed);
+    }
+    /// Dynamic layers: 7-bit activations.
+    #[getter]
+    fn reduce_range(&self) -> PyResult<bool> {
+        Ok(self.layer.dynamic_layer("reduce_range")?.reduce_range())
+    }
+    /// Dynamic layers: per-row input quantization.
+    #[getter]
+    fn per_row(&self) -> PyResult<bool> {
+        let d = self.layer.dynamic_layer("per_row")?;
+        Ok(d.input_quantization() == InputQuantization::PerRow)
+    }
+    /// Static layers: output scale.
+    #[getter]
+    fn scale(&self) -> PyResult<f32> {
+        Ok(self
+            .layer
+            .static_layer("scale")?
+            .base
+            .output_qparams()
+            .scale)
+    }
+    /// Static layers: output zero point.
+    #[getter]
+    fn zero_point(&self) -> PyResult<i32> {
+        Ok(self
+            .layer
+            .static_layer("zero_point")?
+            .base
+            .output_qparams()
+            .zero_point)
+    }
+    /// Static layers: the default input scale, if any.
+    #[getter]
+    fn input_scale(&self) -> PyResult<Option<f32>> {
+        let s = self.layer.static_layer("input_scale")?;
+        Ok(s.has_default_input.then(|| s.base.input_qparams().scale))
+    }
+    /// Static layers: the default input zero point, if any.
+    #[getter]
+    fn input_zero_point(&self) -> PyResult<Option<i32>> {
+        let s = self.layer.static_layer("input_zero_point")?;
+        Ok(s.has_default_input
+            .then(|| s.base.input_qparams().zero_point))
     }
 }
 
@@ -932,8 +947,7 @@ fn dequantize<'py>(
 #[pymodule]
 #[pyo3(name = "_native")]
 fn native_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_class::<NativeLinear>()?;
-    m.add_class::<NativeDynamicLinear>()?;
+    m.add_class::<NativeLayer>()?;
     m.add_function(wrap_pyfunction!(available_backends, m)?)?;
     m.add_function(wrap_pyfunction!(quantize_weight, m)?)?;
     m.add_function(wrap_pyfunction!(quantize_per_tensor, m)?)?;

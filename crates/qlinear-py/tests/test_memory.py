@@ -41,44 +41,23 @@ def check(fn, what, out_bytes):
     )
 
 
-def test_dynamic_no_growth():
-    rng = np.random.default_rng(400)
-    K, N = 256, 2048
-    layer = make_dynamic(rng, N, K, threads=1)
-    x = rand_f32(rng, (1, K))
+@pytest.mark.parametrize(
+    "what,make,input_kind,rows,n",
+    [
+        ("DynamicLinear", make_dynamic, "f32", 1, 2048),
+        ("DynamicLinear per_row", lambda rng, n, k, **kw: make_dynamic(rng, n, k, per_row=True, **kw), "f32", 2, 1024),
+        ("Linear u8", make_static, "u8", 2, 2048),
+        ("Linear float path", make_static, "f32", 1, 2048),
+    ],
+)
+def test_forward_no_growth(what, make, input_kind, rows, n):
+    rng = np.random.default_rng(400 + rows + n)
+    K = 256
+    layer = make(rng, n, K, threads=1)
+    x = rand_f32(rng, (rows, K)) if input_kind == "f32" else rand_u8(rng, (rows, K))
     y = layer(x)
     assert y.nbytes >= 4096
-    check(lambda: layer(x), "DynamicLinear", y.nbytes)
-
-
-def test_dynamic_per_row_no_growth():
-    rng = np.random.default_rng(401)
-    K, N = 256, 1024
-    layer = make_dynamic(rng, N, K, per_row=True, threads=1)
-    x = rand_f32(rng, (2, K))
-    y = layer(x)
-    assert y.nbytes >= 4096
-    check(lambda: layer(x), "DynamicLinear per_row", y.nbytes)
-
-
-def test_static_u8_no_growth():
-    rng = np.random.default_rng(402)
-    K, N = 256, 2048
-    layer = make_static(rng, N, K, threads=1)
-    x = rand_u8(rng, (2, K))
-    y = layer(x)
-    assert y.nbytes >= 4096
-    check(lambda: layer(x), "Linear u8", y.nbytes)
-
-
-def test_static_float_no_growth():
-    rng = np.random.default_rng(403)
-    K, N = 256, 2048
-    layer = make_static(rng, N, K, threads=1)
-    x = rand_f32(rng, (1, K))
-    y = layer(x)
-    assert y.nbytes >= 4096
-    check(lambda: layer(x), "Linear float path", y.nbytes)
+    check(lambda: layer(x), what, y.nbytes)
 
 
 def test_non_contiguous_input_no_growth():

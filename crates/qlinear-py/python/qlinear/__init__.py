@@ -206,13 +206,18 @@ def _threads(threads) -> int:
 # Layers
 
 
+def _from_native(name: str, doc: str) -> property:
+    """A read-only property reading the native layer's attribute ``name``."""
+    return property(lambda self: getattr(self._native, name), doc=doc)
+
+
 class _Layer:
     """What both layer classes share: properties read from the native layer, I/O."""
 
     # `_torch_scale`: the torch module's own (double) output qparams, set by
     # `from_torch` so output tensors carry exactly the module's q_scale().
     __slots__ = ("_native", "_torch_scale")
-    _NATIVE: Any = None
+    _KIND = ""  # "static" or "dynamic": which native layer the class wraps
 
     @classmethod
     def _wrap(cls, native):
@@ -220,36 +225,13 @@ class _Layer:
         obj._native = native
         return obj
 
-    # -- shape and settings ---------------------------------------------------------
-    @property
-    def in_features(self) -> int:
-        return self._native.in_features
-
-    @property
-    def out_features(self) -> int:
-        return self._native.out_features
-
-    @property
-    def relu(self) -> bool:
-        return self._native.relu
-
-    @property
-    def profile(self) -> str:
-        return self._native.profile
-
-    @property
-    def per_channel(self) -> bool:
-        return self._native.per_channel
-
-    @property
-    def backend(self) -> str:
-        """The backend the weights are packed for (``auto`` resolved)."""
-        return self._native.backend
-
-    @property
-    def kernel_name(self) -> str:
-        """The kernel the weights were packed for, e.g. ``avx512vnni/gemm_8x32c4``."""
-        return self._native.kernel_name
+    in_features = _from_native("in_features", "Columns of the input (the weight's second dimension).")
+    out_features = _from_native("out_features", "Columns of the output (the weight's first dimension).")
+    relu = _from_native("relu", "Whether a ReLU is fused (torch's LinearReLU).")
+    profile = _from_native("profile", "The arithmetic profile: 'fbgemm' (engines fbgemm / x86) or 'qnnpack'.")
+    per_channel = _from_native("per_channel", "Whether the weight has one scale / zero point per output channel.")
+    backend = _from_native("backend", "The backend the weights are packed for (auto resolved).")
+    kernel_name = _from_native("kernel_name", "The kernel the weights were packed for, e.g. avx512vnni/gemm_8x32c4.")
 
     def kernel_name_for(self, m: int) -> str:
         """The kernel a call with ``m`` rows runs."""
@@ -280,7 +262,7 @@ class _Layer:
     @classmethod
     def from_bytes(cls, data, backend: str = "auto", threads: int = 0):
         """A layer from :meth:`to_bytes` output (repacked when ``backend`` needs it)."""
-        return cls._wrap(cls._NATIVE.from_bytes(data, backend, _threads(threads)))
+        return cls._wrap(_native.NativeLayer.from_bytes(cls._KIND, data, backend, _threads(threads)))
 
     def save(self, path) -> None:
         """Writes :meth:`to_bytes` to ``path``."""
@@ -301,16 +283,40 @@ class _Layer:
     def from_safetensors(cls, path, prefix: str = "linear", backend: str = "auto", threads: int = 0):
         """The layer stored under ``prefix`` in a safetensors file."""
         return cls._wrap(
-            cls._NATIVE.from_safetensors(os.fspath(path), prefix, backend, _threads(threads))
+            _native.NativeLayer.from_safetensors(
+                cls._KIND, os.fspath(path), prefix, backend, _threads(threads)
+            )
         )
 
     def __reduce__(self):
         return (_restore, (type(self), self.to_bytes(), self.threads))
 
     def _weight_repr(self) -> str:
-        w = self.weight()
-        qscheme = "torch.per_channel_affine" if w.per_channel else "torch.per_tensor_affine"
+        qscheme = "torch.per_channel_affine" if self.per_channel else "torch.per_tensor_affine"
         return f"dtype=torch.qint8, qscheme={qscheme}"
+
+    @classmethod
+    def _from_quantized(cls, w: QuantizedWeight, **kwargs):
+        """The layer of an already quantized weight (``kwargs`` as the constructor)."""
+        if w.per_channel:
+            return cls(w.int_repr, w.scales, w.zero_points, **kwargs)
+        return cls(w.int_repr, float(w.scales[0]), int(w.zero_points[0]), **kwargs)
+
+    @classmethod
+    def from_float(
+        cls,
+        weight,
+        bias=None,
+        *,
+        qscheme: str = "per_channel_symmetric",
+        weight_reduce_range: bool = False,
+        **kwargs,
+    ):
+        """Quantizes a float32 weight with torch's observer for ``qscheme``
+        (``weight_reduce_range``: range [-64, 63]), then builds the layer (``kwargs`` as
+        the constructor; a static layer needs ``scale`` and ``zero_point``)."""
+        w = quantize_weight(weight, qscheme, weight_reduce_range)
+        return cls._from_quantized(w, bias=bias, **kwargs)
 
 
 def _restore(cls, data, threads):
@@ -322,7 +328,7 @@ class DynamicLinear(_Layer):
     quantized per call (per tensor, or per row with ``per_row=True``)."""
 
     __slots__ = ()
-    _NATIVE = _native.NativeDynamicLinear
+    _KIND = "dynamic"
 
     def __init__(
         self,
@@ -339,7 +345,7 @@ class DynamicLinear(_Layer):
         threads: int = 0,
     ):
         scales, zps, per_channel = _weight_qparams(weight_scale, weight_zero_point)
-        self._native = _native.NativeDynamicLinear(
+        self._native = _native.NativeLayer.new_dynamic(
             _as_array(weight),
             scales,
             zps,
@@ -353,34 +359,8 @@ class DynamicLinear(_Layer):
             _threads(threads),
         )
 
-    @classmethod
-    def from_float(
-        cls,
-        weight,
-        bias=None,
-        *,
-        qscheme: str = "per_channel_symmetric",
-        weight_reduce_range: bool = False,
-        **kwargs,
-    ) -> "DynamicLinear":
-        """Quantizes a float32 weight with torch's observer for ``qscheme``, then builds
-        the layer (``kwargs`` as the constructor)."""
-        w = quantize_weight(weight, qscheme, weight_reduce_range)
-        return cls._from_quantized(w, bias=bias, **kwargs)
-
-    @classmethod
-    def _from_quantized(cls, w: QuantizedWeight, **kwargs) -> "DynamicLinear":
-        if w.per_channel:
-            return cls(w.int_repr, w.scales, w.zero_points, **kwargs)
-        return cls(w.int_repr, float(w.scales[0]), int(w.zero_points[0]), **kwargs)
-
-    @property
-    def reduce_range(self) -> bool:
-        return self._native.reduce_range
-
-    @property
-    def per_row(self) -> bool:
-        return self._native.per_row
+    reduce_range = _from_native("reduce_range", "Whether activations use 7 bits (torch's fbgemm module default).")
+    per_row = _from_native("per_row", "Whether each input row gets its own activation qparams.")
 
     def forward(self, x):
         """float32 ``[..., in_features]`` -> float32 ``[..., out_features]``. A torch
@@ -409,7 +389,7 @@ class Linear(_Layer):
     uint8 out with output qparams ``scale`` / ``zero_point``."""
 
     __slots__ = ()
-    _NATIVE = _native.NativeLinear
+    _KIND = "static"
 
     def __init__(
         self,
@@ -428,7 +408,7 @@ class Linear(_Layer):
         threads: int = 0,
     ):
         scales, zps, per_channel = _weight_qparams(weight_scale, weight_zero_point)
-        self._native = _native.NativeLinear(
+        self._native = _native.NativeLayer.new_static(
             _as_array(weight),
             scales,
             zps,
@@ -444,41 +424,10 @@ class Linear(_Layer):
             _threads(threads),
         )
 
-    @classmethod
-    def from_float(
-        cls,
-        weight,
-        bias=None,
-        *,
-        qscheme: str = "per_channel_symmetric",
-        weight_reduce_range: bool = False,
-        **kwargs,
-    ) -> "Linear":
-        """Quantizes a float32 weight with torch's observer for ``qscheme``, then builds
-        the layer (``kwargs`` as the constructor: ``scale`` and ``zero_point`` needed)."""
-        w = quantize_weight(weight, qscheme, weight_reduce_range)
-        if w.per_channel:
-            return cls(w.int_repr, w.scales, w.zero_points, bias=bias, **kwargs)
-        return cls(w.int_repr, float(w.scales[0]), int(w.zero_points[0]), bias=bias, **kwargs)
-
-    @property
-    def scale(self) -> float:
-        """Output scale."""
-        return self._native.scale
-
-    @property
-    def zero_point(self) -> int:
-        """Output zero point."""
-        return self._native.zero_point
-
-    @property
-    def input_scale(self) -> Optional[float]:
-        """Default input scale (``None`` when every call must give its own)."""
-        return self._native.input_scale
-
-    @property
-    def input_zero_point(self) -> Optional[int]:
-        return self._native.input_zero_point
+    scale = _from_native("scale", "Output scale (torch's Linear.scale).")
+    zero_point = _from_native("zero_point", "Output zero point (torch's Linear.zero_point).")
+    input_scale = _from_native("input_scale", "Default input scale (None when every call must give its own).")
+    input_zero_point = _from_native("input_zero_point", "Default input zero point, or None.")
 
     def forward(self, x, input_scale: Optional[float] = None, input_zero_point: Optional[int] = None):
         """uint8 ``x`` -> uint8, with the given input qparams or the layer's default;

@@ -31,32 +31,15 @@ class QLinearDynamic(_torch.nn.Module):
         self.out_features = layer.out_features
 
     @classmethod
-    def from_float(
-        cls,
-        linear: "_torch.nn.Linear",
-        *,
-        qscheme: str = "per_channel_symmetric",
-        reduce_range: bool = False,
-        per_row: bool = False,
-        profile: str = "fbgemm",
-        backend: str = "auto",
-        threads: int = 0,
-    ) -> "QLinearDynamic":
+    def from_float(cls, linear: "_torch.nn.Linear", **settings) -> "QLinearDynamic":
+        """``linear``'s weight quantized by qlinear; ``settings`` are
+        :meth:`qlinear.DynamicLinear.from_float`'s keywords (``qscheme``,
+        ``reduce_range``, ``per_row``, ``profile``, ``backend``, ``threads``)."""
         w = linear.weight.detach().to(_torch.float32).cpu().contiguous().numpy()
         b = None
         if linear.bias is not None:
             b = linear.bias.detach().to(_torch.float32).cpu().contiguous().numpy()
-        layer = DynamicLinear.from_float(
-            w,
-            b,
-            qscheme=qscheme,
-            profile=profile,
-            reduce_range=reduce_range,
-            per_row=per_row,
-            backend=backend,
-            threads=threads,
-        )
-        return cls(layer)
+        return cls(DynamicLinear.from_float(w, b, **settings))
 
     def forward(self, x: "_torch.Tensor") -> "_torch.Tensor":
         dtype = x.dtype
@@ -91,21 +74,19 @@ def quantize_dynamic(
     if not inplace:
         model = copy.deepcopy(model)
     exclude = set(exclude or ())
+    settings = dict(
+        qscheme=qscheme,
+        reduce_range=reduce_range,
+        per_row=per_row,
+        profile=profile,
+        backend=backend,
+        threads=threads,
+    )
     if isinstance(model, _torch.nn.Linear):
-        return QLinearDynamic.from_float(
-            model, qscheme=qscheme, reduce_range=reduce_range, per_row=per_row,
-            profile=profile, backend=backend, threads=threads,
-        )
+        return QLinearDynamic.from_float(model, **settings)
     for name, module in list(model.named_modules()):
         for child_name, child in list(module.named_children()):
             full = f"{name}.{child_name}" if name else child_name
             if type(child) is _torch.nn.Linear and full not in exclude:
-                setattr(
-                    module,
-                    child_name,
-                    QLinearDynamic.from_float(
-                        child, qscheme=qscheme, reduce_range=reduce_range, per_row=per_row,
-                        profile=profile, backend=backend, threads=threads,
-                    ),
-                )
+                setattr(module, child_name, QLinearDynamic.from_float(child, **settings))
     return model
