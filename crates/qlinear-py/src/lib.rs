@@ -25,9 +25,8 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 
-use numpy::ndarray::{ArrayViewD, Axis};
+use numpy::ndarray::ArrayViewD;
 use numpy::{
     dtype, Element, IxDyn, PyArray1, PyArrayDescrMethods, PyArrayDyn, PyArrayMethods,
     PyUntypedArray, PyUntypedArrayMethods,
@@ -159,7 +158,11 @@ fn dtype_name(arr: &Bound<'_, PyUntypedArray>) -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
-/// `obj` as a numpy array of element type `T` with `ndim` dimensions (any strides).
+/// `obj` as a numpy array of element type `T` with `ndim` dimensions that Rust may read
+/// in place: aligned for `T`, every stride a whole number of elements. Any other array
+/// (a field of a packed record array, a view at an odd byte offset) is first copied by
+/// `numpy.ascontiguousarray`, which also raises `MemoryError` for an impossible copy.
+/// Negative and zero strides stay: [`InputRows::new`] and [`to_vec`] handle them.
 fn typed_array<'py, T: Element>(
     obj: &Bound<'py, PyAny>,
     what: &str,
@@ -190,19 +193,47 @@ fn typed_array<'py, T: Element>(
             )));
         }
     }
-    Ok(arr.cast::<PyArrayDyn<T>>()?.clone())
+    let typed = arr.cast::<PyArrayDyn<T>>()?;
+    if rust_readable(typed) {
+        return Ok(typed.clone());
+    }
+    Ok(ascontiguous(typed)?.cast_into::<PyArrayDyn<T>>()?)
 }
 
-/// A copy of an array of any strides, in C order.
-fn to_vec<T: Element + Copy>(arr: &Bound<'_, PyArrayDyn<T>>) -> Vec<T> {
+/// Whether numpy's view of `arr` is one Rust may read element by element: the data
+/// pointer aligned for `T` and every byte stride a multiple of `T`'s size (numpy allows
+/// neither to hold; the `numpy` crate's views assume both).
+fn rust_readable<T: Element>(arr: &Bound<'_, PyArrayDyn<T>>) -> bool {
+    let size = std::mem::size_of::<T>() as isize;
+    let ptr = arr.data();
+    ptr.cast::<u8>().align_offset(std::mem::align_of::<T>()) == 0
+        && arr.strides().iter().all(|&s| s % size == 0)
+}
+
+/// `numpy.ascontiguousarray(arr)`: a C-contiguous, aligned copy (or `arr` itself).
+fn ascontiguous<'py, T>(arr: &Bound<'py, T>) -> PyResult<Bound<'py, PyAny>> {
+    arr.py()
+        .import("numpy")?
+        .getattr("ascontiguousarray")?
+        .call1((arr.as_any(),))
+}
+
+/// A copy of an array's elements in C order; `MemoryError` instead of an abort when the
+/// copy cannot be allocated.
+fn to_vec<T: Element + Copy>(arr: &Bound<'_, PyArrayDyn<T>>) -> PyResult<Vec<T>> {
     let ro = arr.readonly();
-    ro.as_array().iter().copied().collect()
+    let view = ro.as_array();
+    let mut v = Vec::new();
+    v.try_reserve_exact(view.len())
+        .map_err(|_| PyMemoryError::new_err(format!("cannot copy {} elements", view.len())))?;
+    v.extend(view.iter().copied());
+    Ok(v)
 }
 
-/// The rows of an input: `rows x cols` elements at row stride `stride`, either numpy's
-/// own memory or a C-order copy.
-struct InputRows<'a, T: Clone> {
-    data: std::borrow::Cow<'a, [T]>,
+/// The rows of an input read in place: `rows x cols` elements at row stride `stride`
+/// over numpy's own buffer.
+struct InputRows<'a, T> {
+    data: &'a [T],
     rows: usize,
     cols: usize,
     stride: usize,
@@ -210,8 +241,19 @@ struct InputRows<'a, T: Clone> {
     lead: Vec<usize>,
 }
 
+/// Whether `arr` (last dimension `cols`) can be read as rows in place: C-contiguous, or
+/// 2-D with contiguous rows at a non-negative row stride of at least `cols` (a column
+/// slice of a wider array). Anything else is copied by numpy first.
+fn rows_in_place<T: Element>(arr: &Bound<'_, PyArrayDyn<T>>, cols: usize) -> bool {
+    let size = std::mem::size_of::<T>() as isize;
+    let (shape, strides) = (arr.shape(), arr.strides());
+    arr.is_c_contiguous()
+        || (shape.len() == 2 && strides[1] == size && strides[0] >= cols as isize * size)
+}
+
 impl<'a, T: Copy> InputRows<'a, T> {
-    /// Views `view` (last dimension `cols`) as rows, in place when the layout allows.
+    /// Views `view` (last dimension `cols`) as rows. `view` is of an array that
+    /// [`rows_in_place`] accepted (and [`typed_array`] made readable).
     fn new(view: &ArrayViewD<'a, T>, cols: usize) -> PyResult<Self> {
         let shape = view.shape();
         if shape.is_empty() {
@@ -232,61 +274,42 @@ impl<'a, T: Copy> InputRows<'a, T> {
             .iter()
             .try_fold(1usize, |acc, &d| acc.checked_mul(d))
             .ok_or_else(|| PyValueError::new_err("input has too many rows"))?;
+        let mut input = InputRows {
+            data: &[],
+            rows,
+            cols,
+            stride: cols,
+            lead,
+        };
         if rows == 0 {
-            return Ok(InputRows {
-                data: std::borrow::Cow::Owned(Vec::new()),
-                rows,
-                cols,
-                stride: cols,
-                lead,
-            });
+            return Ok(input);
         }
         if let Some(s) = view.to_slice() {
-            // C-contiguous (any number of dimensions).
-            return Ok(InputRows {
-                data: std::borrow::Cow::Borrowed(s),
-                rows,
-                cols,
-                stride: cols,
-                lead,
-            });
+            input.data = s;
+            return Ok(input);
         }
         let strides = view.strides();
         if shape.len() == 2 && strides[1] == 1 && strides[0] >= cols as isize {
             let stride = strides[0] as usize;
             // Row `rows - 1` ends `(rows - 1) * stride + cols` elements after the first.
             let len = (rows - 1) * stride + cols;
-            // SAFETY: `view` is a live view of a numpy array (borrowed for 'a) whose rows
-            // start `stride` elements apart, each with `cols` contiguous elements: the
-            // `len` elements from its first element all lie inside that array's buffer
+            // SAFETY: `view` is a live view of a numpy array (borrowed for 'a) that
+            // `typed_array` checked is aligned for T with whole-element strides; its rows
+            // start `stride` elements apart, each with `cols` contiguous elements, so the
+            // `len` elements from its first element all lie inside the array's buffer
             // (the last one is the last element of the last row), and nothing writes to
             // them through Rust while the view is borrowed.
-            let s = unsafe { std::slice::from_raw_parts(view.as_ptr(), len) };
-            return Ok(InputRows {
-                data: std::borrow::Cow::Borrowed(s),
-                rows,
-                cols,
-                stride,
-                lead,
-            });
+            input.data = unsafe { std::slice::from_raw_parts(view.as_ptr(), len) };
+            input.stride = stride;
+            return Ok(input);
         }
-        // Any other layout (negative or column strides, broadcast rows): one copy.
-        let copy: Vec<T> = view
-            .lanes(Axis(shape.len() - 1))
-            .into_iter()
-            .flat_map(|lane| lane.into_iter().copied())
-            .collect();
-        Ok(InputRows {
-            data: std::borrow::Cow::Owned(copy),
-            rows,
-            cols,
-            stride: cols,
-            lead,
-        })
+        Err(PyValueError::new_err(
+            "internal: input layout not readable in place (copy it with numpy.ascontiguousarray)",
+        ))
     }
 
     fn mat(&self) -> Result<MatRef<'_, T>, Error> {
-        MatRef::new(&self.data, self.rows, self.cols, self.stride)
+        MatRef::new(self.data, self.rows, self.cols, self.stride)
     }
 
     fn out_shape(&self, n: usize) -> Vec<usize> {
@@ -351,7 +374,7 @@ fn bias_vec(bias: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Vec<f32>>> {
             "bias",
             "float32",
             Some(1),
-        )?))),
+        )?)?)),
     }
 }
 
@@ -364,21 +387,7 @@ fn quantized_weight(
     let arr = typed_array::<i8>(weight, "weight", "int8", Some(2))?;
     let shape = arr.shape().to_vec();
     let qparams = weight_qparams(scales, zero_points, per_channel)?;
-    QuantizedWeight::new(to_vec(&arr), shape[0], shape[1], qparams).map_err(py_err)
-}
-
-fn bytes_arg(data: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
-    // bytes, bytearray, memoryview, or anything with the buffer protocol.
-    if let Ok(b) = data.cast::<PyBytes>() {
-        return Ok(b.as_bytes().to_vec());
-    }
-    data.extract::<Vec<u8>>()
-        .or_else(|_| {
-            let py = data.py();
-            let b = py.import("builtins")?.getattr("bytes")?.call1((data,))?;
-            Ok::<_, PyErr>(b.cast::<PyBytes>()?.as_bytes().to_vec())
-        })
-        .map_err(|_| PyValueError::new_err("expected bytes"))
+    QuantizedWeight::new(to_vec(&arr)?, shape[0], shape[1], qparams).map_err(py_err)
 }
 
 /// Runs `run` on the rows of `x` (element type `T`, last dimension `k`) into a fresh
@@ -395,7 +404,12 @@ where
     U: Element + Copy + Default + Send,
 {
     let py = x.py();
-    let arr = typed_array::<T>(x, "input", type_name, None)?;
+    let mut arr = typed_array::<T>(x, "input", type_name, None)?;
+    if arr.ndim() > 0 && !rows_in_place(&arr, k) {
+        // Negative or column strides, broadcast rows, N-D views that do not flatten:
+        // one C-order copy, made (and its size checked) by numpy.
+        arr = ascontiguous(&arr)?.cast_into::<PyArrayDyn<T>>()?;
+    }
     let ro = arr.readonly();
     let rows = InputRows::new(&ro.as_array(), k)?;
     let mut y = output_vec::<U>(rows.rows, n)?;
@@ -411,13 +425,11 @@ where
     into_array(py, y, rows.out_shape(n))
 }
 
-/// A static layer: the layer built with the default input qparams (or a placeholder
-/// when there are none), and the layer rebuilt for the last per-call input qparams that
-/// differed from them (same packed weights; only the folded epilogue differs).
+/// A static layer, built with its default input qparams (or a placeholder when it has
+/// none: then every call must give its own).
 struct StaticLayer {
     base: Linear,
     has_default_input: bool,
-    other_input: Mutex<Option<Arc<Linear>>>,
 }
 
 /// Placeholder input qparams of a layer built without default ones; never used for a
@@ -427,64 +439,18 @@ const PLACEHOLDER_INPUT: ActQParams = ActQParams {
     zero_point: 0,
 };
 
-/// The layer a call runs: the base one or a rebuilt one.
-enum Chosen<'a> {
-    Base(&'a Linear),
-    Other(Arc<Linear>),
-}
-
-impl std::ops::Deref for Chosen<'_> {
-    type Target = Linear;
-    fn deref(&self) -> &Linear {
-        match self {
-            Chosen::Base(l) => l,
-            Chosen::Other(l) => l,
-        }
-    }
-}
-
 impl StaticLayer {
-    fn new(base: Linear, has_default_input: bool) -> Self {
-        StaticLayer {
-            base,
-            has_default_input,
-            other_input: Mutex::new(None),
+    /// The input qparams of a call: the call's own, or the layer's default.
+    fn input_for(&self, scale: Option<f64>, zero_point: Option<i64>) -> PyResult<ActQParams> {
+        match (scale, zero_point) {
+            (None, None) if self.has_default_input => Ok(self.base.input_qparams()),
+            (None, None) => Err(PyValueError::new_err(
+                "this layer has no default input qparams: pass input_scale and \
+                 input_zero_point (or a torch quint8 tensor, which carries its own)",
+            )),
+            (Some(s), Some(z)) => act_qparams("input", s, z),
+            _ => Err(both_or_neither()),
         }
-    }
-
-    /// The layer for a call's input qparams.
-    fn for_input(&self, scale: Option<f64>, zero_point: Option<i64>) -> PyResult<Chosen<'_>> {
-        let q = match (scale, zero_point) {
-            (None, None) if self.has_default_input => return Ok(Chosen::Base(&self.base)),
-            (None, None) => {
-                return Err(PyValueError::new_err(
-                    "this layer has no default input qparams: pass input_scale and \
-                     input_zero_point (or a torch quint8 tensor, which carries its own)",
-                ))
-            }
-            (Some(s), Some(z)) => act_qparams("input", s, z)?,
-            _ => return Err(both_or_neither()),
-        };
-        if self.has_default_input && self.base.input_qparams() == q {
-            return Ok(Chosen::Base(&self.base));
-        }
-        let mut cached = self
-            .other_input
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(l) = cached.as_ref().filter(|l| l.input_qparams() == q) {
-            return Ok(Chosen::Other(Arc::clone(l)));
-        }
-        let b = &self.base;
-        let layer = Linear::from_packed(b.packed().clone(), q, b.output_qparams())
-            .maybe_bias(b.bias().map(<[f32]>::to_vec))
-            .relu(b.relu())
-            .profile(b.profile())
-            .build()
-            .map_err(py_err)?;
-        let layer = Arc::new(layer);
-        *cached = Some(Arc::clone(&layer));
-        Ok(Chosen::Other(layer))
     }
 }
 
@@ -641,26 +607,35 @@ impl NativeLayer {
             .build()
             .map_err(py_err)?;
         Ok(Self::wrap(
-            Layer::Static(StaticLayer::new(layer, has_default)),
+            Layer::Static(StaticLayer {
+                base: layer,
+                has_default_input: has_default,
+            }),
             threads,
         ))
     }
 
     /// A `kind` (`"static"` / `"dynamic"`) layer from the packed-weights layer format.
+    /// `has_default_input = false` (pickle of a static layer built without input
+    /// qparams) keeps the stored placeholder from becoming a default.
     #[staticmethod]
+    #[pyo3(signature = (kind, data, backend, threads, has_default_input=true))]
     fn from_bytes(
         kind: &str,
-        data: &Bound<'_, PyAny>,
+        data: &[u8],
         backend: &str,
         threads: usize,
+        has_default_input: bool,
     ) -> PyResult<Self> {
-        let bytes = bytes_arg(data)?;
         let backend = parse_backend(backend)?;
         let layer = if parse_kind(kind)? {
-            let (l, _) = Linear::from_bytes_for(&bytes, backend).map_err(py_err)?;
-            Layer::Static(StaticLayer::new(l, true))
+            let (l, _) = Linear::from_bytes_for(data, backend).map_err(py_err)?;
+            Layer::Static(StaticLayer {
+                base: l,
+                has_default_input,
+            })
         } else {
-            let (l, _) = DynamicLinear::from_bytes_for(&bytes, backend).map_err(py_err)?;
+            let (l, _) = DynamicLinear::from_bytes_for(data, backend).map_err(py_err)?;
             Layer::Dynamic(l)
         };
         Ok(Self::wrap(layer, threads))
@@ -682,7 +657,10 @@ impl NativeLayer {
             let l = Linear::from_safetensors_for(&ck, prefix, backend)
                 .and_then(|b| b.build())
                 .map_err(py_err)?;
-            Layer::Static(StaticLayer::new(l, true))
+            Layer::Static(StaticLayer {
+                base: l,
+                has_default_input: true,
+            })
         } else {
             let l = DynamicLinear::from_safetensors_for(&ck, prefix, backend)
                 .and_then(|b| b.build())
@@ -727,17 +705,16 @@ impl NativeLayer {
                 .map(|a| a.dtype().is_equiv_to(&d))
                 .unwrap_or(false)
         };
+        let layer = &s.base;
         if dtype_is(dtype::<u8>(py)) {
-            let layer = s.for_input(input_scale, input_zero_point)?;
-            let layer: &Linear = &layer;
+            let q = s.input_for(input_scale, input_zero_point)?;
             forward_rows::<u8, u8>(x, "uint8", k, n, |a, y| {
-                layer.forward_with_threads(a, y, threads)
+                layer.forward_with_input_qparams(q, a, y, threads)
             })
         } else if dtype_is(dtype::<f32>(py)) {
-            let layer = s.for_input(input_scale, input_zero_point)?;
-            let layer: &Linear = &layer;
+            let q = s.input_for(input_scale, input_zero_point)?;
             forward_rows::<f32, f32>(x, "float32", k, n, |a, y| {
-                layer.forward_f32_with_threads(a, y, threads)
+                layer.forward_f32_with_input_qparams(q, a, y, threads)
             })
         } else {
             // typed_array's error names what `x` is (not an array, or its dtype).
@@ -755,6 +732,9 @@ impl NativeLayer {
         let d = self.layer.dynamic_layer("_rust_seconds_per_call")?;
         let (k, n) = (d.packed().in_features(), d.packed().out_features());
         let arr = typed_array::<f32>(x, "input", "float32", Some(2))?;
+        if !arr.is_c_contiguous() {
+            return Err(PyValueError::new_err("a C-contiguous input, please"));
+        }
         let ro = arr.readonly();
         let rows = InputRows::new(&ro.as_array(), k)?;
         let input = rows.mat().map_err(py_err)?;
@@ -907,8 +887,8 @@ fn quantize_weight<'py>(
         symmetric,
         reduce_range,
     };
-    let w =
-        QuantizedWeight::from_float(&to_vec(&arr), shape[0], shape[1], observer).map_err(py_err)?;
+    let w = QuantizedWeight::from_float(&to_vec(&arr)?, shape[0], shape[1], observer)
+        .map_err(py_err)?;
     weight_tuple(weight.py(), &w)
 }
 
@@ -923,7 +903,7 @@ fn quantize_per_tensor<'py>(
     let q = act_qparams("activation", scale, zero_point)?;
     let arr = typed_array::<f32>(x, "input", "float32", None)?;
     let shape = arr.shape().to_vec();
-    let v = to_vec(&arr);
+    let v = to_vec(&arr)?;
     let out = x.py().detach(|| q.quantize_vec(&v)).map_err(py_err)?;
     into_array(x.py(), out, shape)
 }
@@ -938,7 +918,7 @@ fn dequantize<'py>(
     let p = act_qparams("activation", scale, zero_point)?;
     let arr = typed_array::<u8>(q, "input", "uint8", None)?;
     let shape = arr.shape().to_vec();
-    let v = to_vec(&arr);
+    let v = to_vec(&arr)?;
     let out = q.py().detach(|| p.dequantize_vec(&v));
     into_array(q.py(), out, shape)
 }

@@ -511,3 +511,81 @@ sys.exit(1 if bad else 0)
 """
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, f"torch was imported:\n{r.stdout}\n{r.stderr}"
+
+
+# --------------------------------------------------------------------------- pickle, and what a layer can store
+
+
+def test_pickle_and_deepcopy_keep_the_layer(tmp_path):
+    import copy
+    import pickle
+
+    rng = np.random.default_rng(600)
+    dyn = make_dynamic(rng, 24, 40, threads=3, per_row=True)
+    stat = make_static(rng, 24, 40, threads=2)
+    bare = make_static(rng, 24, 40, with_input_qparams=False)
+    x = rand_f32(rng, (3, 40))
+    xu = rand_u8(rng, (3, 40))
+    for layer, call in [(dyn, lambda l: l(x)), (stat, lambda l: l(xu)), (bare, lambda l: l(xu, 0.05, 100))]:
+        for clone in (pickle.loads(pickle.dumps(layer)), copy.deepcopy(layer)):
+            assert type(clone) is type(layer) and clone.threads == layer.threads
+            assert clone.weight() == layer.weight()
+            assert_bitwise(call(clone), call(layer), repr(layer))
+    # A static layer without default input qparams stays without them.
+    clone = pickle.loads(pickle.dumps(bare))
+    assert clone.input_scale is None and clone.input_zero_point is None
+    with pytest.raises(ValueError, match="no default input qparams"):
+        clone(xu)
+
+
+def test_a_layer_without_default_input_qparams_cannot_be_stored(tmp_path):
+    """Its file would have to carry made-up input qparams: saving it is an error."""
+    bare = make_static(np.random.default_rng(601), 8, 16, with_input_qparams=False)
+    for store in (bare.to_bytes, lambda: bare.save(tmp_path / "b.qlinear"), lambda: bare.save_safetensors(tmp_path / "b.st")):
+        with pytest.raises(ValueError, match="no default input qparams"):
+            store()
+    assert not (tmp_path / "b.qlinear").exists() and not (tmp_path / "b.st").exists()
+
+
+def test_per_call_input_qparams_alternating_threads_and_bits():
+    """Calls with different input qparams, in any order and from many threads at once,
+    each give the bits of a layer built with those qparams."""
+    import threading
+
+    rng = np.random.default_rng(602)
+    n, k = 48, 96
+    bare = make_static(rng, n, k, with_input_qparams=False, threads=1)
+    w = bare.weight()
+    qps = [(0.05, 128), (0.013, 3), (0.2, 250), (0.05, 127)]
+    xs = [rand_u8(rng, (5, k)) for _ in qps]
+    built = [
+        qlinear.Linear(
+            w.int_repr, w.scales, w.zero_points, bias=bare.bias(), scale=bare.scale,
+            zero_point=bare.zero_point, input_scale=s, input_zero_point=z, threads=1,
+        )
+        for s, z in qps
+    ]
+    want = [b(x) for b, x in zip(built, xs)]
+    errors = []
+
+    def worker(seed):
+        order = np.random.default_rng(seed).integers(0, len(qps), 200)
+        for i in order:
+            got = bare(xs[i], *qps[i])
+            if not np.array_equal(got, want[i]):
+                errors.append((seed, i))
+
+    threads = [threading.Thread(target=worker, args=(s,)) for s in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:5]
+
+
+def test_from_bytes_takes_buffers():
+    layer = make_dynamic(np.random.default_rng(603), 8, 16)
+    data = layer.to_bytes()
+    x = rand_f32(np.random.default_rng(604), (2, 16))
+    for buf in (bytearray(data), memoryview(data), np.frombuffer(data, np.uint8)):
+        assert_bitwise(qlinear.DynamicLinear.from_bytes(buf)(x), layer(x), type(buf).__name__)

@@ -596,3 +596,108 @@ def test_numpy_scalar_qparams():
     assert_bitwise(b(x, input_scale=0.25, input_zero_point=7), ref)
     assert_bitwise(a(x, input_scale=np.float32(0.25), input_zero_point=np.int64(7)), ref)
     assert_bitwise(a(x, input_scale=np.float64(0.25), input_zero_point=np.uint8(7)), ref)
+
+
+# --------------------------------------------------------------------------- layouts numpy allows and Rust must not read raw
+
+
+def _record_field(values: np.ndarray) -> np.ndarray:
+    """``values`` (float32, [rows, k]) as a field of a packed record array: byte row
+    stride 4k + 1, not a multiple of 4, and an unaligned data pointer."""
+    rows, k = values.shape
+    rec = np.zeros(rows, dtype=[("tag", "u1"), ("x", "<f4", (k,))])
+    rec["x"] = values
+    field = rec["x"]
+    assert field.strides[0] % 4 != 0 and not field.flags.aligned
+    return field
+
+
+def test_odd_byte_strides_and_unaligned_fields_read_exactly(dyn, stat):
+    """Packed record fields (row stride 4k + 1 bytes, unaligned) and 1-byte-offset views
+    give the dense input's bits: Rust never reads them as raw f32 slices."""
+    rng = np.random.default_rng(130)
+    x = rand_f32(rng, (5, K))
+    field = _record_field(x)
+    assert_bitwise(dyn(field), dyn(x), "dynamic, record field")
+    assert_bitwise(stat(field), stat(x), "static float path, record field")
+    assert_bitwise(
+        qlinear.quantize_per_tensor(field, 0.05, 128),
+        qlinear.quantize_per_tensor(x, 0.05, 128),
+        "quantize_per_tensor, record field",
+    )
+    # u8 input as a field with a 2-byte tag: stride K + 2, aligned trivially.
+    xu = rand_u8(rng, (5, K))
+    rec = np.zeros(5, dtype=[("tag", "u2"), ("x", "u1", (K,))])
+    rec["x"] = xu
+    assert_bitwise(stat(rec["x"]), stat(xu), "static u8, record field")
+
+
+def test_unaligned_weight_bias_and_scales_are_read_exactly():
+    rng = np.random.default_rng(131)
+    w = rand_weight(rng, N, K)
+    b = rand_bias(rng, N)
+    s = rand_scales(rng, N)
+    brec = np.zeros(N, dtype=[("tag", "u1"), ("b", "<f4")])
+    brec["b"] = b
+    srec = np.zeros(N, dtype=[("tag", "u1"), ("s", "<f4")])
+    srec["s"] = s
+    odd = qlinear.DynamicLinear(w, srec["s"], 0, bias=brec["b"])
+    plain = qlinear.DynamicLinear(w, s, 0, bias=b)
+    assert_bitwise(odd.bias(), plain.bias(), "bias")
+    assert odd.weight() == plain.weight()
+    wf = rng.standard_normal((N, K)).astype(np.float32)
+    assert qlinear.quantize_weight(_record_field(wf)) == qlinear.quantize_weight(wf)
+
+
+def test_impossible_copy_is_a_memory_error_not_an_abort(dyn):
+    """A broadcast view of a billion rows needs a copy numpy cannot make: MemoryError
+    (or the output allocation's), never a process abort."""
+    x = np.broadcast_to(np.ones(K, np.float32), (10**12, K))
+    with pytest.raises(MemoryError):
+        dyn(x)
+
+
+# --------------------------------------------------------------------------- argument types
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(zero_point=2**70),
+        dict(input_zero_point=2**70, input_scale=0.1),
+        dict(scale=10**400),
+        dict(scale=None),
+        dict(profile=None),
+        dict(backend=None),
+        dict(threads=2**64),
+        dict(threads=-1),
+    ],
+)
+def test_out_of_range_and_mistyped_arguments_are_value_errors(kwargs):
+    w = rand_weight(np.random.default_rng(132), N, K)
+    args = dict(scale=0.5, zero_point=10)
+    args.update(kwargs)
+    with pytest.raises(ValueError):
+        qlinear.Linear(w, 0.01, 0, **args)
+
+
+def test_call_and_function_arguments_are_value_errors(dyn, stat):
+    x = rand_u8(np.random.default_rng(133), (2, K))
+    with pytest.raises(ValueError):
+        stat(x, 0.1, 2**70)
+    with pytest.raises(ValueError):
+        stat(x, 10**400, 3)
+    with pytest.raises(ValueError):
+        qlinear.quantize_per_tensor(np.ones(3, np.float32), 0.1, 2**70)
+    with pytest.raises(ValueError):
+        dyn.kernel_name_for(-1)
+    with pytest.raises(ValueError):
+        qlinear.DynamicLinear.from_bytes(5)
+    with pytest.raises(ValueError):
+        qlinear.DynamicLinear(rand_weight(np.random.default_rng(1), N, K), 0.01, np.array([2**63], np.uint64))
+
+
+def test_masked_arrays_are_rejected(dyn):
+    x = np.ma.masked_array(np.ones((2, K), np.float32), mask=False)
+    with pytest.raises(ValueError, match="masked"):
+        dyn(x)

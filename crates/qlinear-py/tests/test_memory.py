@@ -103,3 +103,20 @@ def test_serialization_no_growth(tmp_path):
 
     g = growth(rt)
     assert g < LIMIT, f"from_bytes: RSS grew by {g / 2**20:.2f} MiB over {CALLS} loads"
+
+
+def test_alternating_input_qparams_no_growth():
+    """Per-call input qparams fold the epilogue per call: no copy of the weights is kept,
+    whatever the order of qparams."""
+    rng = np.random.default_rng(407)
+    K, N = 256, 2048
+    layer = make_static(rng, N, K, with_input_qparams=False, threads=1)
+    x = rand_u8(rng, (2, K))
+    qps = [(0.05, 128), (0.06, 120), (0.07, 3)]
+    state = {"i": 0}
+
+    def call():
+        state["i"] += 1
+        return layer(x, *qps[state["i"] % 3])
+
+    check(call, "Linear, alternating input qparams", call().nbytes)

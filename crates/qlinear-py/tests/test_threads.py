@@ -210,13 +210,21 @@ def test_two_threads_scale():
         for _ in range(40):
             hashlib.sha256(buf).digest()
 
-    c1, c2 = one_vs_two(hash_work)
-    control = c2 / c1
-    if control > 1.5:
-        pytest.skip(
-            f"two cores are not free: the GIL-free hashlib control took {control:.2f}x "
-            f"in two threads ({c2:.3f} s vs {c1:.3f} s), so a timing comparison is meaningless"
-        )
+    def control_ratio():
+        c1, c2 = one_vs_two(hash_work)
+        return c2 / c1, c1, c2
+
+    def skip_unless_cores_free(when):
+        control, c1, c2 = control_ratio()
+        if control > 1.3:
+            pytest.skip(
+                f"two cores are not free ({when}): the GIL-free hashlib control took "
+                f"{control:.2f}x in two threads ({c2:.3f} s vs {c1:.3f} s), so a timing "
+                f"comparison is meaningless"
+            )
+        return control
+
+    control = skip_unless_cores_free("before the measurement")
 
     rng = np.random.default_rng(304)
     layer = make_dynamic(rng, 1024, 1024, threads=1)
@@ -234,6 +242,12 @@ def test_two_threads_scale():
 
     t1, t2 = one_vs_two(work)
     ratio = t2 / t1
+    if ratio >= 1.8:
+        # Another process may have taken a core meanwhile: only a slow result with the
+        # cores still free counts as serialized calls.
+        control = skip_unless_cores_free("after a slow measurement")
+        t1, t2 = one_vs_two(work)
+        ratio = t2 / t1
     print(f"control (hashlib) ratio {control:.2f}; 1 thread x {n} calls: {t1:.3f} s; "
           f"2 threads x {n} calls: {t2:.3f} s; ratio {ratio:.2f}")
     assert ratio < 1.8, (

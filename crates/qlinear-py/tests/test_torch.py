@@ -492,3 +492,44 @@ def test_quantize_dequantize_match_torch():
         deq = qlinear.dequantize(q, scale, zp)
         d = first_diff(deq, tq.dequantize().numpy())
         assert d is None, f"dequantize scale={scale} zp={zp}: {d}"
+
+
+# --------------------------------------------------------------------------- persistence with torch
+
+
+def test_from_torch_static_survives_pickle_and_deepcopy():
+    """A from_torch static layer keeps torch's exact (double) output qparams through
+    pickle and deepcopy, so its output tensors stay equal to the module's."""
+    import pickle
+
+    rng = np.random.default_rng(700)
+    k, n = 48, 40
+    m = nnq.Linear(k, n, dtype=torch.qint8)
+    m.set_weight_bias(rand_qweight(rng, n, k, True), rand_bias(rng, n))
+    m.scale, m.zero_point = 0.137, 97  # not an f32 value: the module's double matters
+    layer = qlinear.from_torch(m)
+    ints = rng.integers(0, 256, size=(5, k), dtype=np.int16).astype(np.uint8)
+    xq = torch._make_per_tensor_quantized_tensor(torch.from_numpy(ints), 0.05, 120)
+    exp = m(xq)
+    for clone in (layer, pickle.loads(pickle.dumps(layer)), copy.deepcopy(layer)):
+        got = clone(xq)
+        assert got.q_scale() == exp.q_scale() and got.q_zero_point() == exp.q_zero_point()
+        assert torch.equal(got, exp)
+        assert clone.input_scale is None  # the module has no input qparams of its own
+
+
+def test_quantize_dynamic_state_dict_round_trip():
+    """QLinearDynamic's packed layer is in the state dict: load_state_dict into a model
+    quantized from different weights reproduces the original's outputs bit for bit."""
+    torch.manual_seed(0)
+    a = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 16))
+    b = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 16))
+    qa, qb = qlinear.torch.quantize_dynamic(a), qlinear.torch.quantize_dynamic(b)
+    x = torch.randn(7, 32)
+    assert not torch.equal(qa(x), qb(x))
+    sd = qa.state_dict()
+    assert set(sd) == {"0.qlinear_packed", "2.qlinear_packed"}
+    qb.load_state_dict(sd)
+    assert torch.equal(qb(x).view(torch.int32), qa(x).view(torch.int32))
+    with pytest.raises(RuntimeError, match="qlinear_packed"):
+        qb.load_state_dict({})

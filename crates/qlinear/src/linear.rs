@@ -443,13 +443,14 @@ impl Linear {
         Ok(Linear::builder(w, input, output))
     }
 
-    fn refold(&mut self) {
+    /// The folded epilogue for input qparams `input` (none for the reference engine).
+    fn fold(&self, input: ActQParams) -> Option<StaticEpilogue> {
         let p = &self.packed;
-        self.epilogue = match p.engine {
+        match p.engine {
             Engine::Reference => None,
             Engine::Kernel(_) => Some(StaticEpilogue::new(
                 self.common.profile,
-                self.input,
+                input,
                 &p.qparams,
                 &p.col_sums[..p.n],
                 p.k,
@@ -458,7 +459,11 @@ impl Linear {
                 self.common.relu,
                 p.col_sums.len(),
             )),
-        };
+        }
+    }
+
+    fn refold(&mut self) {
+        self.epilogue = self.fold(self.input);
     }
 
     /// Changes the output qparams; the folded epilogue is rebuilt (never stale).
@@ -484,13 +489,49 @@ impl Linear {
     pub fn forward_with_threads(
         &self,
         input: MatRef<'_, u8>,
+        output: MatMut<'_, u8>,
+        threads: usize,
+    ) -> Result<()> {
+        self.forward_folded(self.input, self.epilogue.as_ref(), input, output, threads)
+    }
+
+    /// [`Linear::forward_with_threads`] for an input quantized with `input_qparams`
+    /// instead of the layer's own: what torch's quantized Linear does, whose input
+    /// tensor carries its qparams. The epilogue is folded for this call (`O(out_features)`
+    /// work and memory, no weight copy); with the layer's own qparams it is the plain
+    /// call. The layer is unchanged, so calls with different qparams may run at once.
+    ///
+    /// # Errors
+    /// As [`Linear::forward`], and [`Error::InvalidScale`] /
+    /// [`Error::ZeroPointOutOfRange`] for invalid `input_qparams`.
+    pub fn forward_with_input_qparams(
+        &self,
+        input_qparams: ActQParams,
+        input: MatRef<'_, u8>,
+        output: MatMut<'_, u8>,
+        threads: usize,
+    ) -> Result<()> {
+        if input_qparams == self.input {
+            return self.forward_with_threads(input, output, threads);
+        }
+        input_qparams.validate("input")?;
+        let epi = self.fold(input_qparams);
+        self.forward_folded(input_qparams, epi.as_ref(), input, output, threads)
+    }
+
+    /// The forward call with input qparams `in_q` and its folded epilogue `epi`.
+    fn forward_folded(
+        &self,
+        in_q: ActQParams,
+        epi: Option<&StaticEpilogue>,
+        input: MatRef<'_, u8>,
         mut output: MatMut<'_, u8>,
         threads: usize,
     ) -> Result<()> {
         let p = &self.packed;
         check_io(p.k, p.n, &input, &output)?;
         // The kernel for this call's M (module `kernel_set`): every piece runs it.
-        match (&p.kernels.pick(input.rows()), &self.epilogue) {
+        match (&p.kernels.pick(input.rows()), epi) {
             (Engine::Kernel(desc), Some(epi)) => {
                 let row_sums = row_sums_if_needed(&input, &p.qparams);
                 let args = gemm_args(p, &input, &row_sums, &mut output);
@@ -508,7 +549,7 @@ impl Linear {
             _ => {
                 let y = qlinear_reference::static_linear(
                     &input,
-                    self.input,
+                    in_q,
                     &as_i8(&p.data),
                     p.n,
                     &p.qparams,
@@ -561,13 +602,26 @@ impl Linear {
         output: MatMut<'_, f32>,
         threads: usize,
     ) -> Result<()> {
+        self.forward_f32_with_input_qparams(self.input, input, output, threads)
+    }
+
+    /// [`Linear::forward_f32_with_threads`] quantizing the input with `input_qparams`
+    /// instead of the layer's own (see [`Linear::forward_with_input_qparams`]).
+    pub fn forward_f32_with_input_qparams(
+        &self,
+        input_qparams: ActQParams,
+        input: MatRef<'_, f32>,
+        output: MatMut<'_, f32>,
+        threads: usize,
+    ) -> Result<()> {
         let (k, n) = (self.packed.k, self.packed.n);
         check_io(k, n, &input, &output)?;
+        input_qparams.validate("input")?;
         let m = input.rows();
         // Both products are bounded by the views' buffer lengths (stride >= cols), so
         // neither overflows nor sizes an allocation beyond the caller's own data.
         let mut qx = vec![0u8; output_len(m, k)?];
-        self.input
+        input_qparams
             .quantize_mat(input, MatMut::dense(&mut qx, m, k)?)
             .map_err(|e| match e {
                 // Name the scale as the layer's input scale.
@@ -578,7 +632,8 @@ impl Linear {
                 other => other,
             })?;
         let mut qy = vec![0u8; output_len(m, n)?];
-        self.forward_with_threads(
+        self.forward_with_input_qparams(
+            input_qparams,
             MatRef::dense(&qx, m, k)?,
             MatMut::dense(&mut qy, m, n)?,
             threads,

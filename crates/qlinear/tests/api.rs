@@ -147,6 +147,89 @@ fn static_forward_matches_oracle_on_every_backend() {
     }
 }
 
+/// Per-call input qparams (torch's input tensor carries its own): the layer built with
+/// the case's input qparams, called with them through another layer's
+/// `forward_with_input_qparams`, gives the oracle's bits, u8 and f32, on every backend;
+/// the layer's own qparams and settings are untouched; invalid qparams are errors.
+#[test]
+fn per_call_input_qparams_match_a_layer_built_with_them() {
+    let mut rng = Rng::new(17);
+    for &(m, k, n) in SHAPES {
+        let c = StaticCase::random(&mut rng, m, k, n);
+        let want = oracle_static(&c);
+        let other = ActQParams::new(c.x.scale * 1.75 + 0.01, (c.x.zero_point + 77) % 256).unwrap();
+        let xf: Vec<f32> = rng.f32s(m * k, 20.0);
+        for b in backends() {
+            // Built with `other`, called with the case's qparams.
+            let mut case_other = c.clone();
+            case_other.x = other;
+            let layer = static_layer(&case_other, b);
+            let mut out = vec![0u8; m * n];
+            layer
+                .forward_with_input_qparams(
+                    c.x,
+                    MatRef::new(&c.a, m, k, c.a_stride).unwrap(),
+                    MatMut::dense(&mut out, m, n).unwrap(),
+                    1,
+                )
+                .unwrap();
+            assert_eq!(out, want, "{b} ({}) {m}x{k}x{n}", layer.kernel_name());
+            assert_eq!(
+                layer.input_qparams(),
+                other,
+                "the layer keeps its own qparams"
+            );
+            // The f32 path quantizes with the call's qparams.
+            let built = static_layer(&c, b);
+            let mut got = vec![0f32; m * n];
+            layer
+                .forward_f32_with_input_qparams(
+                    c.x,
+                    MatRef::dense(&xf, m, k).unwrap(),
+                    MatMut::dense(&mut got, m, n).unwrap(),
+                    2,
+                )
+                .unwrap();
+            let expect = built.forward_f32_vec(&xf, m).unwrap();
+            assert_eq!(
+                got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                expect.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                "{b} f32 {m}x{k}x{n}"
+            );
+            // Its own qparams through the same method: the plain call.
+            let mut own = vec![0u8; m * n];
+            let mut plain = vec![0u8; m * n];
+            let a = MatRef::new(&c.a, m, k, c.a_stride).unwrap();
+            layer
+                .forward_with_input_qparams(other, a, MatMut::dense(&mut own, m, n).unwrap(), 1)
+                .unwrap();
+            layer
+                .forward(a, MatMut::dense(&mut plain, m, n).unwrap())
+                .unwrap();
+            assert_eq!(own, plain, "{b} own qparams");
+            let bad = ActQParams {
+                scale: f32::NAN,
+                zero_point: 0,
+            };
+            assert!(layer
+                .forward_with_input_qparams(bad, a, MatMut::dense(&mut own, m, n).unwrap(), 1)
+                .is_err());
+            let bad_zp = ActQParams {
+                scale: 0.1,
+                zero_point: 300,
+            };
+            assert!(layer
+                .forward_f32_with_input_qparams(
+                    bad_zp,
+                    MatRef::dense(&xf, m, k).unwrap(),
+                    MatMut::dense(&mut got, m, n).unwrap(),
+                    1
+                )
+                .is_err());
+        }
+    }
+}
+
 #[test]
 fn dynamic_forward_matches_oracle_on_every_backend() {
     let mut rng = Rng::new(2);

@@ -13,6 +13,7 @@ The full reference is ``docs/python.md`` in the repository.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any, Optional, Tuple
 
 import numpy as np
@@ -105,36 +106,84 @@ def quantize_weight(
     """float32 ``[out, in]`` -> :class:`QuantizedWeight`, exactly as torch's
     ``MinMaxObserver`` / ``PerChannelMinMaxObserver`` (qint8, axis 0) and
     ``quantize_per_tensor`` / ``quantize_per_channel`` do it."""
-    return QuantizedWeight(*_native.quantize_weight(_as_array(weight), qscheme, bool(reduce_range)))
+    return QuantizedWeight(
+        *_native.quantize_weight(_as_array(weight), _str(qscheme, "qscheme"), bool(reduce_range))
+    )
 
 
 def quantize_per_tensor(x, scale: float, zero_point: int) -> np.ndarray:
     """torch's ``quantize_per_tensor(x, scale, zero_point, torch.quint8).int_repr()``:
     float32 of any shape -> uint8 of the same shape."""
-    return _native.quantize_per_tensor(_as_array(x), float(scale), _int(zero_point, "zero_point"))
+    return _native.quantize_per_tensor(_as_array(x), _float(scale, "scale"), _int(zero_point, "zero_point"))
 
 
 def dequantize(q, scale: float, zero_point: int) -> np.ndarray:
     """torch's ``dequantize`` of a quint8 tensor: uint8 of any shape -> float32."""
-    return _native.dequantize(_as_array(q), float(scale), _int(zero_point, "zero_point"))
+    return _native.dequantize(_as_array(q), _float(scale, "scale"), _int(zero_point, "zero_point"))
 
 
 # ---------------------------------------------------------------------------------
 # Arguments and inputs
 
 
+_I64 = (-(2**63), 2**63 - 1)
+_MAX_THREADS = 1 << 16
+
+
 def _int(v, what: str) -> int:
-    """An integer argument: Python or numpy integers, or an integral float."""
+    """An integer argument: Python or numpy integers, or an integral float; a
+    ``ValueError`` for anything else, and for values beyond 64 bits."""
     if isinstance(v, (bool, np.bool_)):
         raise ValueError(f"{what} must be an integer, got {v!r}")
     if isinstance(v, (int, np.integer)):
-        return int(v)
-    a = np.asarray(v)
-    if a.ndim == 0 and a.dtype.kind in "iu":
-        return int(a)
-    if a.ndim == 0 and a.dtype.kind == "f" and np.isfinite(a) and float(a).is_integer():
-        return int(a)
-    raise ValueError(f"{what} must be an integer, got {v!r}")
+        i = int(v)
+    else:
+        a = np.asarray(v)
+        if a.ndim == 0 and a.dtype.kind in "iu":
+            i = int(a)
+        elif a.ndim == 0 and a.dtype.kind == "f" and np.isfinite(a) and float(a).is_integer():
+            i = int(a)
+        else:
+            raise ValueError(f"{what} must be an integer, got {v!r}")
+    if not _I64[0] <= i <= _I64[1]:
+        raise ValueError(f"{what} {i} is out of range")
+    return i
+
+
+def _float(v, what: str) -> float:
+    """A float argument (Python or numpy number); ``ValueError`` otherwise. Range and
+    finiteness are the layer's to check, with its own message."""
+    if isinstance(v, (bool, np.bool_)) or v is None:
+        raise ValueError(f"{what} must be a number, got {v!r}")
+    try:
+        return float(v)
+    except (TypeError, ValueError, OverflowError) as e:
+        raise ValueError(f"{what} must be a number, got {v!r}") from e
+
+
+def _str(v, what: str) -> str:
+    if not isinstance(v, str):
+        raise ValueError(f"{what} must be a string, got {v!r}")
+    return v
+
+
+def _path(path) -> str:
+    """A str, bytes or os.PathLike path as str."""
+    try:
+        return os.fsdecode(os.fspath(path))
+    except TypeError as e:
+        raise ValueError(f"expected a path, got {type(path).__name__}") from e
+
+
+def _bytes(data) -> bytes:
+    """bytes, or any object with the buffer protocol (bytearray, memoryview, a uint8
+    array), as bytes."""
+    if isinstance(data, bytes):
+        return data
+    try:
+        return memoryview(data).tobytes()
+    except TypeError as e:
+        raise ValueError(f"expected bytes or a buffer, got {type(data).__name__}") from e
 
 
 def _as_array(x) -> np.ndarray:
@@ -142,6 +191,8 @@ def _as_array(x) -> np.ndarray:
     ndarray, without copying when the object allows it."""
     if type(x) is np.ndarray:
         return x
+    if isinstance(x, np.ma.MaskedArray):
+        raise ValueError("masked arrays are not supported: fill or compress the mask first")
     if isinstance(x, np.ndarray):
         return x
     if hasattr(x, "__array__") or hasattr(x, "__array_interface__"):
@@ -164,25 +215,25 @@ def _weight_qparams(scale, zero_point) -> Tuple[list, list, bool]:
     z = _as_array(zero_point) if not isinstance(zero_point, int) else np.asarray(zero_point)
     if s.dtype.kind not in "fiu":
         raise ValueError(f"weight_scale must be numeric, got dtype {s.dtype}")
-    if z.dtype.kind not in "iu":
-        if z.dtype.kind == "f" and np.all(np.isfinite(z)) and np.all(z == np.round(z)):
-            z = z.astype(np.int64)
-        else:
-            raise ValueError(f"weight_zero_point must be integers, got dtype {z.dtype}")
+    if z.dtype.kind not in "iuf":
+        raise ValueError(f"weight_zero_point must be integers, got dtype {z.dtype}")
+    # Exact Python numbers, each checked (`_int` rejects non-integral floats and values
+    # beyond 64 bits; the layer checks the int8 range with its own message).
+    zs = [_int(v, "weight_zero_point") for v in z.reshape(-1).tolist()]
     if s.ndim == 0:
         if z.ndim != 0:
             raise ValueError(
                 "a per-tensor weight_scale (a number) needs a per-tensor weight_zero_point, "
                 f"got shape {z.shape}"
             )
-        return [float(s)], [int(z)], False
+        return [float(s)], zs, False
     if s.ndim != 1:
         raise ValueError(f"weight_scale must be a number or 1-D (per channel), got shape {s.shape}")
     if z.ndim == 0:
-        z = np.full(s.shape, int(z), dtype=np.int64)
-    if z.ndim != 1:
+        zs = zs * s.shape[0]
+    elif z.ndim != 1:
         raise ValueError(f"weight_zero_point must be 1-D like weight_scale, got shape {z.shape}")
-    return s.astype(np.float64).tolist(), z.astype(np.int64).tolist(), True
+    return s.astype(np.float64).tolist(), zs, True
 
 
 def _bias(bias):
@@ -192,13 +243,15 @@ def _bias(bias):
 
 
 def _is_torch(x) -> bool:
-    return type(x).__module__.startswith("torch")
+    """Whether ``x`` is a torch tensor (never imports torch: a tensor means it is)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
 
 
 def _threads(threads) -> int:
     t = _int(threads, "threads")
-    if t < 0:
-        raise ValueError(f"threads must be >= 0 (0 = all cores), got {t}")
+    if not 0 <= t <= _MAX_THREADS:
+        raise ValueError(f"threads must be in [0, {_MAX_THREADS}] (0 = all cores), got {t}")
     return t
 
 
@@ -235,7 +288,10 @@ class _Layer:
 
     def kernel_name_for(self, m: int) -> str:
         """The kernel a call with ``m`` rows runs."""
-        return self._native.kernel_name_for(_int(m, "m"))
+        m = _int(m, "m")
+        if m < 0:
+            raise ValueError(f"m must be >= 0, got {m}")
+        return self._native.kernel_name_for(m)
 
     @property
     def threads(self) -> int:
@@ -255,41 +311,59 @@ class _Layer:
         return self._native.bias()
 
     # -- persistence ----------------------------------------------------------------
+    def _check_storable(self) -> None:
+        """Hook: a static layer without default input qparams has none to store."""
+
     def to_bytes(self) -> bytes:
         """The layer in qlinear's packed-weights layer format (``docs/packed-format.md``)."""
+        self._check_storable()
         return self._native.to_bytes()
 
     @classmethod
     def from_bytes(cls, data, backend: str = "auto", threads: int = 0):
         """A layer from :meth:`to_bytes` output (repacked when ``backend`` needs it)."""
-        return cls._wrap(_native.NativeLayer.from_bytes(cls._KIND, data, backend, _threads(threads)))
+        return cls._wrap(
+            _native.NativeLayer.from_bytes(
+                cls._KIND, _bytes(data), _str(backend, "backend"), _threads(threads)
+            )
+        )
 
     def save(self, path) -> None:
         """Writes :meth:`to_bytes` to ``path``."""
-        with open(os.fspath(path), "wb") as f:
-            f.write(self.to_bytes())
+        data = self.to_bytes()
+        with open(_path(path), "wb") as f:
+            f.write(data)
 
     @classmethod
     def load(cls, path, backend: str = "auto", threads: int = 0):
         """Reads a file written by :meth:`save`."""
-        with open(os.fspath(path), "rb") as f:
+        with open(_path(path), "rb") as f:
             return cls.from_bytes(f.read(), backend, threads)
 
     def save_safetensors(self, path, prefix: str = "linear") -> None:
         """Writes the layer under ``prefix`` to a safetensors file (``docs/safetensors.md``)."""
-        self._native.save_safetensors(os.fspath(path), prefix)
+        self._check_storable()
+        self._native.save_safetensors(_path(path), _str(prefix, "prefix"))
 
     @classmethod
     def from_safetensors(cls, path, prefix: str = "linear", backend: str = "auto", threads: int = 0):
         """The layer stored under ``prefix`` in a safetensors file."""
         return cls._wrap(
             _native.NativeLayer.from_safetensors(
-                cls._KIND, os.fspath(path), prefix, backend, _threads(threads)
+                cls._KIND, _path(path), _str(prefix, "prefix"), _str(backend, "backend"), _threads(threads)
             )
         )
 
     def __reduce__(self):
-        return (_restore, (type(self), self.to_bytes(), self.threads))
+        # Pickle (and copy.deepcopy) keep everything: the packed layer, the thread
+        # count, whether a static layer has default input qparams, and from_torch's
+        # exact output qparams.
+        static = self._KIND == "static"
+        has_default = not static or self._native.input_scale is not None
+        return (
+            _restore,
+            (type(self), self._native.to_bytes(), self.threads, has_default, getattr(self, "_torch_scale", None)),
+        )
 
     def _weight_repr(self) -> str:
         qscheme = "torch.per_channel_affine" if self.per_channel else "torch.per_tensor_affine"
@@ -319,8 +393,11 @@ class _Layer:
         return cls._from_quantized(w, bias=bias, **kwargs)
 
 
-def _restore(cls, data, threads):
-    return cls.from_bytes(data, threads=threads)
+def _restore(cls, data, threads, has_default_input=True, torch_scale=None):
+    obj = cls._wrap(_native.NativeLayer.from_bytes(cls._KIND, data, "auto", threads, has_default_input))
+    if torch_scale is not None:
+        obj._torch_scale = torch_scale
+    return obj
 
 
 class DynamicLinear(_Layer):
@@ -352,10 +429,10 @@ class DynamicLinear(_Layer):
             per_channel,
             _bias(bias),
             bool(relu),
-            profile,
+            _str(profile, "profile"),
             None if reduce_range is None else bool(reduce_range),
             bool(per_row),
-            backend,
+            _str(backend, "backend"),
             _threads(threads),
         )
 
@@ -414,15 +491,22 @@ class Linear(_Layer):
             zps,
             per_channel,
             _bias(bias),
-            float(scale),
+            _float(scale, "scale"),
             _int(zero_point, "zero_point"),
-            None if input_scale is None else float(input_scale),
+            None if input_scale is None else _float(input_scale, "input_scale"),
             None if input_zero_point is None else _int(input_zero_point, "input_zero_point"),
             bool(relu),
-            profile,
-            backend,
+            _str(profile, "profile"),
+            _str(backend, "backend"),
             _threads(threads),
         )
+
+    def _check_storable(self) -> None:
+        if self._native.input_scale is None:
+            raise ValueError(
+                "this layer has no default input qparams to store (it takes them per call); "
+                "build it with input_scale / input_zero_point to save it, or pickle it"
+            )
 
     scale = _from_native("scale", "Output scale (torch's Linear.scale).")
     zero_point = _from_native("zero_point", "Output zero point (torch's Linear.zero_point).")
@@ -455,7 +539,7 @@ class Linear(_Layer):
 
 
 def _opt_float(v):
-    return None if v is None else float(v)
+    return None if v is None else _float(v, "input_scale")
 
 
 def _opt_int(v):

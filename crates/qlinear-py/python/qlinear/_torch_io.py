@@ -15,10 +15,19 @@ _ENGINE_PROFILE = {"x86": "fbgemm", "fbgemm": "fbgemm", "qnnpack": "qnnpack"}
 
 
 def _cpu_numpy(x: "torch.Tensor", what: str) -> np.ndarray:
+    """A dense CPU tensor as a numpy array sharing its memory and strides (qlinear
+    reads any layout); a ``ValueError`` for what numpy cannot view."""
     if x.device.type != "cpu":
         raise ValueError(f"{what} must be on the CPU, got device {x.device}")
-    # .numpy() shares memory and keeps the strides; qlinear reads any layout.
-    return x.detach().numpy()
+    if x.layout != torch.strided:
+        raise ValueError(f"{what} must be a dense (strided) tensor, got layout {x.layout}")
+    x = x.detach()
+    if x.is_conj() or x.is_neg():
+        x = x.resolve_conj().resolve_neg()
+    try:
+        return x.numpy()
+    except (TypeError, RuntimeError) as e:
+        raise ValueError(f"{what}: cannot read the tensor as an array: {e}") from e
 
 
 def dynamic_forward(native, x):

@@ -41,6 +41,33 @@ class QLinearDynamic(_torch.nn.Module):
             b = linear.bias.detach().to(_torch.float32).cpu().contiguous().numpy()
         return cls(DynamicLinear.from_float(w, b, **settings))
 
+    # The layer lives in the state dict as its packed bytes (one uint8 tensor), so
+    # `state_dict()` / `load_state_dict()` round-trip it like torch's own modules.
+    _STATE_KEY = "qlinear_packed"
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        data = bytearray(self.layer.to_bytes())
+        destination[prefix + self._STATE_KEY] = _torch.frombuffer(data, dtype=_torch.uint8)
+
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
+        key = prefix + self._STATE_KEY
+        if key not in state_dict:
+            missing_keys.append(key)
+            return
+        packed = state_dict[key]
+        try:
+            layer = DynamicLinear.from_bytes(
+                packed.detach().cpu().contiguous().numpy().tobytes(), threads=self.layer.threads
+            )
+        except ValueError as e:
+            error_msgs.append(f"{key}: {e}")
+            return
+        self.layer = layer
+        self.in_features, self.out_features = layer.in_features, layer.out_features
+
     def forward(self, x: "_torch.Tensor") -> "_torch.Tensor":
         dtype = x.dtype
         if dtype != _torch.float32:
