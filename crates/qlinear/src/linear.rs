@@ -43,6 +43,7 @@ use qlinear_reference::{
 };
 
 use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::backend::{Backend, Engine};
 use crate::driver;
@@ -331,6 +332,7 @@ impl LinearBuilder {
         check_bias(self.common.bias.as_deref(), packed.n)?;
         let mut layer = Linear {
             epilogue: None,
+            foreign: ForeignEpilogue::default(),
             packed,
             input: self.input,
             output: self.output,
@@ -379,6 +381,21 @@ pub struct Linear {
     output: ActQParams,
     common: Common,
     epilogue: Option<StaticEpilogue>,
+    /// The epilogue folded for the last call whose input qparams were not the layer's
+    /// own ([`Linear::forward_with_input_qparams`]): a stream of inputs with the same
+    /// foreign qparams (a torch module fed quantized tensors) folds once.
+    foreign: ForeignEpilogue,
+}
+
+/// A one-entry cache of an epilogue folded for foreign input qparams. `Clone` starts
+/// empty (the cache is a speed-up, never state).
+#[derive(Default)]
+struct ForeignEpilogue(Mutex<Option<(ActQParams, Arc<StaticEpilogue>)>>);
+
+impl Clone for ForeignEpilogue {
+    fn clone(&self) -> Self {
+        ForeignEpilogue::default()
+    }
 }
 
 impl fmt::Debug for Linear {
@@ -464,6 +481,8 @@ impl Linear {
 
     fn refold(&mut self) {
         self.epilogue = self.fold(self.input);
+        // A cached foreign epilogue folded the old settings in.
+        self.foreign = ForeignEpilogue::default();
     }
 
     /// Changes the output qparams; the folded epilogue is rebuilt (never stale).
@@ -515,8 +534,26 @@ impl Linear {
             return self.forward_with_threads(input, output, threads);
         }
         input_qparams.validate("input")?;
-        let epi = self.fold(input_qparams);
-        self.forward_folded(input_qparams, epi.as_ref(), input, output, threads)
+        let epi = self.foreign_epilogue(input_qparams);
+        self.forward_folded(input_qparams, epi.as_deref(), input, output, threads)
+    }
+
+    /// The epilogue for foreign input qparams `q`: the cached one when the last foreign
+    /// call had the same, else a new fold (`O(out_features)`), cached for the next call.
+    fn foreign_epilogue(&self, q: ActQParams) -> Option<Arc<StaticEpilogue>> {
+        let mut cache = self
+            .foreign
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some((cq, epi)) = cache.as_ref() {
+            if *cq == q {
+                return Some(Arc::clone(epi));
+            }
+        }
+        let epi = Arc::new(self.fold(q)?);
+        *cache = Some((q, Arc::clone(&epi)));
+        Some(epi)
     }
 
     /// The forward call with input qparams `in_q` and its folded epilogue `epi`.

@@ -207,6 +207,34 @@ fn per_call_input_qparams_match_a_layer_built_with_them() {
                 .forward(a, MatMut::dense(&mut plain, m, n).unwrap())
                 .unwrap();
             assert_eq!(own, plain, "{b} own qparams");
+            // Twice more with the same foreign qparams (the cached fold), then after an
+            // output qparams change, which must not reuse the stale fold.
+            let mut again = vec![0u8; m * n];
+            layer
+                .forward_with_input_qparams(c.x, a, MatMut::dense(&mut again, m, n).unwrap(), 1)
+                .unwrap();
+            assert_eq!(again, want, "{b} cached fold");
+            let mut changed = layer.clone();
+            let new_out =
+                ActQParams::new(c.y.scale * 0.5 + 0.001, (c.y.zero_point + 31) % 256).unwrap();
+            changed.set_output_qparams(new_out).unwrap();
+            let mut case_out = c.clone();
+            case_out.y = new_out;
+            let want_out = oracle_static(&case_out);
+            let mut got_out = vec![0u8; m * n];
+            changed
+                .forward_with_input_qparams(c.x, a, MatMut::dense(&mut got_out, m, n).unwrap(), 1)
+                .unwrap();
+            assert_eq!(got_out, want_out, "{b} after set_output_qparams (clone)");
+            let mut in_place = static_layer(&case_other, b);
+            in_place
+                .forward_with_input_qparams(c.x, a, MatMut::dense(&mut again, m, n).unwrap(), 1)
+                .unwrap();
+            in_place.set_output_qparams(new_out).unwrap();
+            in_place
+                .forward_with_input_qparams(c.x, a, MatMut::dense(&mut again, m, n).unwrap(), 1)
+                .unwrap();
+            assert_eq!(again, want_out, "{b} after set_output_qparams (in place)");
             let bad = ActQParams {
                 scale: f32::NAN,
                 zero_point: 0,
