@@ -516,9 +516,10 @@ impl Linear {
 
     /// [`Linear::forward_with_threads`] for an input quantized with `input_qparams`
     /// instead of the layer's own: what torch's quantized Linear does, whose input
-    /// tensor carries its qparams. The epilogue is folded for this call (`O(out_features)`
-    /// work and memory, no weight copy); with the layer's own qparams it is the plain
-    /// call. The layer is unchanged, so calls with different qparams may run at once.
+    /// tensor carries its qparams. The epilogue is folded for these qparams
+    /// (`O(out_features)` work and memory, no weight copy) and kept for the next call
+    /// with the same ones; with the layer's own qparams it is the plain call. The layer's
+    /// settings are unchanged, so calls with different qparams may run at once.
     ///
     /// # Errors
     /// As [`Linear::forward`], and [`Error::InvalidScale`] /
