@@ -29,9 +29,9 @@
 //! `is_supported`) turns into a test failure. A kernel's `is_supported` *is* its table
 //! entry's detection.
 //!
-//! An AMX entry's `detect` would check CPUID.(7,0):EDX bits 24/25, XCR0 bits 17/18
-//! ([`XCR0_AMX`]) and request `ARCH_REQ_XCOMP_PERM` once per process; nothing else in
-//! this file changes for it.
+//! The AMX entry's `detect` ([`detect_amx`]) checks CPUID.(7,0):EDX bits 24/25, XCR0
+//! bits 17/18 ([`XCR0_AMX`]) and requests `ARCH_REQ_XCOMP_PERM` once per process, behind
+//! the [`AMX_ENABLE_ENV`] gate.
 
 use qlinear_reference::contract::Isa;
 pub(crate) use qlinear_reference::isa::same_str;
@@ -41,6 +41,16 @@ use crate::peak;
 
 /// The x86 ISA table: one entry per x86 ISA, best first.
 pub(crate) const TABLE: &[IsaDesc] = &[
+    IsaDesc {
+        isa: Isa::Amx,
+        features: AMX,
+        detect: detect_amx,
+        peak: Some(PeakProbe {
+            instruction: "tdpbusd (2 x 2 accumulator tiles)",
+            macs_per_instr: crate::amx::MACS_PER_TDPBUSD,
+            run: peak::tdpbusd,
+        }),
+    },
     IsaDesc {
         isa: Isa::Avx512Vnni,
         features: AVX512VNNI,
@@ -88,9 +98,84 @@ pub(crate) const fn entry(isa: Isa) -> &'static IsaDesc {
 pub(crate) const XCR0_AVX: u64 = 0b110;
 /// XCR0 bits of the AVX-512 state: SSE, AVX, opmask, ZMM_Hi256, Hi16_ZMM.
 pub(crate) const XCR0_AVX512: u64 = 0b1110_0110;
-/// XCR0 bits of the AMX state: XTILECFG (17) and XTILEDATA (18), for an AMX entry.
-#[allow(dead_code)]
+/// XCR0 bits of the AMX state: XTILECFG (17) and XTILEDATA (18).
 pub(crate) const XCR0_AMX: u64 = (1 << 17) | (1 << 18);
+
+pub(crate) use crate::AMX_ENABLE_ENV;
+
+/// AMX detection: the AVX-512 features the kernel's epilogue uses, CPUID.(7,0):EDX bits
+/// 24 (AMX-TILE) and 25 (AMX-INT8), the OS-enabled tile state in XCR0 (bits 17, 18),
+/// [`AMX_ENABLE_ENV`], and the kernel's permission to use the tile data, requested once
+/// per process.
+fn detect_amx() -> Result<(), String> {
+    if cfg!(miri) {
+        return Err("not under Miri (cpuid, xgetbv and arch_prctl are not interpreted)".into());
+    }
+    detect_features(AMX, XCR0_AVX512, "AVX-512")?;
+    let edx = std::arch::x86_64::__cpuid_count(7, 0).edx;
+    let missing: Vec<&str> = [(24, "amx-tile"), (25, "amx-int8")]
+        .into_iter()
+        .filter(|&(bit, _)| edx & (1 << bit) == 0)
+        .map(|(_, name)| name)
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!("CPU lacks {}", missing.join(", ")));
+    }
+    match xcr0() {
+        Some(x) if x & XCR0_AMX == XCR0_AMX => {}
+        Some(x) => {
+            return Err(format!(
+            "the OS has not enabled the AMX tile state (XCR0 = {x:#x}, needs bits {XCR0_AMX:#x})"
+        ))
+        }
+        None => return Err("the OS has not enabled XSAVE (CPUID.1:ECX.OSXSAVE = 0)".into()),
+    }
+    if std::env::var(AMX_ENABLE_ENV).map_or(true, |v| v.trim() != "1") {
+        return Err(format!(
+            "the AMX kernel has not yet run on AMX hardware; set {AMX_ENABLE_ENV}=1 to use it"
+        ));
+    }
+    tile_data_permission()
+}
+
+/// Asks Linux (5.16 or later) once per process for the AMX tile data
+/// (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`); without it the first tile
+/// instruction faults.
+#[cfg(target_os = "linux")]
+fn tile_data_permission() -> Result<(), String> {
+    use std::sync::OnceLock;
+    static PERMISSION: OnceLock<Result<(), String>> = OnceLock::new();
+    PERMISSION
+        .get_or_init(|| {
+            const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+            const XFEATURE_XTILEDATA: libc::c_long = 18;
+            // SAFETY: this arch_prctl request only asks the kernel to let the process
+            // use one XSAVE feature; it passes two integers and touches no memory.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_arch_prctl,
+                    ARCH_REQ_XCOMP_PERM,
+                    XFEATURE_XTILEDATA,
+                )
+            };
+            if r == 0 {
+                Ok(())
+            } else {
+                Err(format!(
+                    "the kernel refused the AMX tile data (arch_prctl(ARCH_REQ_XCOMP_PERM): {}; \
+                     Linux 5.16 or later grants it)",
+                    std::io::Error::last_os_error()
+                ))
+            }
+        })
+        .clone()
+}
+
+/// Other operating systems: the permission request is not implemented.
+#[cfg(not(target_os = "linux"))]
+fn tile_data_permission() -> Result<(), String> {
+    Err("the AMX tile data permission request is implemented for Linux only".into())
+}
 
 /// The OS-enabled register state (XCR0), or `None` when the OS does not use XSAVE
 /// (`CPUID.1:ECX.OSXSAVE = 0`: then no AVX state is enabled at all).
@@ -143,6 +228,11 @@ fn explain(missing: &[&str], xcr0: Option<u64>, state: u64, name: &str) -> Strin
         Some(_) => format!("CPU lacks {missing}"),
     }
 }
+
+/// The AMX kernel's Rust code: the AVX-512 epilogue it shares with the AVX-512 VNNI
+/// kernels. The tile instructions themselves are inline assembly (Rust 1.95's AMX
+/// target features and intrinsics are unstable); [`detect_amx`] checks the CPU for them.
+pub(crate) const AMX: &str = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma";
 
 /// AVX-512 VNNI kernels: 512-bit `vpdpbusd`, byte/word masks (BW, VL) for tails.
 pub(crate) const AVX512VNNI: &str = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma";
@@ -295,11 +385,16 @@ mod tests {
             include_str!("epilogue256.rs"),
             &[Isa::Avx2],
         ),
+        (
+            "epilogue512.rs",
+            include_str!("epilogue512.rs"),
+            &[Isa::Avx512Vnni],
+        ),
         ("pack.rs", include_str!("pack.rs"), &[Isa::Avx2]),
         (
             "peak.rs",
             include_str!("peak.rs"),
-            &[Isa::Avx512Vnni, Isa::AvxVnni, Isa::Avx2],
+            &[Isa::Amx, Isa::Avx512Vnni, Isa::AvxVnni, Isa::Avx2],
         ),
     ];
 
@@ -413,18 +508,64 @@ mod tests {
         }
     }
 
+    /// The `flags` line of /proc/cpuinfo (empty elsewhere).
+    fn cpuinfo_flags() -> Vec<String> {
+        std::fs::read_to_string("/proc/cpuinfo")
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.starts_with("flags"))
+            .map(|l| l.split_whitespace().skip(2).map(str::to_owned).collect())
+            .unwrap_or_default()
+    }
+
+    fn expect_avx512() -> bool {
+        use std::arch::is_x86_feature_detected as has;
+        has!("avx512f")
+            && has!("avx512bw")
+            && has!("avx512vl")
+            && has!("avx512vnni")
+            && has!("avx2")
+            && has!("fma")
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "AMX detection does not run under Miri")]
+    fn amx_reasons_say_what_is_missing() {
+        let Err(why) = entry(Isa::Amx).available() else {
+            // Available: the CPU lists both AMX flags (checked by the next test too).
+            let flags = cpuinfo_flags();
+            assert!(flags.iter().any(|f| f == "amx_tile") && flags.iter().any(|f| f == "amx_int8"));
+            return;
+        };
+        let flags = cpuinfo_flags();
+        let has_amx =
+            flags.iter().any(|f| f == "amx_tile") && flags.iter().any(|f| f == "amx_int8");
+        if !expect_avx512() {
+            assert!(why.contains("CPU lacks avx512"), "{why}");
+        } else if !has_amx {
+            assert!(why.contains("CPU lacks amx-"), "{why}");
+        } else {
+            // AMX present: either the gate or the OS / kernel permission.
+            assert!(
+                why.contains(AMX_ENABLE_ENV) || why.contains("XCR0") || why.contains("arch_prctl"),
+                "{why}"
+            );
+        }
+    }
+
     #[test]
     fn detection_agrees_with_std_and_gives_reasons() {
         use std::arch::is_x86_feature_detected as has;
         // An independent statement of each entry's requirement.
         let expect = |isa: Isa| match isa {
-            Isa::Avx512Vnni => {
-                has!("avx512f")
-                    && has!("avx512bw")
-                    && has!("avx512vl")
-                    && has!("avx512vnni")
-                    && has!("avx2")
-                    && has!("fma")
+            Isa::Avx512Vnni => expect_avx512(),
+            // AMX: the AVX-512 list, the kernel's own view of the CPU (/proc/cpuinfo),
+            // and the enabling variable.
+            Isa::Amx => {
+                expect_avx512()
+                    && cpuinfo_flags().iter().any(|f| f == "amx_tile")
+                    && cpuinfo_flags().iter().any(|f| f == "amx_int8")
+                    && std::env::var(AMX_ENABLE_ENV).is_ok_and(|v| v.trim() == "1")
             }
             Isa::AvxVnni => has!("avx2") && has!("fma") && has!("avxvnni"),
             Isa::Avx2 => has!("avx2") && has!("fma"),

@@ -81,3 +81,35 @@ pub(crate) unsafe fn vpmaddwd_ymm(iters: u64) -> f64 {
     ));
     (iters * PEAK_ACCUMULATORS * 16) as f64
 }
+
+/// `tdpbusd` on 2 x 2 accumulator tiles, reloading its two A and two B tiles from L1
+/// every iteration as the kernel's inner loop does: 16,384 MACs per `tdpbusd`. Returns
+/// the MACs done.
+///
+/// # Safety
+/// The amx table entry's detection succeeded.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
+pub(crate) unsafe fn tdpbusd(iters: u64) -> f64 {
+    use crate::amx::{Hardware, TileUnit, MACS_PER_TDPBUSD};
+    let a = black_box([3u8; 1024]);
+    let b = black_box([0xFBu8; 1024]);
+    let mut c = [0u8; 1024];
+    let mut hw = Hardware;
+    // SAFETY: AMX is available (caller); the loads read `a` / `b` (16 rows of 64 bytes
+    // at stride 64), the store writes `c`.
+    unsafe {
+        hw.configure();
+        hw.zero_accumulators();
+        for _ in 0..iters {
+            hw.load_a(0, a.as_ptr(), 64);
+            hw.load_a(1, a.as_ptr(), 64);
+            hw.load_b(0, b.as_ptr(), 64);
+            hw.load_b(1, b.as_ptr(), 64);
+            hw.multiply(2);
+        }
+        hw.store_accumulator(0, 0, c.as_mut_ptr(), 64);
+        hw.release();
+    }
+    black_box(c);
+    (iters * 4 * MACS_PER_TDPBUSD as u64) as f64
+}

@@ -391,6 +391,30 @@ fn sweep_shapes(mr: usize, nr: usize, kr: usize) -> [(usize, usize, usize); 1] {
     [(mr + 1, kr + 1, nr + 1)]
 }
 
+/// One shape on `desc` (whose ISA the caller checked): a random and an extreme case,
+/// static and dynamic (per tensor and per row), over all columns and, past one panel,
+/// over column ranges starting on panel boundaries (as threads get them); the kernel's
+/// packer too. The cases' input rows end exactly at the end of their buffers.
+pub(crate) fn check_shape(desc: &KernelDesc, rng: &mut Rng, m: usize, k: usize, n: usize) {
+    let nr = desc.layout.nr;
+    for variant in 0..2 {
+        let c = if variant == 0 {
+            StaticCase::random(rng, m, k, n)
+        } else {
+            StaticCase::extreme(m, k, n, rng)
+        };
+        check_packer(desc, &c);
+        check_case(desc, &c, 0, n);
+        check_per_row(desc, &c, 0, n);
+        // A column range starting on an inner panel boundary, as threads get.
+        if n > nr {
+            check_case(desc, &c, nr, n);
+            check_case(desc, &c, 0, nr);
+            check_per_row(desc, &c, nr, n);
+        }
+    }
+}
+
 /// The edge catalogue of `desc`'s tile, random and extreme cases, whole and by column
 /// ranges. Skips (with a message) when the CPU lacks the ISA, unless `QLINEAR_REQUIRE`
 /// lists the kernel's backend.
@@ -407,22 +431,7 @@ pub(crate) fn check_kernel(desc: &KernelDesc) {
     let mut rng = Rng::new(0x5eed ^ desc.name.len() as u64);
     let nr = desc.layout.nr;
     for (m, k, n) in shapes(desc.mr, nr, desc.layout.kr) {
-        for variant in 0..2 {
-            let c = if variant == 0 {
-                StaticCase::random(&mut rng, m, k, n)
-            } else {
-                StaticCase::extreme(m, k, n, &mut rng)
-            };
-            check_packer(desc, &c);
-            check_case(desc, &c, 0, n);
-            check_per_row(desc, &c, 0, n);
-            // A column range starting on an inner panel boundary, as threads get.
-            if n > nr {
-                check_case(desc, &c, nr, n);
-                check_case(desc, &c, 0, nr);
-                check_per_row(desc, &c, nr, n);
-            }
-        }
+        check_shape(desc, &mut rng, m, k, n);
     }
     // Scales from the smallest subnormal to f32::MAX, signed-zero and huge biases.
     for (m, k, n) in sweep_shapes(desc.mr, nr, desc.layout.kr) {

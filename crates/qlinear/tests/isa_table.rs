@@ -31,11 +31,12 @@ fn ranks_are_distinct_and_are_preference_order() {
     for (rank, b) in Backend::PREFERENCE[..Isa::ALL.len()].iter().enumerate() {
         assert_eq!(b.isa().map(|i| i.rank()), Some(rank), "{b}");
     }
-    // Behaviour kept: the order Auto has always used.
+    // The order Auto uses: AMX (when available) first, then the order it has always used.
     let names: Vec<&str> = Backend::PREFERENCE.iter().map(|b| b.name()).collect();
     assert_eq!(
         names,
         [
+            "amx",
             "avx512vnni",
             "avxvnni",
             "avx2",

@@ -264,15 +264,17 @@ fn avx512vnni_splits_m_between_gemv_and_gemm() {
     }
     let w = weight(&case(7).c);
     let mut choices = vec![Backend::Avx512Vnni];
-    if auto_unset() {
+    // Auto is AMX's (next test) where AMX runs.
+    if auto_unset() && !available_backends().contains(&Backend::Amx) {
         choices.push(Backend::Auto);
     }
     for b in choices {
         let p = PackedWeights::new(&w, b).unwrap();
         assert_eq!(p.kernel_name(), "avx512vnni/gemm_8x32c4", "{b}");
+        // In pick order: the GEMV kernel ranks first for its M.
         assert_eq!(
             p.kernel_names(),
-            ["avx512vnni/gemm_8x32c4", "avx512vnni/gemv_1x32c4"],
+            ["avx512vnni/gemv_1x32c4", "avx512vnni/gemm_8x32c4"],
             "{b}"
         );
         assert_eq!(p.kernel_name_for(1), "avx512vnni/gemv_1x32c4", "{b}");
@@ -285,6 +287,46 @@ fn avx512vnni_splits_m_between_gemv_and_gemm() {
         let p = PackedWeights::new(&w, Backend::Avx2).unwrap();
         assert_eq!(p.kernel_names(), ["avx2/gemm_6x8c4"]);
         assert_eq!(p.kernel_name_for(1), "avx2/gemm_6x8c4");
+    }
+}
+
+/// On an AMX CPU, Auto packs once for `amx/gemm_32x32c4` and runs the GEMV kernel for
+/// M = 1, the AVX-512 VNNI GEMM kernel for 2 <= M < 16 and AMX from M = 16, on the same
+/// packed bytes; forcing `amx` runs AMX for every M.
+#[test]
+fn amx_shares_the_avx512vnni_packing_and_takes_large_m() {
+    if !available_backends().contains(&Backend::Amx) {
+        let why = Backend::Amx.availability().err().unwrap_or_default();
+        eprintln!("SKIP amx_shares_the_avx512vnni_packing_and_takes_large_m: {why}");
+        return;
+    }
+    let w = weight(&case(8).c);
+    if auto_unset() {
+        let p = PackedWeights::new(&w, Backend::Auto).unwrap();
+        assert_eq!(p.kernel_name(), "amx/gemm_32x32c4");
+        assert_eq!(
+            p.kernel_names(),
+            [
+                "amx/gemm_32x32c4",
+                "avx512vnni/gemv_1x32c4",
+                "avx512vnni/gemm_8x32c4"
+            ]
+        );
+        assert_eq!(p.kernel_name_for(1), "avx512vnni/gemv_1x32c4");
+        for m in [2, 8, 15] {
+            assert_eq!(p.kernel_name_for(m), "avx512vnni/gemm_8x32c4", "m={m}");
+        }
+        for m in [16, 17, 32, 33, 512, 4096] {
+            assert_eq!(p.kernel_name_for(m), "amx/gemm_32x32c4", "m={m}");
+        }
+        // The same bytes as the AVX-512 VNNI packing.
+        let v = PackedWeights::new(&w, Backend::Avx512Vnni).unwrap();
+        assert_eq!(p.layout(), v.layout());
+    }
+    let p = PackedWeights::new(&w, Backend::Amx).unwrap();
+    assert_eq!(p.kernel_names(), ["amx/gemm_32x32c4"]);
+    for m in [1, 2, 15, 16, 1000] {
+        assert_eq!(p.kernel_name_for(m), "amx/gemm_32x32c4", "m={m}");
     }
 }
 

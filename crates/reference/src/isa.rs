@@ -94,6 +94,8 @@ impl Arch {
 macro_rules! for_each_isa {
     ($callback:ident) => {
         $callback! {
+            /// x86 AMX-INT8 (`tdpbusd` on 16 x 64-byte tiles), AVX-512 epilogue.
+            Amx / amx: "x86_64";
             /// x86 AVX-512 VNNI (`vpdpbusd zmm`).
             Avx512Vnni / avx512vnni: "x86_64";
             /// x86 AVX-VNNI (`vpdpbusd ymm`, VEX encoded).
