@@ -77,7 +77,9 @@ use core::arch::x86_64::*;
 use qlinear_reference::contract::{DynamicEpilogue, GemmArgs, MPreference, StaticEpilogue};
 
 use crate::blocking::Tiles;
-use crate::epilogue512::{column_masks, DynamicOut, DynamicPerRowOut, Output, StaticOut, COLUMNS};
+use crate::epilogue512::{
+    column_masks, store_row, DynamicOut, DynamicPerRowOut, Output, StaticOut, COLUMNS,
+};
 use crate::isa::kernel_descriptor;
 
 /// Rows of the output tile (two A tiles of 16 rows).
@@ -469,30 +471,11 @@ pub(crate) unsafe fn drive<U: TileUnit, O: Output>(unit: &mut U, args: &GemmArgs
             let masks = column_masks(t.nc);
             let cols = o.columns(t.n0);
             for (r, row) in c.iter().enumerate().take(t.rows) {
-                let i = t.row + r;
                 let acc = [
                     _mm512_loadu_si512(row.as_ptr().cast()),
                     _mm512_loadu_si512(row.as_ptr().add(16).cast()),
                 ];
-                let row_sum = if args.row_sums.is_null() {
-                    None
-                } else {
-                    Some(*args.row_sums.add(i))
-                };
-                let row_q = if args.row_qparams.is_null() {
-                    None
-                } else {
-                    Some(*args.row_qparams.add(i))
-                };
-                o.store(
-                    &cols,
-                    acc,
-                    row_sum,
-                    row_q,
-                    t.n0,
-                    masks,
-                    args.out.add(i * args.out_stride),
-                );
+                store_row(o, args, &cols, acc, t.row + r, t.n0, masks);
             }
         }
     }

@@ -54,7 +54,9 @@ use core::arch::x86_64::*;
 use qlinear_reference::contract::{DynamicEpilogue, GemmArgs, MPreference, StaticEpilogue};
 
 use crate::blocking::{load_tail_u32, Tile, Tiles};
-use crate::epilogue512::{column_masks, DynamicOut, DynamicPerRowOut, Output, StaticOut, VECS};
+use crate::epilogue512::{
+    column_masks, store_row, DynamicOut, DynamicPerRowOut, Output, StaticOut, VECS,
+};
 use crate::isa::kernel_descriptor;
 
 /// Rows of the register tile.
@@ -368,30 +370,7 @@ unsafe fn run_tile<const R: usize, O: Output>(args: &GemmArgs<O::T>, o: &O, t: T
         // By index: `acc.into_iter()` moved the whole R x VECS array through `memcpy`
         // in the per-row instantiation.
         for (r, acc) in acc.iter().enumerate() {
-            let acc = *acc;
-            let i = t.row + r;
-            // Plain `if`s, not `bool::then` closures: a closure is not inlined through
-            // `then` (which lacks this function's target features) and became a call
-            // per row in the per-row instantiation.
-            let row_sum = if args.row_sums.is_null() {
-                None
-            } else {
-                Some(*args.row_sums.add(i))
-            };
-            let row_q = if args.row_qparams.is_null() {
-                None
-            } else {
-                Some(*args.row_qparams.add(i))
-            };
-            o.store(
-                &cols,
-                acc,
-                row_sum,
-                row_q,
-                t.n0,
-                masks,
-                args.out.add(i * args.out_stride),
-            );
+            store_row(o, args, &cols, *acc, t.row + r, t.n0, masks);
         }
     }
 }

@@ -14,7 +14,7 @@
 
 use core::arch::x86_64::*;
 
-use qlinear_reference::contract::{DynamicEpilogue, RowQParams, StaticEpilogue};
+use qlinear_reference::contract::{DynamicEpilogue, GemmArgs, RowQParams, StaticEpilogue};
 
 /// Columns of a tile row, in zmm vectors of 16 i32.
 pub(crate) const VECS: usize = 2;
@@ -361,4 +361,50 @@ pub(crate) fn column_masks(nc: usize) -> [__mmask16; VECS] {
         *mask = ((1u32 << valid) - 1) as __mmask16;
     }
     m
+}
+
+/// Writes row `i` of a call: its accumulators `acc` for the tile's columns from `n0`
+/// (parameters `cols`, store masks `masks`), with the row's sum and input qparams read
+/// from `args` when the call has them.
+///
+/// # Safety
+/// AVX-512 enabled; `i < args.m`; `cols` loaded by `o.columns(n0)`; `masks` cover only
+/// columns of `[args.n_begin, args.n_end)`; `args` satisfies the kernel contract.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
+pub(crate) unsafe fn store_row<O: Output>(
+    o: &O,
+    args: &GemmArgs<O::T>,
+    cols: &O::Cols,
+    acc: [__m512i; VECS],
+    i: usize,
+    n0: usize,
+    masks: [__mmask16; VECS],
+) {
+    // SAFETY: row `i` is a row of the call, so `row_sums` / `row_qparams` (when not
+    // null) hold it and `out + i * out_stride` is its output row (caller).
+    unsafe {
+        // Plain `if`s, not `bool::then` closures: a closure is not inlined through
+        // `then` (which lacks this function's target features) and became a call per
+        // row in the per-row instantiation.
+        let row_sum = if args.row_sums.is_null() {
+            None
+        } else {
+            Some(*args.row_sums.add(i))
+        };
+        let row_q = if args.row_qparams.is_null() {
+            None
+        } else {
+            Some(*args.row_qparams.add(i))
+        };
+        o.store(
+            cols,
+            acc,
+            row_sum,
+            row_q,
+            n0,
+            masks,
+            args.out.add(i * args.out_stride),
+        );
+    }
 }
