@@ -187,8 +187,9 @@ pub(crate) trait TileUnit {
 }
 
 /// The AMX hardware: one instruction per operation, through `asm!` (Rust 1.95's AMX
-/// intrinsics are unstable; the assembler takes the mnemonics). Tile registers are not
-/// operands Rust knows, so each register is named in its own `asm!`.
+/// intrinsics are unstable; the assembler takes the mnemonics). Tile registers can only
+/// be clobbers in `asm!` (class `tmm_reg`), so each register is named in the
+/// instruction text and every block declares the tiles it writes as clobbered.
 pub(crate) struct Hardware;
 
 impl TileUnit for Hardware {
@@ -197,7 +198,7 @@ impl TileUnit for Hardware {
         let cfg = &TileConfig::KERNEL;
         // SAFETY: AMX is available (caller); `cfg` is 64 readable bytes.
         unsafe {
-            core::arch::asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack, preserves_flags, readonly));
+            core::arch::asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), out("tmm0") _, out("tmm1") _, out("tmm2") _, out("tmm3") _, out("tmm4") _, out("tmm5") _, out("tmm6") _, out("tmm7") _, options(nostack, preserves_flags, readonly));
         }
     }
 
@@ -210,6 +211,10 @@ impl TileUnit for Hardware {
                 "tilezero tmm1",
                 "tilezero tmm2",
                 "tilezero tmm3",
+                out("tmm0") _,
+                out("tmm1") _,
+                out("tmm2") _,
+                out("tmm3") _,
                 options(nomem, nostack, preserves_flags)
             );
         }
@@ -221,9 +226,9 @@ impl TileUnit for Hardware {
         // (caller).
         unsafe {
             if half == 0 {
-                core::arch::asm!("tileloadd tmm4, [{} + {}*1]", in(reg) src, in(reg) stride, options(nostack, preserves_flags, readonly));
+                core::arch::asm!("tileloadd tmm4, [{} + {}*1]", in(reg) src, in(reg) stride, out("tmm4") _, options(nostack, preserves_flags, readonly));
             } else {
-                core::arch::asm!("tileloadd tmm5, [{} + {}*1]", in(reg) src, in(reg) stride, options(nostack, preserves_flags, readonly));
+                core::arch::asm!("tileloadd tmm5, [{} + {}*1]", in(reg) src, in(reg) stride, out("tmm5") _, options(nostack, preserves_flags, readonly));
             }
         }
     }
@@ -233,9 +238,9 @@ impl TileUnit for Hardware {
         // SAFETY: as `load_a`.
         unsafe {
             if half == 0 {
-                core::arch::asm!("tileloadd tmm6, [{} + {}*1]", in(reg) src, in(reg) stride, options(nostack, preserves_flags, readonly));
+                core::arch::asm!("tileloadd tmm6, [{} + {}*1]", in(reg) src, in(reg) stride, out("tmm6") _, options(nostack, preserves_flags, readonly));
             } else {
-                core::arch::asm!("tileloadd tmm7, [{} + {}*1]", in(reg) src, in(reg) stride, options(nostack, preserves_flags, readonly));
+                core::arch::asm!("tileloadd tmm7, [{} + {}*1]", in(reg) src, in(reg) stride, out("tmm7") _, options(nostack, preserves_flags, readonly));
             }
         }
     }
@@ -248,12 +253,16 @@ impl TileUnit for Hardware {
             core::arch::asm!(
                 "tdpbusd tmm0, tmm4, tmm6",
                 "tdpbusd tmm1, tmm4, tmm7",
+                out("tmm0") _,
+                out("tmm1") _,
                 options(nomem, nostack, preserves_flags)
             );
             if row_halves == 2 {
                 core::arch::asm!(
                     "tdpbusd tmm2, tmm5, tmm6",
                     "tdpbusd tmm3, tmm5, tmm7",
+                    out("tmm2") _,
+                    out("tmm3") _,
                     options(nomem, nostack, preserves_flags)
                 );
             }
@@ -285,7 +294,9 @@ impl TileUnit for Hardware {
     #[inline(always)]
     unsafe fn release(&mut self) {
         // SAFETY: AMX is available (caller); tilerelease returns the tile state to init.
-        unsafe { core::arch::asm!("tilerelease", options(nomem, nostack, preserves_flags)) }
+        unsafe {
+            core::arch::asm!("tilerelease", out("tmm0") _, out("tmm1") _, out("tmm2") _, out("tmm3") _, out("tmm4") _, out("tmm5") _, out("tmm6") _, out("tmm7") _, options(nomem, nostack, preserves_flags))
+        }
     }
 }
 
@@ -464,7 +475,9 @@ pub(crate) unsafe fn drive<U: TileUnit, O: Output>(unit: &mut U, args: &GemmArgs
             let c_stride = NR * 4;
             for i in 0..row_halves {
                 for j in 0..2 {
-                    let dst = c[TILE_ROWS * i].as_mut_ptr().add(16 * j).cast::<u8>();
+                    // From the whole buffer: the store writes 16 of its rows.
+                    let first = (TILE_ROWS * i * NR + 16 * j) * 4;
+                    let dst = c.as_mut_ptr().cast::<u8>().add(first);
                     u.store_accumulator(i, j, dst, c_stride);
                 }
             }

@@ -104,7 +104,8 @@ pub(crate) const XCR0_AMX: u64 = (1 << 17) | (1 << 18);
 pub(crate) use crate::AMX_ENABLE_ENV;
 
 /// AMX detection: the AVX-512 features the kernel's epilogue uses, CPUID.(7,0):EDX bits
-/// 24 (AMX-TILE) and 25 (AMX-INT8), the OS-enabled tile state in XCR0 (bits 17, 18),
+/// 24 (AMX-TILE) and 25 (AMX-INT8), palette 1's tile geometry (CPUID.(0x1D,1): at least 8
+/// tiles of 16 rows x 64 bytes), the OS-enabled tile state in XCR0 (bits 17, 18),
 /// [`AMX_ENABLE_ENV`], and the kernel's permission to use the tile data, requested once
 /// per process.
 fn detect_amx() -> Result<(), String> {
@@ -120,6 +121,23 @@ fn detect_amx() -> Result<(), String> {
         .collect();
     if !missing.is_empty() {
         return Err(format!("CPU lacks {}", missing.join(", ")));
+    }
+    // The tile geometry the kernel configures (palette 1: 8 tiles of 16 rows x 64
+    // bytes), from the tile information leaf rather than assumed.
+    if std::arch::x86_64::__cpuid(0).eax < 0x1D {
+        return Err("CPU lacks the tile information leaf (CPUID 0x1D)".into());
+    }
+    let palette = std::arch::x86_64::__cpuid_count(0x1D, 1);
+    let (bytes_per_row, tiles, rows) = (
+        palette.ebx & 0xFFFF,
+        palette.ebx >> 16,
+        palette.ecx & 0xFFFF,
+    );
+    if bytes_per_row < 64 || tiles < 8 || rows < 16 {
+        return Err(format!(
+            "AMX palette 1 has {tiles} tiles of {rows} rows x {bytes_per_row} bytes; the \
+             kernel needs 8 of 16 x 64"
+        ));
     }
     match xcr0() {
         Some(x) if x & XCR0_AMX == XCR0_AMX => {}
