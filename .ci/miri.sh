@@ -10,8 +10,8 @@
 #      Miri `is_x86_feature_detected!` then says no, only the reference backend exists
 #      and these run on the reference engine;
 #   4. kernels: the kernel-level tests of the AVX2 and AVX-VNNI kernels
-#      (crates/kernels-x86/src/testing.rs, `registry_tests::avx2` / `::avxvnni`, small
-#      shapes under cfg(miri)), built with -Ctarget-feature=+avx2,+fma,+avxvnni so that
+#      (`registry_tests::avx2` / `::avxvnni`: the shared harness of
+#      crates/reference/src/testkit/kernel.rs, small shapes under cfg(miri)), built with -Ctarget-feature=+avx2,+fma,+avxvnni so that
 #      detection says yes, and QLINEAR_REQUIRE=avx2,avxvnni so that a kernel that skips
 #      FAILS. About the AVX-VNNI kernel: Miri implements `vpdpbusd ymm`
 #      (llvm.x86.avx512.vpdpbusd.256, which both the AVX-VNNI `_mm256_dpbusd_avx_epi32`

@@ -1,10 +1,11 @@
 //! # qlinear-reference: the oracle
 //!
 //! This crate is the arithmetic contract of qlinear written as plain, obviously-correct
-//! Rust (`#![forbid(unsafe_code)]`). Every optimized kernel in the workspace is tested
-//! bit for bit against the functions here, so they follow the normative text
-//! (`docs/semantics.md` in the repository) literally, one rounding at a time,
-//! and never try to be fast.
+//! Rust (`#![forbid(unsafe_code)]`; the one exception is the opt-in kernel test
+//! harness, `testkit::kernel`, behind the `kernel-harness` feature). Every optimized
+//! kernel in the workspace is tested bit for bit against the functions here, so they
+//! follow the normative text (`docs/semantics.md` in the repository) literally, one
+//! rounding at a time, and never try to be fast.
 //!
 //! What lives here:
 //!
@@ -29,11 +30,16 @@
 //!   the kernel crates fill in. Its docs list every place a new ISA touches.
 //! * [`pack`]: the portable packer / unpacker for any [`contract::PackedLayout`].
 //! * [`testkit`]: deterministic random cases and the edge catalogue shared by every
-//!   kernel's tests.
+//!   kernel's tests; with the `kernel-harness` feature, `testkit::kernel`: the
+//!   kernel-level test harness every kernel crate runs its kernels through.
 //!
 //! The crate depends on nothing else in the workspace; data flows one way
 //! (API -> kernels -> this contract).
-#![forbid(unsafe_code)]
+// The oracle has no unsafe code. The one exception is the kernel test harness behind
+// the `kernel-harness` feature (`testkit::kernel`), which calls kernels through their
+// `unsafe fn` entry points: there the lint is allowed for that module alone.
+#![cfg_attr(not(feature = "kernel-harness"), forbid(unsafe_code))]
+#![cfg_attr(feature = "kernel-harness", deny(unsafe_code))]
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod activation;

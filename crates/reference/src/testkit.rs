@@ -1,6 +1,14 @@
 //! Deterministic test data shared by every kernel's tests: a tiny RNG, random static and
 //! dynamic cases with outputs spread over the u8 range (not all saturated), worst-case
 //! cases, and the edge catalogue of shapes around a kernel's tile sizes.
+//!
+//! With the `kernel-harness` feature, `testkit::kernel` is the kernel-level test harness
+//! built on them: it calls a kernel's entry points through its
+//! descriptor on these cases, in canaried strided outputs, whole and split into row and
+//! column pieces, and compares them bit for bit with the oracle.
+
+#[cfg(feature = "kernel-harness")]
+pub mod kernel;
 
 use crate::params::{ActQParams, Profile, WeightQParams};
 
