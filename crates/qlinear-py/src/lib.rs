@@ -241,19 +241,25 @@ struct InputRows<'a, T> {
     lead: Vec<usize>,
 }
 
-/// Whether `arr` (last dimension `cols`) can be read as rows in place: C-contiguous, or
-/// 2-D with contiguous rows at a non-negative row stride of at least `cols` (a column
-/// slice of a wider array). Anything else is copied by numpy first.
-fn rows_in_place<T: Element>(arr: &Bound<'_, PyArrayDyn<T>>, cols: usize) -> bool {
-    let size = std::mem::size_of::<T>() as isize;
-    let (shape, strides) = (arr.shape(), arr.strides());
-    arr.is_c_contiguous()
-        || (shape.len() == 2 && strides[1] == size && strides[0] >= cols as isize * size)
+/// The row stride (in elements) at which `view` (last dimension `cols`) can be read as
+/// rows in place, or `None` when numpy must copy it first: C order (stride `cols`, any
+/// number of dimensions), or 2-D with contiguous rows at a non-negative row stride of at
+/// least `cols` (a column slice of a wider array). The one layout decision: the caller
+/// copies on `None`, [`InputRows::new`] reads with the stride.
+fn in_place_row_stride<T>(view: &ArrayViewD<'_, T>, cols: usize) -> Option<usize> {
+    let strides = view.strides();
+    if view.is_standard_layout() {
+        Some(cols)
+    } else if view.ndim() == 2 && strides[1] == 1 && strides[0] >= cols as isize {
+        Some(strides[0] as usize)
+    } else {
+        None
+    }
 }
 
 impl<'a, T: Copy> InputRows<'a, T> {
-    /// Views `view` (last dimension `cols`) as rows. `view` is of an array that
-    /// [`rows_in_place`] accepted (and [`typed_array`] made readable).
+    /// Views `view` (last dimension `cols`) as rows, in place. `view` is of an array that
+    /// [`typed_array`] made readable and [`in_place_row_stride`] accepted.
     fn new(view: &ArrayViewD<'a, T>, cols: usize) -> PyResult<Self> {
         let shape = view.shape();
         if shape.is_empty() {
@@ -274,38 +280,27 @@ impl<'a, T: Copy> InputRows<'a, T> {
             .iter()
             .try_fold(1usize, |acc, &d| acc.checked_mul(d))
             .ok_or_else(|| PyValueError::new_err("input has too many rows"))?;
+        let stride = in_place_row_stride(view, cols)
+            .ok_or_else(|| PyValueError::new_err("internal: input layout not readable in place"))?;
         let mut input = InputRows {
             data: &[],
             rows,
             cols,
-            stride: cols,
+            stride,
             lead,
         };
-        if rows == 0 {
-            return Ok(input);
-        }
-        if let Some(s) = view.to_slice() {
-            input.data = s;
-            return Ok(input);
-        }
-        let strides = view.strides();
-        if shape.len() == 2 && strides[1] == 1 && strides[0] >= cols as isize {
-            let stride = strides[0] as usize;
+        if rows > 0 {
             // Row `rows - 1` ends `(rows - 1) * stride + cols` elements after the first.
             let len = (rows - 1) * stride + cols;
             // SAFETY: `view` is a live view of a numpy array (borrowed for 'a) that
             // `typed_array` checked is aligned for T with whole-element strides; its rows
-            // start `stride` elements apart, each with `cols` contiguous elements, so the
-            // `len` elements from its first element all lie inside the array's buffer
-            // (the last one is the last element of the last row), and nothing writes to
-            // them through Rust while the view is borrowed.
+            // start `stride` elements apart (`in_place_row_stride`), each with `cols`
+            // contiguous elements, so the `len` elements from its first element all lie
+            // inside the array's buffer (the last one is the last element of the last
+            // row), and nothing writes to them through Rust while the view is borrowed.
             input.data = unsafe { std::slice::from_raw_parts(view.as_ptr(), len) };
-            input.stride = stride;
-            return Ok(input);
         }
-        Err(PyValueError::new_err(
-            "internal: input layout not readable in place (copy it with numpy.ascontiguousarray)",
-        ))
+        Ok(input)
     }
 
     fn mat(&self) -> Result<MatRef<'_, T>, Error> {
@@ -405,7 +400,8 @@ where
 {
     let py = x.py();
     let mut arr = typed_array::<T>(x, "input", type_name, None)?;
-    if arr.ndim() > 0 && !rows_in_place(&arr, k) {
+    let in_place = in_place_row_stride(&arr.readonly().as_array(), k).is_some();
+    if arr.ndim() > 0 && !in_place {
         // Negative or column strides, broadcast rows, N-D views that do not flatten:
         // one C-order copy, made (and its size checked) by numpy.
         arr = ascontiguous(&arr)?.cast_into::<PyArrayDyn<T>>()?;
