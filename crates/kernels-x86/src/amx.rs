@@ -63,14 +63,25 @@
 //!
 //! ## How it is tested without an AMX CPU
 //!
-//! The loop nest is generic over `TileUnit`, the six tile operations it uses. The
-//! kernel runs them on the hardware (`Hardware`, one `asm!` instruction each); the
-//! tests also run the very same loop nest on a software model of those instructions
-//! (`Emulated`, 16 x 64-byte tiles in memory, `tdpbusd`'s arithmetic, every read and
-//! write at the addresses the hardware would use) through the kernel harness of every
-//! other kernel, on any AVX-512 VNNI machine. What only an AMX CPU can check is the six
-//! instructions' encoding and the tile configuration bytes; until a run on one has
-//! checked them, the backend is enabled by [`crate::AMX_ENABLE_ENV`] only.
+//! Two ways, both on any AVX-512 VNNI machine, both through the whole kernel harness
+//! and the tile edges:
+//!
+//! * **The kernel's own machine code, instructions trapped** (`crate::amx_emulation`, tests only):
+//!   on a CPU without AMX each tile instruction raises `SIGILL`; a handler decodes it
+//!   from its bytes, executes it on a per-thread software tile file written from the
+//!   SDM, and resumes. The `asm!` blocks of `Hardware`, their encodings and operand
+//!   order, the stride register and the configuration bytes are what runs. With the
+//!   `amx-emulation` feature the same emulation runs the library's tests on `amx`
+//!   (`crates/qlinear/tests/amx_emulated.rs`: dispatch, Auto, threads, the conformance
+//!   file).
+//! * **The loop nest on a software model** of the kernel's six tile operations
+//!   (`Emulated`, tests only), independent of the instruction bytes.
+//!
+//! On an AMX CPU, detection's last step is `known_answer` on the hardware, once per
+//! process: two rounds of the kernel's tile operations on data with extremes and a row
+//! stride that is not 64, against a scalar computation. If the instructions disagree,
+//! `amx` is reported unavailable with the first differing value, and Auto keeps to the
+//! AVX-512 VNNI kernels: a misread instruction can cost speed, never bits.
 
 use core::arch::x86_64::*;
 
@@ -495,6 +506,122 @@ pub(crate) unsafe fn drive<U: TileUnit, O: Output>(unit: &mut U, args: &GemmArgs
     drop(tiles);
 }
 
+/// The known answer of [`known_answer`]: 32 rows of A (u8, at a row stride of 80
+/// bytes whose last 16 bytes are junk, so a load that ignores the stride reads them),
+/// one chunk of B (16 k-groups of a 32-column panel, i8, stride 128), and the four
+/// accumulators after two `tdpbusd` rounds (so accumulation counts), computed here in
+/// scalar code from the instruction's definition.
+struct KnownAnswer {
+    a: [u8; MR * 80],
+    b: [u8; TILE_ROWS * K_GROUP_BYTES],
+}
+
+impl KnownAnswer {
+    const A_STRIDE: usize = 80;
+
+    fn new() -> Self {
+        let mut a = [0xEEu8; MR * 80];
+        let mut b = [0u8; TILE_ROWS * K_GROUP_BYTES];
+        // Extremes mixed in (255 x -128 per product), and values that tell u8 from i8
+        // and one operand from the other.
+        for r in 0..MR {
+            for k in 0..K_CHUNK {
+                a[r * Self::A_STRIDE + k] = match (r * 7 + k * 3) % 5 {
+                    0 => 255,
+                    1 => 128,
+                    2 => 0,
+                    _ => (r * 31 + k * 17) as u8,
+                };
+            }
+        }
+        for (i, x) in b.iter_mut().enumerate() {
+            *x = match i % 7 {
+                0 => 0x80, // -128
+                1 => 0x7F,
+                2 => 0xFF, // -1
+                _ => (i * 29 + 3) as u8,
+            };
+        }
+        KnownAnswer { a, b }
+    }
+
+    /// `C[r][c]` after `rounds` `tdpbusd`s of the same tiles.
+    fn expected(&self, r: usize, c: usize, rounds: i32) -> i32 {
+        let mut sum = 0i32;
+        for k in 0..K_CHUNK {
+            let x = self.a[r * Self::A_STRIDE + k] as i32;
+            let w = self.b[(k / KR) * K_GROUP_BYTES + c * KR + k % KR] as i8 as i32;
+            sum += x * w;
+        }
+        sum * rounds
+    }
+}
+
+/// Runs the kernel's tile operations on `unit` once on [`KnownAnswer`]'s data and
+/// compares every accumulator with the scalar answer: `Err` names the first that
+/// differs.
+///
+/// # Safety
+/// As [`TileUnit::configure`]: `unit` may use the tiles on this thread.
+pub(crate) unsafe fn known_answer<U: TileUnit>(unit: &mut U) -> Result<(), String> {
+    let data = KnownAnswer::new();
+    let mut c = [[0i32; NR]; MR];
+    // SAFETY: every load reads 16 rows of 64 bytes inside `data` (A: rows r * 80 .. +64
+    // of 32 rows; B: k-group rows of 128 bytes, halves at 0 and 64); the stores write 16
+    // rows of 64 bytes inside `c` (row stride 128); the guard releases the tiles.
+    unsafe {
+        let tiles = Configured::new(unit);
+        let u = &mut *tiles.0;
+        u.zero_accumulators();
+        for _ in 0..2 {
+            u.load_a(0, data.a.as_ptr(), KnownAnswer::A_STRIDE);
+            u.load_a(
+                1,
+                data.a.as_ptr().add(TILE_ROWS * KnownAnswer::A_STRIDE),
+                KnownAnswer::A_STRIDE,
+            );
+            u.load_b(0, data.b.as_ptr(), K_GROUP_BYTES);
+            u.load_b(1, data.b.as_ptr().add(TILE_BYTES), K_GROUP_BYTES);
+            u.multiply(2);
+        }
+        for i in 0..2 {
+            for j in 0..2 {
+                let first = (TILE_ROWS * i * NR + 16 * j) * 4;
+                let dst = c.as_mut_ptr().cast::<u8>().add(first);
+                u.store_accumulator(i, j, dst, NR * 4);
+            }
+        }
+    }
+    for (r, row) in c.iter().enumerate() {
+        for (col, &got) in row.iter().enumerate() {
+            let want = data.expected(r, col, 2);
+            if got != want {
+                return Err(format!(
+                    "the tile instructions' self-test failed: C[{r}][{col}] = {got}, \
+                     expected {want}"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// [`known_answer`] on the hardware, once per process: detection runs it after every
+/// other check passed, and reports `amx` unavailable (with the reason) if it fails, so
+/// an instruction that does not behave as this crate reads the SDM can never produce
+/// an output.
+pub(crate) fn hardware_known_answer() -> Result<(), String> {
+    use std::sync::OnceLock;
+    static RESULT: OnceLock<Result<(), String>> = OnceLock::new();
+    RESULT
+        .get_or_init(|| {
+            // SAFETY: called by AMX detection after the CPU, OS and permission checks
+            // passed (or with the tile instructions emulated).
+            unsafe { known_answer(&mut Hardware) }
+        })
+        .clone()
+}
+
 /// A software model of the tile instructions the kernel uses, for tests on machines
 /// without AMX: the eight tile registers as 16 x 64-byte arrays, `tileloadd` /
 /// `tilestored` reading and writing exactly the 16 rows of 64 bytes the hardware would,
@@ -764,6 +891,172 @@ mod tests {
         for &m in &[1, 16, 17, 32, 33] {
             check_shape(&desc, &mut rng, m, qlinear_reference::K_LIMIT, 33);
         }
+    }
+
+    /// A unit that breaks one thing about the instructions.
+    struct Faulty {
+        model: Emulated,
+        /// 0: loads ignore the row stride; 1: the second row half is not multiplied;
+        /// 2: B is read as unsigned (A's bytes reinterpreted as i8 instead).
+        fault: u8,
+    }
+
+    impl TileUnit for Faulty {
+        unsafe fn configure(&mut self) {
+            // SAFETY: the model needs no hardware.
+            unsafe { self.model.configure() }
+        }
+        unsafe fn zero_accumulators(&mut self) {
+            // SAFETY: as above.
+            unsafe { self.model.zero_accumulators() }
+        }
+        unsafe fn load_a(&mut self, half: usize, src: *const u8, stride: usize) {
+            let stride = if self.fault == 0 { TILE_BYTES } else { stride };
+            // SAFETY: the known answer's A has 32 rows of at least 64 bytes.
+            unsafe { self.model.load_a(half, src, stride) }
+        }
+        unsafe fn load_b(&mut self, half: usize, src: *const u8, stride: usize) {
+            // SAFETY: as above.
+            unsafe { self.model.load_b(half, src, stride) };
+            if self.fault == 2 {
+                for row in &mut self.model.tiles[6 + half] {
+                    for x in row.iter_mut() {
+                        *x = (*x as i8).unsigned_abs();
+                    }
+                }
+            }
+        }
+        unsafe fn multiply(&mut self, row_halves: usize) {
+            let halves = if self.fault == 1 { 1 } else { row_halves };
+            // SAFETY: as above.
+            unsafe { self.model.multiply(halves) }
+        }
+        unsafe fn store_accumulator(&mut self, i: usize, j: usize, dst: *mut u8, stride: usize) {
+            // SAFETY: as above.
+            unsafe { self.model.store_accumulator(i, j, dst, stride) }
+        }
+        unsafe fn release(&mut self) {
+            // SAFETY: as above.
+            unsafe { self.model.release() }
+        }
+    }
+
+    /// The self-test detection runs on AMX CPUs passes on the model and catches a unit
+    /// that ignores the stride, drops a row half, or reads B unsigned.
+    #[test]
+    fn known_answer_passes_the_model_and_catches_faults() {
+        // SAFETY: the model needs no hardware.
+        unsafe {
+            let mut model = Emulated::new();
+            assert_eq!(known_answer(&mut model), Ok(()));
+            assert!(!model.configured, "the tiles were not released");
+            for fault in 0..3 {
+                let mut unit = Faulty {
+                    model: Emulated::new(),
+                    fault,
+                };
+                let r = known_answer(&mut unit);
+                assert!(r.is_err(), "fault {fault} went unnoticed");
+            }
+        }
+    }
+
+    /// The self-test on the kernel's own instructions, trapped.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn known_answer_on_trapped_instructions() {
+        if let Err(why) = on_trapped_instructions() {
+            return eprintln!("SKIP amx on trapped instructions: {why}");
+        }
+        let before = crate::amx_emulation::executed_multiplies();
+        // SAFETY: the tile instructions are emulated (installed above).
+        assert_eq!(unsafe { known_answer(&mut Hardware) }, Ok(()));
+        assert!(crate::amx_emulation::executed_multiplies() >= before + 8);
+    }
+
+    /// The kernel itself (the registered entry points, `Hardware`'s `asm!` blocks) with
+    /// its tile instructions trapped and executed in software
+    /// (`crate::amx_emulation`, tests only), where the CPU lacks AMX but has the AVX-512 of the
+    /// epilogue. `None`, with the reason, elsewhere.
+    #[cfg(target_os = "linux")]
+    fn on_trapped_instructions() -> Result<KernelDesc, String> {
+        crate::amx_emulation::install()?;
+        fn installed() -> bool {
+            crate::amx_emulation::installed()
+        }
+        Ok(KernelDesc {
+            name: "amx/gemm_32x32c4 on trapped instructions",
+            is_supported: installed,
+            ..KERNEL
+        })
+    }
+
+    /// The kernel harness on the kernel's own machine code, tile instructions trapped.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn trapped_instructions_pass_the_kernel_harness() {
+        let desc = match on_trapped_instructions() {
+            Ok(desc) => desc,
+            Err(why) => return eprintln!("SKIP amx on trapped instructions: {why}"),
+        };
+        let before = crate::amx_emulation::executed_multiplies();
+        check_kernel(&desc);
+        assert!(
+            crate::amx_emulation::executed_multiplies() > before,
+            "no tdpbusd was trapped: the kernel's instructions did not run"
+        );
+    }
+
+    /// The tile edges of `software_tiles_at_the_tile_edges` on the kernel's own machine
+    /// code, tile instructions trapped.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn trapped_instructions_at_the_tile_edges() {
+        let desc = match on_trapped_instructions() {
+            Ok(desc) => desc,
+            Err(why) => return eprintln!("SKIP amx on trapped instructions: {why}"),
+        };
+        let before = crate::amx_emulation::executed_multiplies();
+        let mut rng = Rng::new(0xA5);
+        let ns = [1, 15, 16, 17, 31, 33];
+        let ks = [1, 3, 4, 63, 64, 65];
+        let ms: Vec<usize> = (1..=40).chain([100, 129]).collect();
+        for (i, &m) in ms.iter().enumerate() {
+            check_shape(&desc, &mut rng, m, ks[i % ks.len()], ns[i % ns.len()]);
+        }
+        for &k in &ks {
+            for &n in &ns {
+                check_shape(&desc, &mut rng, 33, k, n);
+            }
+        }
+        for &m in &[1, 16, 17, 32, 33] {
+            check_shape(&desc, &mut rng, m, qlinear_reference::K_LIMIT, 33);
+        }
+        assert!(crate::amx_emulation::executed_multiplies() > before);
+    }
+
+    /// Seven threads calling the kernel at once: each configures and releases its own
+    /// tiles (the emulated tile file is per thread, as the hardware's), and every
+    /// thread's outputs are exact.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn trapped_instructions_on_seven_threads() {
+        let desc = match on_trapped_instructions() {
+            Ok(desc) => desc,
+            Err(why) => return eprintln!("SKIP amx on trapped instructions: {why}"),
+        };
+        std::thread::scope(|s| {
+            for t in 0..7u64 {
+                let desc = &desc;
+                s.spawn(move || {
+                    let mut rng = Rng::new(0xB0 + t);
+                    for i in 0..6 {
+                        let m = 16 + 7 * t as usize + i;
+                        check_shape(desc, &mut rng, m, 64 * i + 13, 17 + 5 * i);
+                    }
+                });
+            }
+        });
     }
 
     /// The kernel on the hardware, at the same edges, where the CPU runs it.

@@ -29,9 +29,9 @@
 //! `is_supported`) turns into a test failure. A kernel's `is_supported` *is* its table
 //! entry's detection.
 //!
-//! The AMX entry's `detect` ([`detect_amx`]) checks CPUID.(7,0):EDX bits 24/25, XCR0
-//! bits 17/18 ([`XCR0_AMX`]) and requests `ARCH_REQ_XCOMP_PERM` once per process, behind
-//! the [`AMX_ENABLE_ENV`] gate.
+//! The AMX entry's `detect` ([`detect_amx`]) checks CPUID.(7,0):EDX bits 24/25, palette
+//! 1's geometry, XCR0 bits 17/18 ([`XCR0_AMX`]), requests `ARCH_REQ_XCOMP_PERM` once per
+//! process, then runs a known-answer self-test of the tile instructions once.
 
 use qlinear_reference::contract::Isa;
 pub(crate) use qlinear_reference::isa::same_str;
@@ -101,18 +101,22 @@ pub(crate) const XCR0_AVX512: u64 = 0b1110_0110;
 /// XCR0 bits of the AMX state: XTILECFG (17) and XTILEDATA (18).
 pub(crate) const XCR0_AMX: u64 = (1 << 17) | (1 << 18);
 
-pub(crate) use crate::AMX_ENABLE_ENV;
-
 /// AMX detection: the AVX-512 features the kernel's epilogue uses, CPUID.(7,0):EDX bits
 /// 24 (AMX-TILE) and 25 (AMX-INT8), palette 1's tile geometry (CPUID.(0x1D,1): at least 8
 /// tiles of 16 rows x 64 bytes), the OS-enabled tile state in XCR0 (bits 17, 18),
-/// [`AMX_ENABLE_ENV`], and the kernel's permission to use the tile data, requested once
-/// per process.
+/// the kernel's permission to use the tile data, requested once per process, and last a
+/// known-answer self-test of the tile instructions (`amx::known_answer`, once per
+/// process): a CPU whose instructions disagree with it is reported without `amx`.
 fn detect_amx() -> Result<(), String> {
     if cfg!(miri) {
         return Err("not under Miri (cpuid, xgetbv and arch_prctl are not interpreted)".into());
     }
     detect_features(AMX, XCR0_AVX512, "AVX-512")?;
+    // Tests with the `amx-emulation` feature: the tile instructions run in software.
+    #[cfg(all(target_os = "linux", feature = "amx-emulation"))]
+    if crate::amx_emulation::backend_enabled() {
+        return crate::amx::hardware_known_answer();
+    }
     let edx = std::arch::x86_64::__cpuid_count(7, 0).edx;
     let missing: Vec<&str> = [(24, "amx-tile"), (25, "amx-int8")]
         .into_iter()
@@ -148,12 +152,8 @@ fn detect_amx() -> Result<(), String> {
         }
         None => return Err("the OS has not enabled XSAVE (CPUID.1:ECX.OSXSAVE = 0)".into()),
     }
-    if std::env::var(AMX_ENABLE_ENV).map_or(true, |v| v.trim() != "1") {
-        return Err(format!(
-            "the AMX kernel has not yet run on AMX hardware; set {AMX_ENABLE_ENV}=1 to use it"
-        ));
-    }
-    tile_data_permission()
+    tile_data_permission()?;
+    crate::amx::hardware_known_answer()
 }
 
 /// Asks Linux (5.16 or later) once per process for the AMX tile data
@@ -563,9 +563,9 @@ mod tests {
         } else if !has_amx {
             assert!(why.contains("CPU lacks amx-"), "{why}");
         } else {
-            // AMX present: either the gate or the OS / kernel permission.
+            // AMX present: the OS, the kernel's permission or the self-test.
             assert!(
-                why.contains(AMX_ENABLE_ENV) || why.contains("XCR0") || why.contains("arch_prctl"),
+                why.contains("XCR0") || why.contains("arch_prctl") || why.contains("self-test"),
                 "{why}"
             );
         }
@@ -577,13 +577,12 @@ mod tests {
         // An independent statement of each entry's requirement.
         let expect = |isa: Isa| match isa {
             Isa::Avx512Vnni => expect_avx512(),
-            // AMX: the AVX-512 list, the kernel's own view of the CPU (/proc/cpuinfo),
-            // and the enabling variable.
+            // AMX: the AVX-512 list and the kernel's own view of the CPU
+            // (/proc/cpuinfo; Linux shows the flags only with the tile state enabled).
             Isa::Amx => {
                 expect_avx512()
                     && cpuinfo_flags().iter().any(|f| f == "amx_tile")
                     && cpuinfo_flags().iter().any(|f| f == "amx_int8")
-                    && std::env::var(AMX_ENABLE_ENV).is_ok_and(|v| v.trim() == "1")
             }
             Isa::AvxVnni => has!("avx2") && has!("fma") && has!("avxvnni"),
             Isa::Avx2 => has!("avx2") && has!("fma"),

@@ -5,7 +5,7 @@
 //!
 //! | kernel | core instruction | exactness |
 //! |---|---|---|
-//! | `amx/gemm_32x32c4` | `tdpbusd` on 16 x 64-byte tiles (inline asm), M >= 16, avx512vnni's packing | exact (i32 sums); enabled by [`AMX_ENABLE_ENV`] until run on AMX hardware |
+//! | `amx/gemm_32x32c4` | `tdpbusd` on 16 x 64-byte tiles (inline asm), M >= 16, avx512vnni's packing | exact (i32 sums); detection ends with a known-answer self-test |
 //! | `avx512vnni/gemm_8x32c4` | `vpdpbusd zmm` | exact (non-saturating form) |
 //! | `avx512vnni/gemv_1x32c4` | `vpdpbusd zmm`, M = 1 (same packing) | exact |
 //! | `avxvnni/gemm_6x16c4` | `vpdpbusd ymm` (VEX) | exact |
@@ -58,15 +58,6 @@
 
 use qlinear_reference::contract::KernelDesc;
 use qlinear_reference::isa::IsaDesc;
-
-/// The environment variable that enables the `amx` backend (set it to `1`).
-///
-/// The AMX kernel (`amx/gemm_32x32c4`) is tested on every AVX-512 VNNI machine against
-/// a software model of its tile instructions, but the instructions themselves have not
-/// yet run on an AMX CPU. Until a run on one has checked them (and this gate is
-/// removed), the backend reports itself unavailable unless this variable is `1`; `qlinear
-/// info` prints why.
-pub const AMX_ENABLE_ENV: &str = "QLINEAR_ENABLE_AMX";
 
 /// Whether this CPU has the x86 target feature `feature` (one of the names in
 /// [`isas()`]' feature lists), or `None` for a name this crate does not detect (every
@@ -122,6 +113,16 @@ mod testing;
 
 #[cfg(target_arch = "x86_64")]
 pub mod amx;
+
+/// AMX tile instructions executed in software through a `SIGILL` handler, so the AMX
+/// kernel's real code runs on CPUs without AMX: for this crate's tests, and other
+/// crates' tests with the `amx-emulation` feature. Never in a normal build.
+#[cfg(all(
+    target_arch = "x86_64",
+    target_os = "linux",
+    any(test, feature = "amx-emulation")
+))]
+pub mod amx_emulation;
 
 #[cfg(target_arch = "x86_64")]
 pub mod avx512vnni;

@@ -12,29 +12,14 @@
 //! * a saved packing loaded for every backend (`from_bytes_for`) still gives the
 //!   reference's bits, with that backend's kernel set.
 
+mod kernel_checks;
+
+use kernel_checks::{case, check_dynamic, check_static, ms, threads_for, weight, Case};
 use qlinear::unstable::{compiled_kernels, pack_for_kernel, KernelDesc};
 use qlinear::{
-    available_backends, Backend, DynamicLinear, InputQuantization, Linear, MatMut, MatRef,
-    PackedWeights, QuantizedWeight, BACKEND_ENV,
+    available_backends, Backend, DynamicLinear, InputQuantization, Linear, PackedWeights,
+    BACKEND_ENV,
 };
-use qlinear_reference::testkit::{Rng, StaticCase};
-
-const K: usize = 67;
-const N: usize = 70;
-
-/// The row counts every check runs.
-fn ms() -> Vec<usize> {
-    (1..=40).chain([64, 130]).collect()
-}
-
-/// Thread counts for `m`: 1 always; 2 and 7 on a spread of M (row and column splits).
-fn threads_for(m: usize) -> &'static [usize] {
-    if [1, 2, 8, 9, 33, 64, 130].contains(&m) {
-        &[1, 2, 7]
-    } else {
-        &[1]
-    }
-}
 
 fn desc(name: &str) -> &'static KernelDesc {
     compiled_kernels()
@@ -89,81 +74,6 @@ fn required(kernel: &str) -> bool {
     let isa = kernel.split('/').next().unwrap_or("");
     std::env::var("QLINEAR_REQUIRE")
         .is_ok_and(|v| v.split(',').any(|s| s.trim() == "all" || s.trim() == isa))
-}
-
-/// One random case with `max_m` rows (checks use its first `m`), and an f32 input.
-struct Case {
-    c: StaticCase,
-    xf: Vec<f32>,
-}
-
-fn case(seed: u64) -> Case {
-    let mut rng = Rng::new(seed);
-    let max_m = 130;
-    let mut c = StaticCase::random(&mut rng, max_m, K, N);
-    c.bias = Some((0..N).map(|j| (j as f32 - 30.0) * 0.37).collect());
-    // Rows of very different magnitudes, so per-row and per-tensor quantization differ.
-    let xf = (0..max_m * K)
-        .map(|i| {
-            let row = i / K;
-            (i as f32 * 0.713).sin() * (1.0 + (row % 7) as f32 * 10.0)
-        })
-        .collect();
-    Case { c, xf }
-}
-
-fn weight(c: &StaticCase) -> QuantizedWeight {
-    QuantizedWeight::new(c.w.clone(), c.n, c.k, c.wq.clone()).expect("valid weight")
-}
-
-/// Static output of `layer` for the first `m` rows against the oracle.
-fn check_static(layer: &Linear, c: &StaticCase, m: usize, threads: usize, what: &str) {
-    let a = MatRef::new(&c.a, m, c.k, c.a_stride).expect("input view");
-    let want = c.oracle(&a).expect("oracle");
-    let mut got = vec![0xA5u8; m * c.n];
-    layer
-        .forward_with_threads(a, MatMut::dense(&mut got, m, c.n).unwrap(), threads)
-        .expect("forward");
-    assert!(
-        got == want,
-        "{what}: static m={m} threads={threads} kernel {} differs from the reference",
-        layer.kernel_name_for(m)
-    );
-}
-
-/// Dynamic output of `layer` for the first `m` rows against the oracle.
-fn check_dynamic(layer: &DynamicLinear, t: &Case, m: usize, threads: usize, what: &str) {
-    let c = &t.c;
-    let x = MatRef::dense(&t.xf[..m * c.k], m, c.k).unwrap();
-    let literal = match layer.input_quantization() {
-        InputQuantization::PerRow => qlinear_reference::dynamic_linear_per_row,
-        InputQuantization::PerTensor => qlinear_reference::dynamic_linear,
-    };
-    let want = literal(
-        &x,
-        &c.w,
-        c.n,
-        &c.wq,
-        c.bias.as_deref(),
-        layer.reduce_range(),
-        layer.relu(),
-        layer.profile(),
-    )
-    .expect("oracle");
-    let mut got = vec![f32::NAN; m * c.n];
-    layer
-        .forward_with_threads(x, MatMut::dense(&mut got, m, c.n).unwrap(), threads)
-        .expect("forward");
-    let same = got
-        .iter()
-        .zip(&want)
-        .all(|(a, b)| a.to_bits() == b.to_bits());
-    assert!(
-        same,
-        "{what}: dynamic {:?} m={m} threads={threads} kernel {} differs from the reference",
-        layer.input_quantization(),
-        layer.kernel_name_for(m)
-    );
 }
 
 /// Every M (and thread count) of a static layer, a per-tensor and a per-row dynamic

@@ -1,0 +1,100 @@
+//! Checks shared by the kernel-set tests (`kernel_sets.rs`) and the AMX tests on
+//! emulated tile instructions (`amx_emulated.rs`): one random case of 130 rows, and the
+//! static and dynamic outputs of a layer for its first `m` rows against the reference
+//! oracle, bit for bit (`to_bits` for f32).
+#![allow(dead_code)] // each test file uses its own subset
+
+use qlinear::{DynamicLinear, InputQuantization, Linear, MatMut, MatRef, QuantizedWeight};
+use qlinear_reference::testkit::{Rng, StaticCase};
+
+pub const K: usize = 67;
+pub const N: usize = 70;
+
+/// The row counts every check runs.
+pub fn ms() -> Vec<usize> {
+    (1..=40).chain([64, 130]).collect()
+}
+
+/// Thread counts for `m`: 1 always; 2 and 7 on a spread of M (row and column splits).
+pub fn threads_for(m: usize) -> &'static [usize] {
+    if [1, 2, 8, 9, 33, 64, 130].contains(&m) {
+        &[1, 2, 7]
+    } else {
+        &[1]
+    }
+}
+
+/// One random case with `max_m` rows (checks use its first `m`), and an f32 input.
+pub struct Case {
+    pub c: StaticCase,
+    pub xf: Vec<f32>,
+}
+
+pub fn case(seed: u64) -> Case {
+    let mut rng = Rng::new(seed);
+    let max_m = 130;
+    let mut c = StaticCase::random(&mut rng, max_m, K, N);
+    c.bias = Some((0..N).map(|j| (j as f32 - 30.0) * 0.37).collect());
+    // Rows of very different magnitudes, so per-row and per-tensor quantization differ.
+    let xf = (0..max_m * K)
+        .map(|i| {
+            let row = i / K;
+            (i as f32 * 0.713).sin() * (1.0 + (row % 7) as f32 * 10.0)
+        })
+        .collect();
+    Case { c, xf }
+}
+
+pub fn weight(c: &StaticCase) -> QuantizedWeight {
+    QuantizedWeight::new(c.w.clone(), c.n, c.k, c.wq.clone()).expect("valid weight")
+}
+
+/// Static output of `layer` for the first `m` rows against the oracle.
+pub fn check_static(layer: &Linear, c: &StaticCase, m: usize, threads: usize, what: &str) {
+    let a = MatRef::new(&c.a, m, c.k, c.a_stride).expect("input view");
+    let want = c.oracle(&a).expect("oracle");
+    let mut got = vec![0xA5u8; m * c.n];
+    layer
+        .forward_with_threads(a, MatMut::dense(&mut got, m, c.n).unwrap(), threads)
+        .expect("forward");
+    assert!(
+        got == want,
+        "{what}: static m={m} threads={threads} kernel {} differs from the reference",
+        layer.kernel_name_for(m)
+    );
+}
+
+/// Dynamic output of `layer` for the first `m` rows against the oracle.
+pub fn check_dynamic(layer: &DynamicLinear, t: &Case, m: usize, threads: usize, what: &str) {
+    let c = &t.c;
+    let x = MatRef::dense(&t.xf[..m * c.k], m, c.k).unwrap();
+    let literal = match layer.input_quantization() {
+        InputQuantization::PerRow => qlinear_reference::dynamic_linear_per_row,
+        InputQuantization::PerTensor => qlinear_reference::dynamic_linear,
+    };
+    let want = literal(
+        &x,
+        &c.w,
+        c.n,
+        &c.wq,
+        c.bias.as_deref(),
+        layer.reduce_range(),
+        layer.relu(),
+        layer.profile(),
+    )
+    .expect("oracle");
+    let mut got = vec![f32::NAN; m * c.n];
+    layer
+        .forward_with_threads(x, MatMut::dense(&mut got, m, c.n).unwrap(), threads)
+        .expect("forward");
+    let same = got
+        .iter()
+        .zip(&want)
+        .all(|(a, b)| a.to_bits() == b.to_bits());
+    assert!(
+        same,
+        "{what}: dynamic {:?} m={m} threads={threads} kernel {} differs from the reference",
+        layer.input_quantization(),
+        layer.kernel_name_for(m)
+    );
+}
