@@ -876,20 +876,26 @@ mod tests {
             eprintln!("SKIP {}: AVX-512 VNNI is not available", desc.name);
             return;
         }
-        let mut rng = Rng::new(0xA3);
+        check_tile_edges(&desc, 0xA3);
+    }
+
+    /// The edges of the tile instructions' geometry for `desc` (see
+    /// `software_tiles_at_the_tile_edges`).
+    fn check_tile_edges(desc: &KernelDesc, seed: u64) {
+        let mut rng = Rng::new(seed);
         let ns = [1, 15, 16, 17, 31, 33];
         let ks = [1, 3, 4, 63, 64, 65];
         let ms: Vec<usize> = (1..=40).chain([100, 129]).collect();
         for (i, &m) in ms.iter().enumerate() {
-            check_shape(&desc, &mut rng, m, ks[i % ks.len()], ns[i % ns.len()]);
+            check_shape(desc, &mut rng, m, ks[i % ks.len()], ns[i % ns.len()]);
         }
         for &k in &ks {
             for &n in &ns {
-                check_shape(&desc, &mut rng, 33, k, n);
+                check_shape(desc, &mut rng, 33, k, n);
             }
         }
         for &m in &[1, 16, 17, 32, 33] {
-            check_shape(&desc, &mut rng, m, qlinear_reference::K_LIMIT, 33);
+            check_shape(desc, &mut rng, m, qlinear_reference::K_LIMIT, 33);
         }
     }
 
@@ -1017,21 +1023,7 @@ mod tests {
             Err(why) => return eprintln!("SKIP amx on trapped instructions: {why}"),
         };
         let before = crate::amx_emulation::executed_multiplies();
-        let mut rng = Rng::new(0xA5);
-        let ns = [1, 15, 16, 17, 31, 33];
-        let ks = [1, 3, 4, 63, 64, 65];
-        let ms: Vec<usize> = (1..=40).chain([100, 129]).collect();
-        for (i, &m) in ms.iter().enumerate() {
-            check_shape(&desc, &mut rng, m, ks[i % ks.len()], ns[i % ns.len()]);
-        }
-        for &k in &ks {
-            for &n in &ns {
-                check_shape(&desc, &mut rng, 33, k, n);
-            }
-        }
-        for &m in &[1, 16, 17, 32, 33] {
-            check_shape(&desc, &mut rng, m, qlinear_reference::K_LIMIT, 33);
-        }
+        check_tile_edges(&desc, 0xA5);
         assert!(crate::amx_emulation::executed_multiplies() > before);
     }
 

@@ -18,11 +18,11 @@ mod on_emulated_tiles {
     // Test code: telling the person running the tests about a skip is the point.
     #![allow(clippy::print_stderr)]
 
-    use super::kernel_checks::{case, check_dynamic, check_static, ms, threads_for, weight};
-    use qlinear::conformance;
-    use qlinear::{
-        available_backends, Backend, DynamicLinear, InputQuantization, Linear, PackedWeights,
+    use super::kernel_checks::{
+        case, check_dynamic, check_static, layers, ms, threads_for, weight, Layers,
     };
+    use qlinear::conformance;
+    use qlinear::{available_backends, Backend, PackedWeights};
     use qlinear_kernels_x86::amx_emulation;
 
     const AMX: &str = "amx/gemm_32x32c4";
@@ -67,25 +67,11 @@ mod on_emulated_tiles {
         let w = weight(c);
         for backend in [Backend::Amx, Backend::Auto] {
             let packed = PackedWeights::new(&w, backend).unwrap();
-            let layer = Linear::from_packed(packed.clone(), c.x, c.y)
-                .maybe_bias(c.bias.clone())
-                .relu(c.relu)
-                .profile(c.profile)
-                .backend(backend)
-                .build()
-                .unwrap();
-            let dynamic = |mode| {
-                DynamicLinear::from_packed(packed.clone())
-                    .maybe_bias(c.bias.clone())
-                    .relu(c.relu)
-                    .profile(c.profile)
-                    .backend(backend)
-                    .input_quantization(mode)
-                    .build()
-                    .unwrap()
-            };
-            let per_tensor = dynamic(InputQuantization::PerTensor);
-            let per_row = dynamic(InputQuantization::PerRow);
+            let Layers {
+                fixed: layer,
+                per_tensor,
+                per_row,
+            } = layers(c, &packed, backend);
             let what = format!("backend {backend}");
             for m in ms() {
                 let runs_amx = backend == Backend::Amx || m >= 16;

@@ -14,12 +14,11 @@
 
 mod kernel_checks;
 
-use kernel_checks::{case, check_dynamic, check_static, ms, threads_for, weight, Case};
-use qlinear::unstable::{compiled_kernels, pack_for_kernel, KernelDesc};
-use qlinear::{
-    available_backends, Backend, DynamicLinear, InputQuantization, Linear, PackedWeights,
-    BACKEND_ENV,
+use kernel_checks::{
+    case, check_dynamic, check_static, layers, ms, threads_for, weight, Case, Layers,
 };
+use qlinear::unstable::{compiled_kernels, pack_for_kernel, KernelDesc};
+use qlinear::{available_backends, Backend, DynamicLinear, PackedWeights, BACKEND_ENV};
 
 fn desc(name: &str) -> &'static KernelDesc {
     compiled_kernels()
@@ -87,25 +86,11 @@ fn check_all_m(
     what: &str,
 ) {
     let c = &t.c;
-    let layer = Linear::from_packed(packed.clone(), c.x, c.y)
-        .maybe_bias(c.bias.clone())
-        .relu(c.relu)
-        .profile(c.profile)
-        .backend(backend)
-        .build()
-        .expect("static layer");
-    let dynamic = |mode| {
-        DynamicLinear::from_packed(packed.clone())
-            .maybe_bias(c.bias.clone())
-            .relu(c.relu)
-            .profile(c.profile)
-            .backend(backend)
-            .input_quantization(mode)
-            .build()
-            .expect("dynamic layer")
-    };
-    let per_tensor = dynamic(InputQuantization::PerTensor);
-    let per_row = dynamic(InputQuantization::PerRow);
+    let Layers {
+        fixed: layer,
+        per_tensor,
+        per_row,
+    } = layers(c, packed, backend);
     let names = layer.packed().kernel_names();
     let primary = layer.kernel_name();
     assert!(

@@ -4,7 +4,10 @@
 //! oracle, bit for bit (`to_bits` for f32).
 #![allow(dead_code)] // each test file uses its own subset
 
-use qlinear::{DynamicLinear, InputQuantization, Linear, MatMut, MatRef, QuantizedWeight};
+use qlinear::{
+    Backend, DynamicLinear, InputQuantization, Linear, MatMut, MatRef, PackedWeights,
+    QuantizedWeight,
+};
 use qlinear_reference::testkit::{Rng, StaticCase};
 
 pub const K: usize = 67;
@@ -97,4 +100,37 @@ pub fn check_dynamic(layer: &DynamicLinear, t: &Case, m: usize, threads: usize, 
         layer.input_quantization(),
         layer.kernel_name_for(m)
     );
+}
+
+/// The three layers every check runs, all from one packing: static, dynamic per-tensor
+/// and dynamic per-row, with the case's bias, ReLU and profile.
+pub struct Layers {
+    pub fixed: Linear,
+    pub per_tensor: DynamicLinear,
+    pub per_row: DynamicLinear,
+}
+
+pub fn layers(c: &StaticCase, packed: &PackedWeights, backend: Backend) -> Layers {
+    let fixed = Linear::from_packed(packed.clone(), c.x, c.y)
+        .maybe_bias(c.bias.clone())
+        .relu(c.relu)
+        .profile(c.profile)
+        .backend(backend)
+        .build()
+        .expect("static layer");
+    let dynamic = |mode| {
+        DynamicLinear::from_packed(packed.clone())
+            .maybe_bias(c.bias.clone())
+            .relu(c.relu)
+            .profile(c.profile)
+            .backend(backend)
+            .input_quantization(mode)
+            .build()
+            .expect("dynamic layer")
+    };
+    Layers {
+        fixed,
+        per_tensor: dynamic(InputQuantization::PerTensor),
+        per_row: dynamic(InputQuantization::PerRow),
+    }
 }
