@@ -1051,6 +1051,22 @@ mod tests {
         });
     }
 
+    /// The bench's `peak amx` probe loop on the trapped instructions: it runs to the
+    /// end (configured, released) and does the MACs it reports.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn peak_probe_on_trapped_instructions() {
+        if let Err(why) = on_trapped_instructions() {
+            return eprintln!("SKIP amx on trapped instructions: {why}");
+        }
+        let before = crate::amx_emulation::executed_multiplies();
+        // SAFETY: the tile instructions are emulated (installed above); AVX-512 is
+        // present (the installation checked).
+        let macs = unsafe { crate::peak::tdpbusd(3) };
+        assert_eq!(macs, (3 * 4 * MACS_PER_TDPBUSD) as f64);
+        assert!(crate::amx_emulation::executed_multiplies() >= before + 12);
+    }
+
     /// The kernel on the hardware, at the same edges, where the CPU runs it.
     #[test]
     fn hardware_tiles_at_the_tile_edges() {

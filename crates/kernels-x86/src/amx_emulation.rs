@@ -102,6 +102,7 @@ pub fn enable_backend() -> Result<(), String> {
 }
 
 /// Whether [`enable_backend`] succeeded in this process.
+#[cfg(feature = "amx-emulation")]
 pub(crate) fn backend_enabled() -> bool {
     BACKEND_ENABLED.load(Ordering::Acquire)
 }
