@@ -78,10 +78,11 @@
 //!   (`Emulated`, tests only), independent of the instruction bytes.
 //!
 //! On an AMX CPU, detection's last step is `known_answer` on the hardware, once per
-//! process: two rounds of the kernel's tile operations on data with extremes and a row
-//! stride that is not 64, against a scalar computation. If the instructions disagree,
-//! `amx` is reported unavailable with the first differing value, and Auto keeps to the
-//! AVX-512 VNNI kernels: a misread instruction can cost speed, never bits.
+//! process: the kernel's tile operations (a round, `tilezero`, two more rounds) on data
+//! with extremes and a row stride that is not 64, against a scalar computation. If the
+//! instructions disagree, `amx` is reported unavailable with the first differing value,
+//! and Auto keeps to the AVX-512 VNNI kernels: a misread instruction can cost speed,
+//! never bits.
 
 use core::arch::x86_64::*;
 
@@ -509,8 +510,9 @@ pub(crate) unsafe fn drive<U: TileUnit, O: Output>(unit: &mut U, args: &GemmArgs
 /// The known answer of [`known_answer`]: 32 rows of A (u8, at a row stride of 80
 /// bytes whose last 16 bytes are junk, so a load that ignores the stride reads them),
 /// one chunk of B (16 k-groups of a 32-column panel, i8, stride 128), and the four
-/// accumulators after two `tdpbusd` rounds (so accumulation counts), computed here in
-/// scalar code from the instruction's definition.
+/// accumulators after `tilezero` and two `tdpbusd` rounds (so accumulation counts; a
+/// round before `tilezero` leaves values it must clear), computed here in scalar code
+/// from the instruction's definition.
 struct KnownAnswer {
     a: [u8; MR * 80],
     b: [u8; TILE_ROWS * K_GROUP_BYTES],
@@ -572,8 +574,13 @@ pub(crate) unsafe fn known_answer<U: TileUnit>(unit: &mut U) -> Result<(), Strin
     unsafe {
         let tiles = Configured::new(unit);
         let u = &mut *tiles.0;
-        u.zero_accumulators();
-        for _ in 0..2 {
+        // One round before `tilezero`, as the kernel accumulates a tile after the one
+        // before it: `ldtilecfg` zeroes the tiles, so without this round a `tilezero`
+        // that leaves the accumulators as they are would pass.
+        for round in 0..3 {
+            if round == 1 {
+                u.zero_accumulators();
+            }
             u.load_a(0, data.a.as_ptr(), KnownAnswer::A_STRIDE);
             u.load_a(
                 1,
@@ -897,7 +904,8 @@ mod tests {
     struct Faulty {
         model: Emulated,
         /// 0: loads ignore the row stride; 1: the second row half is not multiplied;
-        /// 2: B is read as unsigned (A's bytes reinterpreted as i8 instead).
+        /// 2: B is read as unsigned (A's bytes reinterpreted as i8 instead); 3:
+        /// `tilezero` leaves the accumulators as they are.
         fault: u8,
     }
 
@@ -907,8 +915,10 @@ mod tests {
             unsafe { self.model.configure() }
         }
         unsafe fn zero_accumulators(&mut self) {
-            // SAFETY: as above.
-            unsafe { self.model.zero_accumulators() }
+            if self.fault != 3 {
+                // SAFETY: as above.
+                unsafe { self.model.zero_accumulators() }
+            }
         }
         unsafe fn load_a(&mut self, half: usize, src: *const u8, stride: usize) {
             let stride = if self.fault == 0 { TILE_BYTES } else { stride };
@@ -942,7 +952,8 @@ mod tests {
     }
 
     /// The self-test detection runs on AMX CPUs passes on the model and catches a unit
-    /// that ignores the stride, drops a row half, or reads B unsigned.
+    /// that ignores the stride, drops a row half, reads B unsigned, or does not zero the
+    /// accumulators.
     #[test]
     fn known_answer_passes_the_model_and_catches_faults() {
         // SAFETY: the model needs no hardware.
@@ -950,7 +961,7 @@ mod tests {
             let mut model = Emulated::new();
             assert_eq!(known_answer(&mut model), Ok(()));
             assert!(!model.configured, "the tiles were not released");
-            for fault in 0..3 {
+            for fault in 0..4 {
                 let mut unit = Faulty {
                     model: Emulated::new(),
                     fault,
@@ -971,7 +982,7 @@ mod tests {
         let before = crate::amx_emulation::executed_multiplies();
         // SAFETY: the tile instructions are emulated (installed above).
         assert_eq!(unsafe { known_answer(&mut Hardware) }, Ok(()));
-        assert!(crate::amx_emulation::executed_multiplies() >= before + 8);
+        assert!(crate::amx_emulation::executed_multiplies() >= before + 12);
     }
 
     /// The kernel itself (the registered entry points, `Hardware`'s `asm!` blocks) with
