@@ -979,10 +979,27 @@ mod tests {
         if let Err(why) = on_trapped_instructions() {
             return eprintln!("SKIP amx on trapped instructions: {why}");
         }
-        let before = crate::amx_emulation::executed_multiplies();
+        let before = on_this_thread();
         // SAFETY: the tile instructions are emulated (installed above).
         assert_eq!(unsafe { known_answer(&mut Hardware) }, Ok(()));
-        assert!(crate::amx_emulation::executed_multiplies() >= before + 12);
+        // Three rounds of four.
+        assert_eq!(on_this_thread(), before + 12);
+        assert_released();
+    }
+
+    /// `tdpbusd`s trapped on the calling thread so far.
+    #[cfg(target_os = "linux")]
+    fn on_this_thread() -> usize {
+        crate::amx_emulation::executed_multiplies_on_this_thread()
+    }
+
+    /// The kernel released this thread's tiles when it returned.
+    #[cfg(target_os = "linux")]
+    fn assert_released() {
+        assert!(
+            !crate::amx_emulation::tiles_configured_on_this_thread(),
+            "the tiles are still configured: no tilerelease"
+        );
     }
 
     /// The kernel itself (the registered entry points, `Hardware`'s `asm!` blocks) with
@@ -1010,12 +1027,13 @@ mod tests {
             Ok(desc) => desc,
             Err(why) => return eprintln!("SKIP amx on trapped instructions: {why}"),
         };
-        let before = crate::amx_emulation::executed_multiplies();
+        let before = on_this_thread();
         check_kernel(&desc);
         assert!(
-            crate::amx_emulation::executed_multiplies() > before,
+            on_this_thread() > before,
             "no tdpbusd was trapped: the kernel's instructions did not run"
         );
+        assert_released();
     }
 
     /// The tile edges of `software_tiles_at_the_tile_edges` on the kernel's own machine
@@ -1027,23 +1045,27 @@ mod tests {
             Ok(desc) => desc,
             Err(why) => return eprintln!("SKIP amx on trapped instructions: {why}"),
         };
-        let before = crate::amx_emulation::executed_multiplies();
         let mut rng = Rng::new(0xA5);
         let ns = [1, 15, 16, 17, 31, 33];
         let ks = [1, 3, 4, 63, 64, 65];
         let ms: Vec<usize> = (1..=40).chain([100, 129]).collect();
+        let mut check = |m, k, n| {
+            let before = on_this_thread();
+            check_shape(&desc, &mut rng, m, k, n);
+            assert!(on_this_thread() > before, "m={m} k={k} n={n}: no tdpbusd");
+            assert_released();
+        };
         for (i, &m) in ms.iter().enumerate() {
-            check_shape(&desc, &mut rng, m, ks[i % ks.len()], ns[i % ns.len()]);
+            check(m, ks[i % ks.len()], ns[i % ns.len()]);
         }
         for &k in &ks {
             for &n in &ns {
-                check_shape(&desc, &mut rng, 33, k, n);
+                check(33, k, n);
             }
         }
         for &m in &[1, 16, 17, 32, 33] {
-            check_shape(&desc, &mut rng, m, qlinear_reference::K_LIMIT, 33);
+            check(m, qlinear_reference::K_LIMIT, 33);
         }
-        assert!(crate::amx_emulation::executed_multiplies() > before);
     }
 
     /// Seven threads calling the kernel at once: each configures and releases its own
@@ -1065,6 +1087,8 @@ mod tests {
                         let m = 16 + 7 * t as usize + i;
                         check_shape(desc, &mut rng, m, 64 * i + 13, 17 + 5 * i);
                     }
+                    assert!(on_this_thread() > 0, "thread {t}: no tdpbusd");
+                    assert_released();
                 });
             }
         });

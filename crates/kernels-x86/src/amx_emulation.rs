@@ -35,7 +35,7 @@
 //! else: only [`enable_backend`](crate::amx_emulation::enable_backend) (called by `crates/qlinear/tests/amx_emulated.rs`, its
 //! own process) makes detection report `amx` available.
 
-use core::cell::UnsafeCell;
+use core::cell::{Cell, UnsafeCell};
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Once;
 
@@ -66,6 +66,9 @@ impl TileFile {
 
 thread_local! {
     static TILE_FILE: UnsafeCell<TileFile> = const { UnsafeCell::new(TileFile::INIT) };
+    /// `tdpbusd`s executed on this thread (tests running at the same time cannot add
+    /// to it, as they can to [`MULTIPLIES`]).
+    static THREAD_MULTIPLIES: Cell<usize> = const { Cell::new(0) };
 }
 
 /// Instructions the handler executed, in this process (all threads).
@@ -86,6 +89,20 @@ pub fn executed_multiplies() -> usize {
     MULTIPLIES.load(Ordering::Relaxed)
 }
 
+/// `tdpbusd` instructions executed in software so far on the calling thread: what a
+/// test that calls the kernel on its own thread counts, whatever other tests run.
+pub fn executed_multiplies_on_this_thread() -> usize {
+    THREAD_MULTIPLIES.with(Cell::get)
+}
+
+/// Whether the calling thread's emulated tiles are configured (`ldtilecfg` executed and
+/// no `tilerelease` since): after a kernel call returns they must not be.
+pub fn tiles_configured_on_this_thread() -> bool {
+    // SAFETY: the handler, the only writer, runs on this thread only when one of its
+    // tile instructions faults, never during this read.
+    TILE_FILE.with(|file| unsafe { (*file.get()).palette != 0 })
+}
+
 /// Whether [`install`] succeeded in this process.
 pub fn installed() -> bool {
     INSTALLED.load(Ordering::Acquire)
@@ -102,6 +119,7 @@ pub fn enable_backend() -> Result<(), String> {
 }
 
 /// Whether [`enable_backend`] succeeded in this process.
+#[cfg(feature = "amx-emulation")]
 pub(crate) fn backend_enabled() -> bool {
     BACKEND_ENABLED.load(Ordering::Acquire)
 }
@@ -503,6 +521,7 @@ extern "C" fn on_sigill(_sig: libc::c_int, _info: *mut libc::siginfo_t, ctx: *mu
             Op::DotUnsignedSigned { dst, a, b } => {
                 file.dot_unsigned_signed(dst, a, b);
                 MULTIPLIES.fetch_add(1, Ordering::Relaxed);
+                THREAD_MULTIPLIES.with(|n| n.set(n.get() + 1));
             }
         }
     });
@@ -583,6 +602,159 @@ mod tests {
         assert_eq!(decode(&pad(&[0x62, 0xF1, 0x75, 0x48, 0xEF, 0xC9])), None);
         assert_eq!(decode(&pad(&[0xC4, 0xE2, 0x4B, 0x5E, 0xC4])), None);
         assert_eq!(decode(&pad(&[0xC4, 0xE1, 0x78, 0x49, 0xC0])), None);
+    }
+
+    /// The addressing forms the register allocator may produce, and the special cases
+    /// of ModRM / SIB, as GNU as encodes them (objdump shown), decoded.
+    #[test]
+    fn decodes_every_addressing_form() {
+        let mem = |base: Option<u8>, index: Option<u8>, scale: u8, disp: i32| Memory {
+            base,
+            index,
+            scale,
+            disp,
+            rip_relative: false,
+        };
+        let load = |tile, mem| Op::Load { tile, mem };
+        let cases: &[(&[u8], Op, usize)] = &[
+            // tileloadd tmm3,[r13+r12*1+0x0]: r13 as base needs mod 01; X and B set.
+            (
+                &[0xC4, 0x82, 0x7B, 0x4B, 0x5C, 0x25, 0x00],
+                load(3, mem(Some(13), Some(12), 1, 0)),
+                7,
+            ),
+            // tileloadd tmm3,[rbp+rcx*1+0x100]: disp32.
+            (
+                &[0xC4, 0xE2, 0x7B, 0x4B, 0x9C, 0x0D, 0x00, 0x01, 0x00, 0x00],
+                load(3, mem(Some(5), Some(1), 1, 0x100)),
+                10,
+            ),
+            // tileloadd tmm1,[rsp+rax*1]
+            (
+                &[0xC4, 0xE2, 0x7B, 0x4B, 0x0C, 0x04],
+                load(1, mem(Some(4), Some(0), 1, 0)),
+                6,
+            ),
+            // tileloadd tmm0,[rsp]: SIB index 100 without X is no index (stride 0).
+            (
+                &[0xC4, 0xE2, 0x7B, 0x4B, 0x04, 0x24],
+                load(0, mem(Some(4), None, 1, 0)),
+                6,
+            ),
+            // tileloadd tmm4,[rsp+r12*1]: index 100 with X is r12.
+            (
+                &[0xC4, 0xA2, 0x7B, 0x4B, 0x24, 0x24],
+                load(4, mem(Some(4), Some(12), 1, 0)),
+                6,
+            ),
+            // tileloadd tmm2,[r12+r13*4], [r12+r13*8+0x12345678]
+            (
+                &[0xC4, 0x82, 0x7B, 0x4B, 0x14, 0xAC],
+                load(2, mem(Some(12), Some(13), 4, 0)),
+                6,
+            ),
+            (
+                &[0xC4, 0x82, 0x7B, 0x4B, 0x94, 0xEC, 0x78, 0x56, 0x34, 0x12],
+                load(2, mem(Some(12), Some(13), 8, 0x1234_5678)),
+                10,
+            ),
+            // tileloadd tmm5,[r11*2+0x40]: SIB base 101 with mod 00 is disp32, no base;
+            // the same with VEX.B set (not r13: still no base).
+            (
+                &[0xC4, 0xA2, 0x7B, 0x4B, 0x2C, 0x5D, 0x40, 0x00, 0x00, 0x00],
+                load(5, mem(None, Some(11), 2, 0x40)),
+                10,
+            ),
+            (
+                &[0xC4, 0x82, 0x7B, 0x4B, 0x2C, 0x5D, 0x40, 0x00, 0x00, 0x00],
+                load(5, mem(None, Some(11), 2, 0x40)),
+                10,
+            ),
+            // tileloadd tmm4,ds:0x10 (B set, no index, no base).
+            (
+                &[0xC4, 0xC2, 0x7B, 0x4B, 0x24, 0x25, 0x10, 0x00, 0x00, 0x00],
+                load(4, mem(None, None, 1, 0x10)),
+                10,
+            ),
+            // tilestored [r9+r15*1-0x8],tmm7: disp8 sign-extended.
+            (
+                &[0xC4, 0x82, 0x7A, 0x4B, 0x7C, 0x39, 0xF8],
+                Op::Store {
+                    tile: 7,
+                    mem: mem(Some(9), Some(15), 1, -8),
+                },
+                7,
+            ),
+            // tilestored [rbx+rsi*2],tmm6
+            (
+                &[0xC4, 0xE2, 0x7A, 0x4B, 0x34, 0x73],
+                Op::Store {
+                    tile: 6,
+                    mem: mem(Some(3), Some(6), 2, 0),
+                },
+                6,
+            ),
+            // ldtilecfg [rip+0x4e]; the same with VEX.B set is still RIP-relative.
+            (
+                &[0xC4, 0xE2, 0x78, 0x49, 0x05, 0x4E, 0x00, 0x00, 0x00],
+                Op::LoadConfig(Memory {
+                    rip_relative: true,
+                    ..mem(None, None, 1, 0x4E)
+                }),
+                9,
+            ),
+            (
+                &[0xC4, 0xC2, 0x78, 0x49, 0x05, 0x10, 0x00, 0x00, 0x00],
+                Op::LoadConfig(Memory {
+                    rip_relative: true,
+                    ..mem(None, None, 1, 0x10)
+                }),
+                9,
+            ),
+            // ldtilecfg [r12] (SIB), [r13+0x0] (mod 01), [rsp] (SIB)
+            (
+                &[0xC4, 0xC2, 0x78, 0x49, 0x04, 0x24],
+                Op::LoadConfig(mem(Some(12), None, 1, 0)),
+                6,
+            ),
+            (
+                &[0xC4, 0xC2, 0x78, 0x49, 0x45, 0x00],
+                Op::LoadConfig(mem(Some(13), None, 1, 0)),
+                6,
+            ),
+            (
+                &[0xC4, 0xE2, 0x78, 0x49, 0x04, 0x24],
+                Op::LoadConfig(mem(Some(4), None, 1, 0)),
+                6,
+            ),
+            // tdpbusd tmm7,tmm0,tmm3 and tmm1,tmm7,tmm2: dst reg, u8 rm, i8 vvvv.
+            (
+                &[0xC4, 0xE2, 0x61, 0x5E, 0xF8],
+                Op::DotUnsignedSigned { dst: 7, a: 0, b: 3 },
+                5,
+            ),
+            (
+                &[0xC4, 0xE2, 0x69, 0x5E, 0xCF],
+                Op::DotUnsignedSigned { dst: 1, a: 7, b: 2 },
+                5,
+            ),
+            // tilezero tmm7
+            (&[0xC4, 0xE2, 0x7B, 0x49, 0xF8], Op::Zero(7), 5),
+        ];
+        for (bytes, op, len) in cases {
+            assert_eq!(decode(&pad(bytes)), Some((*op, *len)), "{bytes:02x?}");
+        }
+        // Not emulated: tileloadd without SIB ([rax]); tdpbuud (NP), tdpbsud (F3);
+        // tdpbusd with a tile register above 7 (VEX.R set); W1.
+        for bytes in [
+            &[0xC4, 0xE2, 0x7B, 0x4B, 0x00][..],
+            &[0xC4, 0xE2, 0x48, 0x5E, 0xC4],
+            &[0xC4, 0xE2, 0x4A, 0x5E, 0xC4],
+            &[0xC4, 0x62, 0x49, 0x5E, 0xC4],
+            &[0xC4, 0xE2, 0xC9, 0x5E, 0xC4],
+        ] {
+            assert_eq!(decode(&pad(bytes)), None, "{bytes:02x?}");
+        }
     }
 
     /// `tdpbusd` of the tile file against the definition written another way, on
