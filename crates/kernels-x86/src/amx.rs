@@ -78,10 +78,11 @@
 //!   (`Emulated`, tests only), independent of the instruction bytes.
 //!
 //! On an AMX CPU, detection's last step is `known_answer` on the hardware, once per
-//! process: two rounds of the kernel's tile operations on data with extremes and a row
-//! stride that is not 64, against a scalar computation. If the instructions disagree,
-//! `amx` is reported unavailable with the first differing value, and Auto keeps to the
-//! AVX-512 VNNI kernels: a misread instruction can cost speed, never bits.
+//! process: the kernel's tile operations (a round, `tilezero`, two more rounds) on data
+//! with extremes and a row stride that is not 64, against a scalar computation. If the
+//! instructions disagree, `amx` is reported unavailable with the first differing value,
+//! and Auto keeps to the AVX-512 VNNI kernels: a misread instruction can cost speed,
+//! never bits.
 
 use core::arch::x86_64::*;
 
@@ -509,8 +510,9 @@ pub(crate) unsafe fn drive<U: TileUnit, O: Output>(unit: &mut U, args: &GemmArgs
 /// The known answer of [`known_answer`]: 32 rows of A (u8, at a row stride of 80
 /// bytes whose last 16 bytes are junk, so a load that ignores the stride reads them),
 /// one chunk of B (16 k-groups of a 32-column panel, i8, stride 128), and the four
-/// accumulators after two `tdpbusd` rounds (so accumulation counts), computed here in
-/// scalar code from the instruction's definition.
+/// accumulators after `tilezero` and two `tdpbusd` rounds (so accumulation counts; a
+/// round before `tilezero` leaves values it must clear), computed here in scalar code
+/// from the instruction's definition.
 struct KnownAnswer {
     a: [u8; MR * 80],
     b: [u8; TILE_ROWS * K_GROUP_BYTES],
@@ -572,8 +574,13 @@ pub(crate) unsafe fn known_answer<U: TileUnit>(unit: &mut U) -> Result<(), Strin
     unsafe {
         let tiles = Configured::new(unit);
         let u = &mut *tiles.0;
-        u.zero_accumulators();
-        for _ in 0..2 {
+        // One round before `tilezero`, as the kernel accumulates a tile after the one
+        // before it: `ldtilecfg` zeroes the tiles, so without this round a `tilezero`
+        // that leaves the accumulators as they are would pass.
+        for round in 0..3 {
+            if round == 1 {
+                u.zero_accumulators();
+            }
             u.load_a(0, data.a.as_ptr(), KnownAnswer::A_STRIDE);
             u.load_a(
                 1,
@@ -876,34 +883,33 @@ mod tests {
             eprintln!("SKIP {}: AVX-512 VNNI is not available", desc.name);
             return;
         }
-        check_tile_edges(&desc, 0xA3);
+        let mut rng = Rng::new(0xA3);
+        for (m, k, n) in tile_edge_shapes() {
+            check_shape(&desc, &mut rng, m, k, n);
+        }
     }
 
-    /// The edges of the tile instructions' geometry for `desc` (see
-    /// `software_tiles_at_the_tile_edges`).
-    fn check_tile_edges(desc: &KernelDesc, seed: u64) {
-        let mut rng = Rng::new(seed);
+    /// The edges of the tile instructions' geometry (see
+    /// `software_tiles_at_the_tile_edges`), as (M, K, N).
+    fn tile_edge_shapes() -> Vec<(usize, usize, usize)> {
         let ns = [1, 15, 16, 17, 31, 33];
         let ks = [1, 3, 4, 63, 64, 65];
-        let ms: Vec<usize> = (1..=40).chain([100, 129]).collect();
-        for (i, &m) in ms.iter().enumerate() {
-            check_shape(desc, &mut rng, m, ks[i % ks.len()], ns[i % ns.len()]);
-        }
-        for &k in &ks {
-            for &n in &ns {
-                check_shape(desc, &mut rng, 33, k, n);
-            }
-        }
-        for &m in &[1, 16, 17, 32, 33] {
-            check_shape(desc, &mut rng, m, qlinear_reference::K_LIMIT, 33);
-        }
+        let ms = (1..=40).chain([100, 129]);
+        let mut shapes: Vec<_> = ms
+            .enumerate()
+            .map(|(i, m)| (m, ks[i % ks.len()], ns[i % ns.len()]))
+            .collect();
+        shapes.extend(ks.iter().flat_map(|&k| ns.iter().map(move |&n| (33, k, n))));
+        shapes.extend([1, 16, 17, 32, 33].map(|m| (m, qlinear_reference::K_LIMIT, 33)));
+        shapes
     }
 
     /// A unit that breaks one thing about the instructions.
     struct Faulty {
         model: Emulated,
         /// 0: loads ignore the row stride; 1: the second row half is not multiplied;
-        /// 2: B is read as unsigned (A's bytes reinterpreted as i8 instead).
+        /// 2: B is read as unsigned (A's bytes reinterpreted as i8 instead); 3:
+        /// `tilezero` leaves the accumulators as they are.
         fault: u8,
     }
 
@@ -913,8 +919,10 @@ mod tests {
             unsafe { self.model.configure() }
         }
         unsafe fn zero_accumulators(&mut self) {
-            // SAFETY: as above.
-            unsafe { self.model.zero_accumulators() }
+            if self.fault != 3 {
+                // SAFETY: as above.
+                unsafe { self.model.zero_accumulators() }
+            }
         }
         unsafe fn load_a(&mut self, half: usize, src: *const u8, stride: usize) {
             let stride = if self.fault == 0 { TILE_BYTES } else { stride };
@@ -948,7 +956,8 @@ mod tests {
     }
 
     /// The self-test detection runs on AMX CPUs passes on the model and catches a unit
-    /// that ignores the stride, drops a row half, or reads B unsigned.
+    /// that ignores the stride, drops a row half, reads B unsigned, or does not zero the
+    /// accumulators.
     #[test]
     fn known_answer_passes_the_model_and_catches_faults() {
         // SAFETY: the model needs no hardware.
@@ -956,7 +965,7 @@ mod tests {
             let mut model = Emulated::new();
             assert_eq!(known_answer(&mut model), Ok(()));
             assert!(!model.configured, "the tiles were not released");
-            for fault in 0..3 {
+            for fault in 0..4 {
                 let mut unit = Faulty {
                     model: Emulated::new(),
                     fault,
@@ -974,10 +983,27 @@ mod tests {
         if let Err(why) = on_trapped_instructions() {
             return eprintln!("SKIP amx on trapped instructions: {why}");
         }
-        let before = crate::amx_emulation::executed_multiplies();
+        let before = on_this_thread();
         // SAFETY: the tile instructions are emulated (installed above).
         assert_eq!(unsafe { known_answer(&mut Hardware) }, Ok(()));
-        assert!(crate::amx_emulation::executed_multiplies() >= before + 8);
+        // Three rounds of four.
+        assert_eq!(on_this_thread(), before + 12);
+        assert_released();
+    }
+
+    /// `tdpbusd`s trapped on the calling thread so far.
+    #[cfg(target_os = "linux")]
+    fn on_this_thread() -> usize {
+        crate::amx_emulation::executed_multiplies_on_this_thread()
+    }
+
+    /// The kernel released this thread's tiles when it returned.
+    #[cfg(target_os = "linux")]
+    fn assert_released() {
+        assert!(
+            !crate::amx_emulation::tiles_configured_on_this_thread(),
+            "the tiles are still configured: no tilerelease"
+        );
     }
 
     /// The kernel itself (the registered entry points, `Hardware`'s `asm!` blocks) with
@@ -1005,12 +1031,13 @@ mod tests {
             Ok(desc) => desc,
             Err(why) => return eprintln!("SKIP amx on trapped instructions: {why}"),
         };
-        let before = crate::amx_emulation::executed_multiplies();
+        let before = on_this_thread();
         check_kernel(&desc);
         assert!(
-            crate::amx_emulation::executed_multiplies() > before,
+            on_this_thread() > before,
             "no tdpbusd was trapped: the kernel's instructions did not run"
         );
+        assert_released();
     }
 
     /// The tile edges of `software_tiles_at_the_tile_edges` on the kernel's own machine
@@ -1022,9 +1049,13 @@ mod tests {
             Ok(desc) => desc,
             Err(why) => return eprintln!("SKIP amx on trapped instructions: {why}"),
         };
-        let before = crate::amx_emulation::executed_multiplies();
-        check_tile_edges(&desc, 0xA5);
-        assert!(crate::amx_emulation::executed_multiplies() > before);
+        let mut rng = Rng::new(0xA5);
+        for (m, k, n) in tile_edge_shapes() {
+            let before = on_this_thread();
+            check_shape(&desc, &mut rng, m, k, n);
+            assert!(on_this_thread() > before, "m={m} k={k} n={n}: no tdpbusd");
+            assert_released();
+        }
     }
 
     /// Seven threads calling the kernel at once: each configures and releases its own
@@ -1046,6 +1077,8 @@ mod tests {
                         let m = 16 + 7 * t as usize + i;
                         check_shape(desc, &mut rng, m, 64 * i + 13, 17 + 5 * i);
                     }
+                    assert!(on_this_thread() > 0, "thread {t}: no tdpbusd");
+                    assert_released();
                 });
             }
         });

@@ -35,7 +35,7 @@
 //! else: only [`enable_backend`](crate::amx_emulation::enable_backend) (called by `crates/qlinear/tests/amx_emulated.rs`, its
 //! own process) makes detection report `amx` available.
 
-use core::cell::UnsafeCell;
+use core::cell::{Cell, UnsafeCell};
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Once;
 
@@ -66,6 +66,9 @@ impl TileFile {
 
 thread_local! {
     static TILE_FILE: UnsafeCell<TileFile> = const { UnsafeCell::new(TileFile::INIT) };
+    /// `tdpbusd`s executed on this thread (tests running at the same time cannot add
+    /// to it, as they can to [`MULTIPLIES`]).
+    static THREAD_MULTIPLIES: Cell<usize> = const { Cell::new(0) };
 }
 
 /// Instructions the handler executed, in this process (all threads).
@@ -84,6 +87,20 @@ pub fn executed_instructions() -> usize {
 /// `tdpbusd` instructions executed in software so far in this process.
 pub fn executed_multiplies() -> usize {
     MULTIPLIES.load(Ordering::Relaxed)
+}
+
+/// `tdpbusd` instructions executed in software so far on the calling thread: what a
+/// test that calls the kernel on its own thread counts, whatever other tests run.
+pub fn executed_multiplies_on_this_thread() -> usize {
+    THREAD_MULTIPLIES.with(Cell::get)
+}
+
+/// Whether the calling thread's emulated tiles are configured (`ldtilecfg` executed and
+/// no `tilerelease` since): after a kernel call returns they must not be.
+pub fn tiles_configured_on_this_thread() -> bool {
+    // SAFETY: the handler, the only writer, runs on this thread only when one of its
+    // tile instructions faults, never during this read.
+    TILE_FILE.with(|file| unsafe { (*file.get()).palette != 0 })
 }
 
 /// Whether [`install`] succeeded in this process.
@@ -183,8 +200,9 @@ enum Op {
     },
 }
 
-/// Decodes the instruction at the start of `bytes` (at least 10 bytes, the longest form
-/// decoded): the operation and its length, or `None` for anything else.
+/// Decodes the instruction at the start of `bytes` (its bytes, at least as many as its
+/// encoding says: see [`instruction_bytes`]): the operation and its length, or `None`
+/// for anything else (also for too few bytes).
 fn decode(bytes: &[u8]) -> Option<(Op, usize)> {
     // VEX, three-byte form: C4, [R X B mmmmm] (R, X, B inverted), [W vvvv L pp]
     // (vvvv inverted), opcode, ModRM.
@@ -215,7 +233,7 @@ fn decode(bytes: &[u8]) -> Option<(Op, usize)> {
         };
         let mut disp32 = md == 2;
         if modrm & 7 == 4 {
-            let sib = bytes[5];
+            let sib = *bytes.get(5)?;
             len += 1;
             mem.scale = 1 << (sib >> 6);
             let index = ((sib >> 3) & 7) | (x << 3);
@@ -232,10 +250,10 @@ fn decode(bytes: &[u8]) -> Option<(Op, usize)> {
             mem.base = Some(rm);
         }
         if md == 1 {
-            mem.disp = bytes[len] as i8 as i32;
+            mem.disp = *bytes.get(len)? as i8 as i32;
             len += 1;
         } else if disp32 {
-            mem.disp = i32::from_le_bytes(bytes[len..len + 4].try_into().ok()?);
+            mem.disp = i32::from_le_bytes(bytes.get(len..len + 4)?.try_into().ok()?);
             len += 4;
         }
         Some((mem, len))
@@ -276,6 +294,42 @@ fn decode(bytes: &[u8]) -> Option<(Op, usize)> {
             5,
         )),
         _ => None,
+    }
+}
+
+/// The bytes of the faulting instruction at `p` when it is a three-byte-VEX instruction
+/// of map 0F38 (every tile instruction is one), read no further than the instruction
+/// goes (ModRM, SIB and displacement as ModRM and SIB say); `None` otherwise, after
+/// reading at most the instruction's first four bytes.
+///
+/// # Safety
+/// `p` is the address of an instruction the CPU decoded (its bytes are mapped).
+unsafe fn instruction_bytes<'a>(p: *const u8) -> Option<&'a [u8]> {
+    // SAFETY: each read stays inside the instruction, as the caller guarantees and the
+    // encoding rules below establish (map 0F38 instructions always have ModRM).
+    unsafe {
+        if *p != 0xC4 || *p.add(1) & 0x1F != 2 {
+            return None;
+        }
+        let modrm = *p.add(4);
+        let (md, rm) = (modrm >> 6, modrm & 7);
+        let mut len = 5;
+        if md != 3 {
+            if rm == 4 {
+                len += 1;
+                if md == 0 && *p.add(5) & 7 == 5 {
+                    len += 4;
+                }
+            } else if md == 0 && rm == 5 {
+                len += 4;
+            }
+            len += match md {
+                1 => 1,
+                2 => 4,
+                _ => 0,
+            };
+        }
+        Some(core::slice::from_raw_parts(p, len))
     }
 }
 
@@ -457,19 +511,32 @@ impl TileFile {
 }
 
 /// The `SIGILL` handler.
-extern "C" fn on_sigill(_sig: libc::c_int, _info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+extern "C" fn on_sigill(_sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     // SAFETY: the kernel passes the interrupted thread's ucontext for SA_SIGINFO
     // handlers; nothing else refers to it while the handler runs.
     let uc = unsafe { &mut *ctx.cast::<libc::ucontext_t>() };
     let gregs = &mut uc.uc_mcontext.gregs;
     let rip = gregs[libc::REG_RIP as usize] as u64;
-    // SAFETY: the CPU decoded the faulting instruction at `rip`, so its bytes are
-    // mapped; the longest form decoded is 10 bytes, all of the same instruction.
-    let bytes = unsafe { core::slice::from_raw_parts(rip as *const u8, 10) };
-    let Some((op, len)) = decode(bytes) else {
-        // Not ours: let the instruction fault again with the default action.
-        // SAFETY: resetting SIGILL to its default action.
-        unsafe { libc::signal(libc::SIGILL, libc::SIG_DFL) };
+    // SAFETY: `info` is the kernel's siginfo for this signal.
+    let from_the_cpu = unsafe { (*info).si_code } > 0;
+    // Only a fault of the instruction at `rip` (not a SIGILL sent by a process), and
+    // only its own bytes are read: the CPU decoded them, so they are mapped.
+    let decoded = if from_the_cpu {
+        // SAFETY: the instruction's bytes, as far as `instruction_bytes` reads them.
+        unsafe { instruction_bytes(rip as *const u8) }.and_then(decode)
+    } else {
+        None
+    };
+    let Some((op, len)) = decoded else {
+        // Not ours: the default action, and the signal again (a fault repeats itself
+        // when the handler returns; a sent signal is raised anew).
+        // SAFETY: resetting SIGILL to its default action and raising it.
+        unsafe {
+            libc::signal(libc::SIGILL, libc::SIG_DFL);
+            if !from_the_cpu {
+                libc::raise(libc::SIGILL);
+            }
+        }
         return;
     };
     let next = rip + len as u64;
@@ -504,6 +571,7 @@ extern "C" fn on_sigill(_sig: libc::c_int, _info: *mut libc::siginfo_t, ctx: *mu
             Op::DotUnsignedSigned { dst, a, b } => {
                 file.dot_unsigned_signed(dst, a, b);
                 MULTIPLIES.fetch_add(1, Ordering::Relaxed);
+                THREAD_MULTIPLIES.with(|n| n.set(n.get() + 1));
             }
         }
     });
@@ -584,6 +652,173 @@ mod tests {
         assert_eq!(decode(&pad(&[0x62, 0xF1, 0x75, 0x48, 0xEF, 0xC9])), None);
         assert_eq!(decode(&pad(&[0xC4, 0xE2, 0x4B, 0x5E, 0xC4])), None);
         assert_eq!(decode(&pad(&[0xC4, 0xE1, 0x78, 0x49, 0xC0])), None);
+    }
+
+    /// The addressing forms the register allocator may produce, and the special cases
+    /// of ModRM / SIB, as GNU as encodes them (objdump shown), decoded.
+    #[test]
+    fn decodes_every_addressing_form() {
+        let mem = |base: Option<u8>, index: Option<u8>, scale: u8, disp: i32| Memory {
+            base,
+            index,
+            scale,
+            disp,
+            rip_relative: false,
+        };
+        let load = |tile, mem| Op::Load { tile, mem };
+        let cases: &[(&[u8], Op, usize)] = &[
+            // tileloadd tmm3,[r13+r12*1+0x0]: r13 as base needs mod 01; X and B set.
+            (
+                &[0xC4, 0x82, 0x7B, 0x4B, 0x5C, 0x25, 0x00],
+                load(3, mem(Some(13), Some(12), 1, 0)),
+                7,
+            ),
+            // tileloadd tmm3,[rbp+rcx*1+0x100]: disp32.
+            (
+                &[0xC4, 0xE2, 0x7B, 0x4B, 0x9C, 0x0D, 0x00, 0x01, 0x00, 0x00],
+                load(3, mem(Some(5), Some(1), 1, 0x100)),
+                10,
+            ),
+            // tileloadd tmm1,[rsp+rax*1]
+            (
+                &[0xC4, 0xE2, 0x7B, 0x4B, 0x0C, 0x04],
+                load(1, mem(Some(4), Some(0), 1, 0)),
+                6,
+            ),
+            // tileloadd tmm0,[rsp]: SIB index 100 without X is no index (stride 0).
+            (
+                &[0xC4, 0xE2, 0x7B, 0x4B, 0x04, 0x24],
+                load(0, mem(Some(4), None, 1, 0)),
+                6,
+            ),
+            // tileloadd tmm4,[rsp+r12*1]: index 100 with X is r12.
+            (
+                &[0xC4, 0xA2, 0x7B, 0x4B, 0x24, 0x24],
+                load(4, mem(Some(4), Some(12), 1, 0)),
+                6,
+            ),
+            // tileloadd tmm2,[r12+r13*4], [r12+r13*8+0x12345678]
+            (
+                &[0xC4, 0x82, 0x7B, 0x4B, 0x14, 0xAC],
+                load(2, mem(Some(12), Some(13), 4, 0)),
+                6,
+            ),
+            (
+                &[0xC4, 0x82, 0x7B, 0x4B, 0x94, 0xEC, 0x78, 0x56, 0x34, 0x12],
+                load(2, mem(Some(12), Some(13), 8, 0x1234_5678)),
+                10,
+            ),
+            // tileloadd tmm5,[r11*2+0x40]: SIB base 101 with mod 00 is disp32, no base;
+            // the same with VEX.B set (not r13: still no base).
+            (
+                &[0xC4, 0xA2, 0x7B, 0x4B, 0x2C, 0x5D, 0x40, 0x00, 0x00, 0x00],
+                load(5, mem(None, Some(11), 2, 0x40)),
+                10,
+            ),
+            (
+                &[0xC4, 0x82, 0x7B, 0x4B, 0x2C, 0x5D, 0x40, 0x00, 0x00, 0x00],
+                load(5, mem(None, Some(11), 2, 0x40)),
+                10,
+            ),
+            // tileloadd tmm4,ds:0x10 (B set, no index, no base).
+            (
+                &[0xC4, 0xC2, 0x7B, 0x4B, 0x24, 0x25, 0x10, 0x00, 0x00, 0x00],
+                load(4, mem(None, None, 1, 0x10)),
+                10,
+            ),
+            // tilestored [r9+r15*1-0x8],tmm7: disp8 sign-extended.
+            (
+                &[0xC4, 0x82, 0x7A, 0x4B, 0x7C, 0x39, 0xF8],
+                Op::Store {
+                    tile: 7,
+                    mem: mem(Some(9), Some(15), 1, -8),
+                },
+                7,
+            ),
+            // tilestored [rbx+rsi*2],tmm6
+            (
+                &[0xC4, 0xE2, 0x7A, 0x4B, 0x34, 0x73],
+                Op::Store {
+                    tile: 6,
+                    mem: mem(Some(3), Some(6), 2, 0),
+                },
+                6,
+            ),
+            // ldtilecfg [rip+0x4e]; the same with VEX.B set is still RIP-relative.
+            (
+                &[0xC4, 0xE2, 0x78, 0x49, 0x05, 0x4E, 0x00, 0x00, 0x00],
+                Op::LoadConfig(Memory {
+                    rip_relative: true,
+                    ..mem(None, None, 1, 0x4E)
+                }),
+                9,
+            ),
+            (
+                &[0xC4, 0xC2, 0x78, 0x49, 0x05, 0x10, 0x00, 0x00, 0x00],
+                Op::LoadConfig(Memory {
+                    rip_relative: true,
+                    ..mem(None, None, 1, 0x10)
+                }),
+                9,
+            ),
+            // ldtilecfg [r12] (SIB), [r13+0x0] (mod 01), [rsp] (SIB)
+            (
+                &[0xC4, 0xC2, 0x78, 0x49, 0x04, 0x24],
+                Op::LoadConfig(mem(Some(12), None, 1, 0)),
+                6,
+            ),
+            (
+                &[0xC4, 0xC2, 0x78, 0x49, 0x45, 0x00],
+                Op::LoadConfig(mem(Some(13), None, 1, 0)),
+                6,
+            ),
+            (
+                &[0xC4, 0xE2, 0x78, 0x49, 0x04, 0x24],
+                Op::LoadConfig(mem(Some(4), None, 1, 0)),
+                6,
+            ),
+            // tdpbusd tmm7,tmm0,tmm3 and tmm1,tmm7,tmm2: dst reg, u8 rm, i8 vvvv.
+            (
+                &[0xC4, 0xE2, 0x61, 0x5E, 0xF8],
+                Op::DotUnsignedSigned { dst: 7, a: 0, b: 3 },
+                5,
+            ),
+            (
+                &[0xC4, 0xE2, 0x69, 0x5E, 0xCF],
+                Op::DotUnsignedSigned { dst: 1, a: 7, b: 2 },
+                5,
+            ),
+            // tilezero tmm7
+            (&[0xC4, 0xE2, 0x7B, 0x49, 0xF8], Op::Zero(7), 5),
+        ];
+        for (bytes, op, len) in cases {
+            assert_eq!(decode(&pad(bytes)), Some((*op, *len)), "{bytes:02x?}");
+            // The handler's path: exactly the instruction's bytes are read, and they
+            // decode alone (a byte fewer does not).
+            // SAFETY: `bytes` holds the whole instruction.
+            let exact = unsafe { instruction_bytes(bytes.as_ptr()) }.expect("a 0F38 VEX3");
+            assert_eq!(exact.len(), *len, "{bytes:02x?}");
+            assert_eq!(decode(exact), Some((*op, *len)), "{bytes:02x?}");
+            assert_eq!(decode(&exact[..len - 1]), None, "{bytes:02x?}");
+        }
+        // Other instructions are rejected from their first bytes: vpxord (EVEX), a VEX
+        // map-1 instruction (vzeroupper, four bytes, no ModRM).
+        // SAFETY: each array holds at least the bytes read before the rejection.
+        unsafe {
+            assert!(instruction_bytes([0x62u8, 0xF1, 0x75, 0x48].as_ptr()).is_none());
+            assert!(instruction_bytes([0xC4u8, 0xE1, 0x78, 0x77].as_ptr()).is_none());
+        }
+        // Not emulated: tileloadd without SIB ([rax]); tdpbuud (NP), tdpbsud (F3);
+        // tdpbusd with a tile register above 7 (VEX.R set); W1.
+        for bytes in [
+            &[0xC4, 0xE2, 0x7B, 0x4B, 0x00][..],
+            &[0xC4, 0xE2, 0x48, 0x5E, 0xC4],
+            &[0xC4, 0xE2, 0x4A, 0x5E, 0xC4],
+            &[0xC4, 0x62, 0x49, 0x5E, 0xC4],
+            &[0xC4, 0xE2, 0xC9, 0x5E, 0xC4],
+        ] {
+            assert_eq!(decode(&pad(bytes)), None, "{bytes:02x?}");
+        }
     }
 
     /// `tdpbusd` of the tile file against the definition written another way, on

@@ -82,16 +82,20 @@ mod on_emulated_tiles {
                     layer.kernel_name_for(m)
                 );
                 assert_eq!(per_row.kernel_name_for(m), layer.kernel_name_for(m));
-                let before = amx_emulation::executed_multiplies();
                 for &threads in threads_for(m) {
+                    // One thread: the calling thread's own count, which the tests
+                    // running at the same time cannot add to.
+                    let before = amx_emulation::executed_multiplies_on_this_thread();
                     check_static(&layer, c, m, threads, &what);
                     check_dynamic(&per_tensor, &t, m, threads, &what);
                     check_dynamic(&per_row, &t, m, threads, &what);
-                }
-                if runs_amx {
+                    if threads == 1 {
+                        let ran = amx_emulation::executed_multiplies_on_this_thread() - before;
+                        assert_eq!(ran > 0, runs_amx, "{what}: m={m}: {ran} tdpbusd ran");
+                    }
                     assert!(
-                        amx_emulation::executed_multiplies() > before,
-                        "{what}: m={m}: no tile instruction ran"
+                        !amx_emulation::tiles_configured_on_this_thread(),
+                        "{what}: m={m} threads={threads}: tiles left configured"
                     );
                 }
             }
