@@ -68,20 +68,8 @@ fn pieces<T>(desc: &KernelDesc, args: GemmArgs<T>, threads: usize) -> Vec<GemmAr
         let rows = args.m.div_ceil(count).div_ceil(desc.mr) * desc.mr;
         (0..args.m)
             .step_by(rows)
-            .map(|r0| {
-                let mut c = args;
-                c.m = rows.min(args.m - r0);
-                // Pointer offsets stay inside the caller's validated buffers: row r0 < m.
-                c.a = args.a.wrapping_add(r0 * args.a_stride);
-                c.out = args.out.wrapping_add(r0 * args.out_stride);
-                if !args.row_sums.is_null() {
-                    c.row_sums = args.row_sums.wrapping_add(r0);
-                }
-                if !args.row_qparams.is_null() {
-                    c.row_qparams = args.row_qparams.wrapping_add(r0);
-                }
-                c
-            })
+            // Pointer offsets stay inside the caller's validated buffers: row r0 < m.
+            .map(|r0| args.rows(r0, rows.min(args.m - r0)))
             .collect()
     } else {
         let per = panels.div_ceil((threads * PANEL_PIECES_PER_THREAD).min(panels));

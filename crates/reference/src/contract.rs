@@ -217,6 +217,26 @@ impl<T> Clone for GemmArgs<T> {
 }
 impl<T> Copy for GemmArgs<T> {}
 
+impl<T> GemmArgs<T> {
+    /// The same call on rows `[first, first + rows)` only: the activation, output,
+    /// row-sum and row-qparam pointers advanced by `first` rows (null ones stay null).
+    /// Forming the pointers is safe (`wrapping_add`); they describe valid memory when
+    /// `first + rows <= self.m`, which the caller keeps.
+    pub fn rows(&self, first: usize, rows: usize) -> Self {
+        let mut c = *self;
+        c.a = self.a.wrapping_add(first * self.a_stride);
+        c.out = self.out.wrapping_add(first * self.out_stride);
+        if !self.row_sums.is_null() {
+            c.row_sums = self.row_sums.wrapping_add(first);
+        }
+        if !self.row_qparams.is_null() {
+            c.row_qparams = self.row_qparams.wrapping_add(first);
+        }
+        c.m = rows;
+        c
+    }
+}
+
 /// A static (u8 output) kernel entry point.
 ///
 /// # Safety

@@ -97,6 +97,18 @@ pub struct StaticCase {
     pub dyn_amp: f32,
 }
 
+/// The signature [`crate::dynamic_linear`] and [`crate::dynamic_linear_per_row`] share.
+type DynamicLayerFn = fn(
+    &crate::MatRef<'_, f32>,
+    &[i8],
+    usize,
+    &crate::WeightQParams,
+    Option<&[f32]>,
+    bool,
+    bool,
+    crate::Profile,
+) -> crate::Result<Vec<f32>>;
+
 impl StaticCase {
     /// Random parameters of every kind; the output scale is chosen so outputs spread
     /// over the u8 range.
@@ -149,6 +161,46 @@ impl StaticCase {
             &self.wq,
             self.bias.as_deref(),
             self.y,
+            self.relu,
+            self.profile,
+        )
+    }
+
+    /// The dynamic layer of this case's weights, bias, ReLU and profile on the f32
+    /// input `x` ([`crate::dynamic_linear`]: one input scale per call).
+    pub fn dynamic_oracle(
+        &self,
+        x: &crate::MatRef<'_, f32>,
+        reduce_range: bool,
+    ) -> crate::Result<Vec<f32>> {
+        self.dynamic_oracle_by(crate::dynamic_linear, x, reduce_range)
+    }
+
+    /// [`StaticCase::dynamic_oracle`] quantizing each row with its own qparams
+    /// ([`crate::dynamic_linear_per_row`]).
+    pub fn dynamic_oracle_per_row(
+        &self,
+        x: &crate::MatRef<'_, f32>,
+        reduce_range: bool,
+    ) -> crate::Result<Vec<f32>> {
+        self.dynamic_oracle_by(crate::dynamic_linear_per_row, x, reduce_range)
+    }
+
+    /// `layer` (one of the two dynamic layers, which share their signature) on this
+    /// case.
+    fn dynamic_oracle_by(
+        &self,
+        layer: DynamicLayerFn,
+        x: &crate::MatRef<'_, f32>,
+        reduce_range: bool,
+    ) -> crate::Result<Vec<f32>> {
+        layer(
+            x,
+            &self.w,
+            self.n,
+            &self.wq,
+            self.bias.as_deref(),
+            reduce_range,
             self.relu,
             self.profile,
         )

@@ -112,8 +112,9 @@ impl Split {
     }
 }
 
-/// Calls `f` once per (row piece, column piece) of `split`, with the arguments offset as
-/// the driver offsets them. `args` covers all rows and columns `[0, n)`.
+/// Calls `f` once per (row piece, column piece) of `split`, the rows cut by
+/// [`GemmArgs::rows`] as the driver cuts them. `args` covers all rows and columns
+/// `[0, n)`.
 fn for_each_chunk<T>(args: GemmArgs<T>, nr: usize, split: Split, mut f: impl FnMut(&GemmArgs<T>)) {
     let (c_lo, c_hi) = split.cols(args.n_end, nr);
     let row_cut = split.row.min(args.m);
@@ -123,16 +124,7 @@ fn for_each_chunk<T>(args: GemmArgs<T>, nr: usize, split: Split, mut f: impl FnM
             if r0 == r1 || c0 == c1 {
                 continue;
             }
-            let mut c = args;
-            c.a = args.a.wrapping_add(r0 * args.a_stride);
-            c.out = args.out.wrapping_add(r0 * args.out_stride);
-            if !args.row_sums.is_null() {
-                c.row_sums = args.row_sums.wrapping_add(r0);
-            }
-            if !args.row_qparams.is_null() {
-                c.row_qparams = args.row_qparams.wrapping_add(r0);
-            }
-            c.m = r1 - r0;
+            let mut c = args.rows(r0, r1 - r0);
             c.n_begin = c0;
             c.n_end = c1;
             f(&c);
@@ -362,20 +354,25 @@ pub fn check_dynamic(d: &KernelDesc, c: &StaticCase, split: Split, extra_stride:
         )
     };
 
+    // The case's epilogue for input qparams (scale, zero point).
+    let epilogue = |scale, zero_point| {
+        DynamicEpilogue::new(
+            c.profile,
+            scale,
+            zero_point,
+            &c.wq,
+            &p.col_sums,
+            k,
+            c.bias.as_deref(),
+            c.relu,
+            p.n_pad,
+        )
+    };
+
     // 1. The literal layer, through the kernel's quantizer.
     let xf = c.dynamic_input();
     let xin = MatRef::new(&xf, m, k, c.a_stride).unwrap();
-    let want = crate::dynamic_linear(
-        &xin,
-        &c.w,
-        n,
-        &c.wq,
-        c.bias.as_deref(),
-        false,
-        c.relu,
-        c.profile,
-    )
-    .unwrap();
+    let want = c.dynamic_oracle(&xin, false).unwrap();
     let qp = crate::choose_dynamic_qparams(&xin, false).unwrap();
     let mut q = vec![0u8; m * k];
     // SAFETY: the kernel's ISA is supported (asserted above); `q` holds m x k bytes.
@@ -385,17 +382,7 @@ pub fn check_dynamic(d: &KernelDesc, c: &StaticCase, split: Split, extra_stride:
         crate::activation::quantize_rows_portable(&xin, qp.scale, qp.zero_point, &mut want_q);
     assert_eq!(q, want_q, "{}: quantize", what("literal"));
     assert_eq!(q_sums, want_sums, "{}: quantize row sums", what("literal"));
-    let epi = DynamicEpilogue::new(
-        c.profile,
-        qp.scale,
-        qp.zero_point,
-        &c.wq,
-        &p.col_sums,
-        k,
-        c.bias.as_deref(),
-        c.relu,
-        p.n_pad,
-    );
+    let epi = epilogue(qp.scale, qp.zero_point);
     let mut out = Output::<f32>::new(m, n, extra_stride);
     let mut all = args(c, &p, out.ptr(), out.stride);
     all.a = q.as_ptr();
@@ -410,17 +397,7 @@ pub fn check_dynamic(d: &KernelDesc, c: &StaticCase, split: Split, extra_stride:
     out.check(cols, |i, j| want[i * n + j], || what("literal"));
 
     // 2. The case's bytes against the scalar epilogue.
-    let epi = DynamicEpilogue::new(
-        c.profile,
-        c.x.scale,
-        c.x.zero_point,
-        &c.wq,
-        &p.col_sums,
-        k,
-        c.bias.as_deref(),
-        c.relu,
-        p.n_pad,
-    );
+    let epi = epilogue(c.x.scale, c.x.zero_point);
     let mut out = Output::<f32>::new(m, n, extra_stride);
     let all = args(c, &p, out.ptr(), out.stride);
     for_each_chunk(all, nr, split, |ch| {
@@ -496,17 +473,7 @@ pub fn check_per_row(d: &KernelDesc, c: &StaticCase, split: Split, extra_stride:
     let rr = rng.coin();
     let xf = per_row_input(&mut rng, m, k, c.a_stride);
     let xin = MatRef::new(&xf, m, k, c.a_stride).unwrap();
-    let want = crate::dynamic_linear_per_row(
-        &xin,
-        &c.w,
-        n,
-        &c.wq,
-        c.bias.as_deref(),
-        rr,
-        c.relu,
-        c.profile,
-    )
-    .unwrap();
+    let want = c.dynamic_oracle_per_row(&xin, rr).unwrap();
     let rr = rr && c.profile == crate::Profile::Fbgemm;
     let mut q = vec![0u8; m * k];
     let mut rows = Vec::with_capacity(m);
