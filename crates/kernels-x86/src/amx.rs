@@ -312,6 +312,31 @@ impl TileUnit for Hardware {
     }
 }
 
+/// Stores the accumulators of row halves `i < row_halves` into `c`: `C[i][j]` to rows
+/// `16 i ..` and columns `16 j ..`.
+///
+/// # Safety
+/// As [`TileUnit::store_accumulator`]: `unit` is configured.
+#[inline(always)]
+unsafe fn store_accumulators<U: TileUnit>(
+    unit: &mut U,
+    row_halves: usize,
+    c: &mut [[i32; NR]; MR],
+) {
+    for i in 0..row_halves {
+        for j in 0..2 {
+            // From the whole buffer: the store writes 16 of its rows.
+            let first = (TILE_ROWS * i * NR + 16 * j) * 4;
+            // SAFETY: 16 rows of 64 bytes from row 16 i, column 16 j, at a row stride of
+            // NR i32, lie inside `c` (i < 2, j < 2); configured (caller).
+            unsafe {
+                let dst = c.as_mut_ptr().cast::<u8>().add(first);
+                unit.store_accumulator(i, j, dst, NR * 4);
+            }
+        }
+    }
+}
+
 /// Releases the tiles when dropped: on return and on unwinding alike.
 struct Configured<'a, U: TileUnit>(&'a mut U);
 
@@ -484,15 +509,7 @@ pub(crate) unsafe fn drive<U: TileUnit, O: Output>(unit: &mut U, args: &GemmArgs
                 u.load_b(1, b_tail.as_ptr().add(TILE_BYTES), K_GROUP_BYTES);
                 u.multiply(row_halves);
             }
-            let c_stride = NR * 4;
-            for i in 0..row_halves {
-                for j in 0..2 {
-                    // From the whole buffer: the store writes 16 of its rows.
-                    let first = (TILE_ROWS * i * NR + 16 * j) * 4;
-                    let dst = c.as_mut_ptr().cast::<u8>().add(first);
-                    u.store_accumulator(i, j, dst, c_stride);
-                }
-            }
+            store_accumulators(u, row_halves, &mut c);
             let masks = column_masks(t.nc);
             let cols = o.columns(t.n0);
             for (r, row) in c.iter().enumerate().take(t.rows) {
@@ -591,13 +608,7 @@ pub(crate) unsafe fn known_answer<U: TileUnit>(unit: &mut U) -> Result<(), Strin
             u.load_b(1, data.b.as_ptr().add(TILE_BYTES), K_GROUP_BYTES);
             u.multiply(2);
         }
-        for i in 0..2 {
-            for j in 0..2 {
-                let first = (TILE_ROWS * i * NR + 16 * j) * 4;
-                let dst = c.as_mut_ptr().cast::<u8>().add(first);
-                u.store_accumulator(i, j, dst, NR * 4);
-            }
-        }
+        store_accumulators(u, 2, &mut c);
     }
     for (r, row) in c.iter().enumerate() {
         for (col, &got) in row.iter().enumerate() {
