@@ -574,7 +574,7 @@ impl Linear {
                 let row_sums = row_sums_if_needed(&input, &p.qparams);
                 let args = gemm_args(p, &input, &row_sums, &mut output);
                 let gemm = desc.gemm_u8;
-                driver::run(desc, args, threads, &|chunk: &GemmArgs<u8>| {
+                driver::run(desc, args, threads, None, &|chunk: &GemmArgs<u8>| {
                     // SAFETY: the engine was chosen by `resolve`, which checked the CPU
                     // supports this kernel; `check_io` and the view constructors proved
                     // that `a` covers m x k with its stride and `out` covers m x n with
@@ -582,7 +582,7 @@ impl Linear {
                     // layout over n columns (padded to whole panels). The driver hands
                     // each call a disjoint sub-range of rows or columns.
                     unsafe { gemm(chunk, epi) }
-                });
+                })?;
             }
             _ => {
                 let y = qlinear_reference::static_linear(
@@ -743,6 +743,51 @@ pub const SCRATCH_KEEP_BYTES: usize = 4 << 20;
 thread_local! {
     /// Per-thread scratch for a dynamic call's quantized activations.
     static QUANTIZED: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// A run of a dynamic call's input rows, handed to the quantization step.
+struct InputRows<'a> {
+    view: MatRef<'a, f32>,
+    /// The index of `view`'s first row in the whole input.
+    first_row: usize,
+}
+
+/// Quantizes a run of input rows into their `rows * k` scratch bytes and returns the
+/// rows' sums as the kernels expect them ([`DynamicLinear::run_quantized`]).
+type QuantizeRows<'a> = dyn Fn(&InputRows<'_>, &mut [u8]) -> Result<Vec<i32>> + Sync + 'a;
+
+/// A dynamic call's quantized rows (dense `m x k`) and row sums (`m` entries, or null
+/// when no weight zero point needs them), shared by the driver's pieces: each writes
+/// its own rows through [`Scratch::rows_mut`] while kernels read others.
+#[derive(Clone, Copy)]
+struct Scratch {
+    q: *mut u8,
+    sums: *mut i32,
+    k: usize,
+}
+
+// SAFETY: the pointers refer to buffers owned by the caller for the whole driver run;
+// concurrent users touch disjoint rows (the contract of `rows_mut`).
+unsafe impl Sync for Scratch {}
+
+impl Scratch {
+    /// The bytes and row sums of `rows`.
+    ///
+    /// # Safety
+    /// `rows` lies inside the buffers' `m` rows, and while the returned slices live no
+    /// other reference or kernel touches those rows.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn rows_mut(&self, rows: std::ops::Range<usize>) -> (&mut [u8], Option<&mut [i32]>) {
+        let count = rows.end - rows.start;
+        // SAFETY: in bounds and exclusive by the caller's promise; a zero `k` gives an
+        // empty slice at a pointer that is non-null (the Vec's dangling one).
+        unsafe {
+            let q = std::slice::from_raw_parts_mut(self.q.add(rows.start * self.k), count * self.k);
+            let sums = (!self.sums.is_null())
+                .then(|| std::slice::from_raw_parts_mut(self.sums.add(rows.start), count));
+            (q, sums)
+        }
+    }
 }
 
 /// How a [`DynamicLinear`] quantizes its f32 input (default
@@ -979,49 +1024,29 @@ impl DynamicLinear {
         // SAFETY: the kernel was resolved for this CPU, so its ISA is available.
         let (lo, hi) = unsafe { (desc.min_max)(&input)? };
         let qp = qlinear_reference::quantize::dynamic_qparams_from_min_max(lo, hi, rr);
-        let m = input.rows();
-        QUANTIZED.with(|cell| -> Result<()> {
-            // Reuse this thread's buffer: a fresh allocation per call costs page faults
-            // comparable to the quantization itself.
-            let mut q = cell.take();
-            q.resize(m * p.k, 0);
-            // SAFETY: as above; `q` holds m * k bytes.
-            let mut row_sums = unsafe { (desc.quantize)(&input, qp.scale, qp.zero_point, &mut q) };
-            if p.qparams.all_zero_points_zero() {
-                row_sums.clear();
-            }
-            let qa = MatRef::dense(&q, m, p.k)?;
-            let epi = DynamicEpilogue::new(
-                self.common.profile,
-                qp.scale,
-                qp.zero_point,
-                &p.qparams,
-                &p.col_sums[..p.n],
-                p.k,
-                self.common.bias.as_deref(),
-                self.common.relu,
-                p.col_sums.len(),
-            );
-            let args = gemm_args(p, &qa, &row_sums, &mut output);
-            let gemm = desc.gemm_f32;
-            driver::run(desc, args, threads, &|chunk: &GemmArgs<f32>| {
-                // SAFETY: as in `Linear::forward_with_threads`: supported kernel, `q` is a
-                // dense m x k buffer, `output` was validated as m x n with its stride, the
-                // packing and epilogue match this kernel, chunks are disjoint.
-                unsafe { gemm(chunk, &epi) }
-            });
-            // Keep the buffer for the next call unless it is large (SCRATCH_KEEP_BYTES).
-            if q.capacity() <= SCRATCH_KEEP_BYTES {
-                cell.set(q);
-            }
-            Ok(())
-        })?;
-        Ok(())
+        let epi = DynamicEpilogue::new(
+            self.common.profile,
+            qp.scale,
+            qp.zero_point,
+            &p.qparams,
+            &p.col_sums[..p.n],
+            p.k,
+            self.common.bias.as_deref(),
+            self.common.relu,
+            p.col_sums.len(),
+        );
+        let quantize = desc.quantize;
+        self.run_quantized(desc, &input, &mut output, threads, None, &epi, &|x, q| {
+            // SAFETY: the kernel was resolved for this CPU, so its ISA is available;
+            // `q` holds the rows' `rows * k` bytes.
+            Ok(unsafe { quantize(&x.view, qp.scale, qp.zero_point, q) })
+        })
     }
 
     /// The per-row kernel path of [`DynamicLinear::forward_with_threads`] (views
-    /// already validated): quantizes row by row with the kernel's own `min_max` /
-    /// `quantize`, then one driver run with the rows' qparams and adjusted row sums.
+    /// already validated): each row's qparams from the kernel's own `min_max`, then
+    /// [`DynamicLinear::run_quantized`] quantizing each row with its own, and row sums
+    /// adjusted by the row's zero point.
     fn forward_per_row(
         &self,
         desc: &'static qlinear_reference::contract::KernelDesc,
@@ -1032,67 +1057,143 @@ impl DynamicLinear {
         let p = &self.packed;
         let (m, k) = (input.rows(), p.k);
         let rr = self.reduce_range && self.common.profile == Profile::Fbgemm;
-        let need_sums = !p.qparams.all_zero_points_zero();
+        // Every row's range first, on the caller: a non-finite input is reported before
+        // anything is written.
         let mut row_qparams = Vec::with_capacity(m);
-        let mut row_sums = Vec::with_capacity(if need_sums { m } else { 0 });
-        QUANTIZED.with(|cell| -> Result<()> {
-            let mut q = cell.take();
-            q.resize(m * k, 0);
-            for (i, dst) in q.chunks_exact_mut(k.max(1)).take(m).enumerate() {
-                let row = input.row_range(i, i + 1)?;
-                // SAFETY: the kernel was resolved for this CPU, so its ISA is available.
-                let (lo, hi) = match unsafe { (desc.min_max)(&row) } {
-                    Ok(r) => r,
-                    // The row's index -> the flat index in the whole input.
-                    Err(Error::NonFinite { what, index }) => {
-                        cell.set(q);
-                        return Err(Error::NonFinite {
-                            what,
-                            index: i * k + index,
-                        });
-                    }
-                    Err(e) => {
-                        cell.set(q);
-                        return Err(e);
-                    }
-                };
-                let qp = qlinear_reference::quantize::dynamic_qparams_from_min_max(lo, hi, rr);
-                // SAFETY: as above; `dst` holds the row's k bytes.
-                let sums = unsafe { (desc.quantize)(&row, qp.scale, qp.zero_point, dst) };
-                row_qparams.push(RowQParams {
-                    scale: qp.scale,
-                    zero_point: qp.zero_point,
-                });
-                if need_sums {
+        for i in 0..m {
+            let row = input.row_range(i, i + 1)?;
+            // SAFETY: the kernel was resolved for this CPU, so its ISA is available.
+            let (lo, hi) = unsafe { (desc.min_max)(&row) }.map_err(|e| match e {
+                // The row's index -> the flat index in the whole input.
+                Error::NonFinite { what, index } => Error::NonFinite {
+                    what,
+                    index: i * k + index,
+                },
+                other => other,
+            })?;
+            let qp = qlinear_reference::quantize::dynamic_qparams_from_min_max(lo, hi, rr);
+            row_qparams.push(RowQParams {
+                scale: qp.scale,
+                zero_point: qp.zero_point,
+            });
+        }
+        let epi = DynamicEpilogue::new_per_row(
+            self.common.profile,
+            &p.qparams,
+            &p.col_sums[..p.n],
+            k,
+            self.common.bias.as_deref(),
+            self.common.relu,
+            p.col_sums.len(),
+        );
+        let quantize = desc.quantize;
+        let qparams = &row_qparams;
+        self.run_quantized(
+            desc,
+            &input,
+            &mut output,
+            threads,
+            Some(qparams),
+            &epi,
+            &|x, q| {
+                // `x` holds input rows from `x.first_row` on, `q` exactly their bytes.
+                let first = x.first_row;
+                let mut sums = Vec::with_capacity(x.view.rows());
+                for (r, dst) in q.chunks_exact_mut(k).enumerate() {
+                    let qp = qparams[first + r];
+                    let row = x.view.row_range(r, r + 1)?;
+                    // SAFETY: as in the per-tensor path; `dst` holds the row's k bytes.
+                    let s = unsafe { quantize(&row, qp.scale, qp.zero_point, dst) };
                     // row_sum' = row_sum - K * zp_m (wrapping), the per-row fold.
-                    row_sums.push(
-                        sums[0].wrapping_sub(DynamicEpilogue::row_sum_adjustment(k, qp.zero_point)),
+                    sums.push(
+                        s[0].wrapping_sub(DynamicEpilogue::row_sum_adjustment(k, qp.zero_point)),
                     );
                 }
-            }
-            let qa = MatRef::dense(&q, m, k)?;
-            let epi = DynamicEpilogue::new_per_row(
-                self.common.profile,
-                &p.qparams,
-                &p.col_sums[..p.n],
+                Ok(sums)
+            },
+        )
+    }
+
+    /// The kernel run shared by both input quantizations: quantizes `input` into this
+    /// thread's scratch with `quantize` and multiplies it with the packed weight.
+    ///
+    /// The quantization happens inside the driver's pieces (its `prepare` step): with
+    /// a row cut each piece quantizes its own rows right before its kernel reads them,
+    /// on its own thread, so the quantization runs in parallel and its bytes are still
+    /// in cache for the GEMM; with a panel cut (few rows) the caller quantizes all rows
+    /// first. `quantize` gets a run of rows and their `rows * k` scratch bytes, and
+    /// returns the rows' sums as the kernels expect them (used only when some weight
+    /// zero point is non-zero).
+    #[allow(clippy::too_many_arguments)]
+    fn run_quantized(
+        &self,
+        desc: &'static qlinear_reference::contract::KernelDesc,
+        input: &MatRef<'_, f32>,
+        output: &mut MatMut<'_, f32>,
+        threads: usize,
+        row_qparams: Option<&Vec<RowQParams>>,
+        epi: &DynamicEpilogue,
+        quantize: &QuantizeRows<'_>,
+    ) -> Result<()> {
+        let p = &self.packed;
+        let (m, k) = (input.rows(), p.k);
+        let need_sums = !p.qparams.all_zero_points_zero();
+        let mut row_sums = vec![0i32; if need_sums { m } else { 0 }];
+        QUANTIZED.with(|cell| -> Result<()> {
+            // Reuse this thread's buffer: a fresh allocation per call costs page faults
+            // comparable to the quantization itself.
+            let mut q = cell.take();
+            q.resize(m * k, 0);
+            let scratch = Scratch {
+                q: q.as_mut_ptr(),
+                sums: if need_sums {
+                    row_sums.as_mut_ptr()
+                } else {
+                    std::ptr::null_mut()
+                },
                 k,
-                self.common.bias.as_deref(),
-                self.common.relu,
-                p.col_sums.len(),
-            );
-            let mut args = gemm_args(p, &qa, &row_sums, &mut output);
-            args.row_qparams = row_qparams.as_ptr();
+            };
+            let args = GemmArgs {
+                a: scratch.q,
+                a_stride: k,
+                m,
+                k,
+                packed: p.data.as_ptr(),
+                n_begin: 0,
+                n_end: p.n,
+                row_sums: scratch.sums,
+                row_qparams: row_qparams.map_or(std::ptr::null(), |r| r.as_ptr()),
+                out: output.as_mut_slice().as_mut_ptr(),
+                out_stride: output.stride(),
+            };
+            let prepare = |rows: std::ops::Range<usize>| -> Result<()> {
+                let x = InputRows {
+                    view: input.row_range(rows.start, rows.end)?,
+                    first_row: rows.start,
+                };
+                // SAFETY: the driver prepares each row range once, on one thread, before
+                // any kernel reads it, and its ranges are disjoint and inside [0, m).
+                let (q_rows, sums) = unsafe { scratch.rows_mut(rows) };
+                let s = quantize(&x, q_rows)?;
+                if let Some(dst) = sums {
+                    dst.copy_from_slice(&s);
+                }
+                Ok(())
+            };
             let gemm = desc.gemm_f32;
-            driver::run(desc, args, threads, &|chunk: &GemmArgs<f32>| {
-                // SAFETY: as in the per-tensor path; in addition `row_qparams` holds m
-                // entries (split by the driver with the rows) and the epilogue is the
-                // per-row one it requires.
-                unsafe { gemm(chunk, &epi) }
+            let result = driver::run(desc, args, threads, Some(&prepare), &|chunk| {
+                // SAFETY: as in `Linear::forward_with_threads`: supported kernel; `a` is
+                // the dense m x k scratch, whose rows the driver has prepared before this
+                // call; `row_sums` (if any) and `row_qparams` (if any) hold m entries;
+                // `output` was validated as m x n with its stride; the packing and
+                // epilogue match this kernel; chunks are disjoint.
+                unsafe { gemm(chunk, epi) }
             });
+            // Keep the buffer for the next call unless it is large (SCRATCH_KEEP_BYTES).
             if q.capacity() <= SCRATCH_KEEP_BYTES {
                 cell.set(q);
             }
-            Ok(())
+            result
         })
     }
 
