@@ -36,7 +36,9 @@
 //!   per-tensor one (O(N), negligible next to the GEMM) so the layer holds no second
 //!   copy of its parameters.
 
-use qlinear_reference::contract::{DynamicEpilogue, GemmArgs, RowQParams, StaticEpilogue};
+use qlinear_reference::contract::{
+    DynamicEpilogue, DynamicFold, GemmArgs, RowQParams, StaticEpilogue,
+};
 use qlinear_reference::params::check_finite;
 use qlinear_reference::{
     ActQParams, Error, MatMut, MatRef, Observer, Profile, Result, WeightQParams,
@@ -885,7 +887,17 @@ impl DynamicLinearBuilder {
     pub fn build(self) -> Result<DynamicLinear> {
         let packed = self.weight.into_packed(self.common.backend)?;
         check_bias(self.common.bias.as_deref(), packed.n)?;
+        let fold = Arc::new(DynamicFold::new(
+            self.common.profile,
+            &packed.qparams,
+            &packed.col_sums[..packed.n],
+            packed.k,
+            self.common.bias.as_deref(),
+            self.common.relu,
+            packed.col_sums.len(),
+        ));
         Ok(DynamicLinear {
+            fold,
             packed,
             input_quantization: self.input_quantization,
             reduce_range: self
@@ -921,6 +933,10 @@ pub struct DynamicLinear {
     reduce_range: bool,
     input_quantization: InputQuantization,
     common: Common,
+    /// The epilogue's call-independent columns, folded once at build: a call adds
+    /// only what its input qparams change. (Shared by clones; boxed so a layer stays
+    /// small to move.)
+    fold: Arc<DynamicFold>,
 }
 
 impl fmt::Debug for DynamicLinear {
@@ -1024,17 +1040,7 @@ impl DynamicLinear {
         // SAFETY: the kernel was resolved for this CPU, so its ISA is available.
         let (lo, hi) = unsafe { (desc.min_max)(&input)? };
         let qp = qlinear_reference::quantize::dynamic_qparams_from_min_max(lo, hi, rr);
-        let epi = DynamicEpilogue::new(
-            self.common.profile,
-            qp.scale,
-            qp.zero_point,
-            &p.qparams,
-            &p.col_sums[..p.n],
-            p.k,
-            self.common.bias.as_deref(),
-            self.common.relu,
-            p.col_sums.len(),
-        );
+        let epi = self.fold.epilogue(qp.scale, qp.zero_point);
         let quantize = desc.quantize;
         self.run_quantized(desc, &input, &mut output, threads, None, &epi, &|x, q| {
             // SAFETY: the kernel was resolved for this CPU, so its ISA is available;
@@ -1077,15 +1083,7 @@ impl DynamicLinear {
                 zero_point: qp.zero_point,
             });
         }
-        let epi = DynamicEpilogue::new_per_row(
-            self.common.profile,
-            &p.qparams,
-            &p.col_sums[..p.n],
-            k,
-            self.common.bias.as_deref(),
-            self.common.relu,
-            p.col_sums.len(),
-        );
+        let epi = self.fold.per_row();
         let quantize = desc.quantize;
         let qparams = &row_qparams;
         self.run_quantized(
@@ -1094,7 +1092,7 @@ impl DynamicLinear {
             &mut output,
             threads,
             Some(qparams),
-            &epi,
+            epi,
             &|x, q| {
                 // `x` holds input rows from `x.first_row` on, `q` exactly their bytes.
                 let first = x.first_row;

@@ -7,7 +7,7 @@
 //! cases stay small to describe and fast to generate.
 
 use proptest::prelude::*;
-use qlinear_reference::contract::{DynamicEpilogue, PackedLayout, StaticEpilogue};
+use qlinear_reference::contract::{DynamicEpilogue, DynamicFold, PackedLayout, StaticEpilogue};
 use qlinear_reference::quantize::{dynamic_qparams_from_min_max, quantize_u8};
 use qlinear_reference::testkit::{Rng, StaticCase};
 use qlinear_reference::{
@@ -834,5 +834,54 @@ proptest! {
                 .collect();
             prop_assert_eq!(sums, want_sums);
         }
+    }
+}
+
+/// Bit-for-bit equality of two dynamic epilogues (`==` would equate `-0.0` and `+0.0`).
+fn same_dynamic_epilogue(a: &DynamicEpilogue, b: &DynamicEpilogue) -> bool {
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    a.col_offset == b.col_offset
+        && a.row_zp == b.row_zp
+        && bits(&a.mult) == bits(&b.mult)
+        && bits(&a.bias) == bits(&b.bias)
+        && a.fused_bias == b.fused_bias
+        && a.relu == b.relu
+        && a.col_sum == b.col_sum
+        && bits(&a.weight_scale) == bits(&b.weight_scale)
+}
+
+proptest! {
+    /// The layer-time fold completed per call (`DynamicFold::epilogue`) is exactly
+    /// `DynamicEpilogue::new`, and its per-row half exactly `new_per_row`: any column
+    /// sums (wrapping included), K up to the limit, both profiles, with and without bias.
+    #[test]
+    fn dynamic_fold_equals_per_call_fold(
+        n in 1usize..40,
+        k in prop_oneof![1usize..300, Just(K_LIMIT)],
+        profile in profile(),
+        per_channel: bool, with_bias: bool, relu: bool,
+        zps in prop::collection::vec(weight_zp(), 1..20),
+        zp_x in act_zp(),
+        nr in prop::sample::select(vec![1usize, 8, 16, 32]),
+        seed: u64,
+    ) {
+        let mut rng = Rng::new(seed);
+        let wq = random_wq(&mut rng, n, per_channel, &zps);
+        let col_sums: Vec<i32> = (0..n)
+            .map(|_| if rng.coin() { rng.range_i32(-40_000, 40_000) } else { i32::from_le_bytes([rng.bytes(1)[0], rng.bytes(1)[0], rng.bytes(1)[0], rng.bytes(1)[0]]) })
+            .collect();
+        let bias = with_bias.then(|| rng.f32s(n, 3.0));
+        let fold = DynamicFold::new(profile, &wq, &col_sums, k, bias.as_deref(), relu, n_pad(n, nr));
+        for scale_x in [rng.log_uniform(1e-30, 1e30), f32::MIN_POSITIVE, 1.0, f32::MAX] {
+            let want = DynamicEpilogue::new(
+                profile, scale_x, zp_x, &wq, &col_sums, k, bias.as_deref(), relu, n_pad(n, nr),
+            );
+            prop_assert!(
+                same_dynamic_epilogue(&fold.epilogue(scale_x, zp_x), &want),
+                "scale {} zp {}", scale_x, zp_x
+            );
+        }
+        let per_row = DynamicEpilogue::new_per_row(profile, &wq, &col_sums, k, bias.as_deref(), relu, n_pad(n, nr));
+        prop_assert!(same_dynamic_epilogue(fold.per_row(), &per_row));
     }
 }
