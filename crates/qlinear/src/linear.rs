@@ -32,9 +32,20 @@
 //!   `zp_m` on the row side (`raw -= zp_m * col_sum`, row sums adjusted by `- K zp_m`),
 //!   forming the multiplier `f(s_m * scale_w[n])` per row (see
 //!   `qlinear_reference::contract`). The driver splits `row_qparams` with the rows.
-//! * The per-row epilogue depends only on the layer, but it is folded per call like the
-//!   per-tensor one (O(N), negligible next to the GEMM) so the layer holds no second
-//!   copy of its parameters.
+//! * The per-row epilogue depends only on the layer, so it is folded once, at build, in
+//!   the layer's [`DynamicFold`]; the per-tensor one is completed per call from the
+//!   same fold (only `col_offset` and `mult` depend on the input qparams). Folding
+//!   every column per call cost as much as a whole GEMV at N = 3072.
+//!
+//! ## Where a dynamic call quantizes
+//!
+//! The range (`min_max`) is taken on the calling thread first: the per-tensor scale
+//! needs every row, and a non-finite input is reported before anything is written. The
+//! quantization itself is the driver's `prepare` step (`DynamicLinear::run_quantized`):
+//! with a row cut each piece quantizes its own rows into the call's scratch on its own
+//! thread, right before its kernel reads them, so it runs in parallel and the bytes are
+//! still in cache; with a panel cut (few rows, every piece reads all of them) the
+//! caller quantizes all rows first.
 
 use qlinear_reference::contract::{
     DynamicEpilogue, DynamicFold, GemmArgs, RowQParams, StaticEpilogue,
