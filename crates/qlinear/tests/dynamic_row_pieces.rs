@@ -7,6 +7,9 @@
 //! by the pieces), per-tensor and per-row input quantization; and a non-finite value
 //! in the last piece's rows is an error that leaves the output untouched.
 
+mod kernel_checks;
+
+use kernel_checks::check_dynamic_view;
 use qlinear::{
     available_backends, Backend, DynamicLinear, Error, InputQuantization, MatMut, MatRef,
     QuantizedWeight, WeightQParams,
@@ -61,24 +64,6 @@ fn input(rng: &mut Rng, m: usize, k: usize, stride: usize) -> Vec<f32> {
     x
 }
 
-fn oracle(s: &Setup, l: &DynamicLinear, x: &MatRef<'_, f32>) -> Vec<f32> {
-    let literal = match l.input_quantization() {
-        InputQuantization::PerRow => qlinear_reference::dynamic_linear_per_row,
-        InputQuantization::PerTensor => qlinear_reference::dynamic_linear,
-    };
-    literal(
-        x,
-        &s.w,
-        s.n,
-        &s.wq,
-        Some(&s.bias),
-        l.reduce_range(),
-        l.relu(),
-        l.profile(),
-    )
-    .unwrap()
-}
-
 const MODES: [InputQuantization; 2] = [InputQuantization::PerTensor, InputQuantization::PerRow];
 
 #[test]
@@ -94,19 +79,8 @@ fn row_cut_quantization_is_exact_on_every_backend() {
                     let stride = k + 3;
                     let data = input(&mut rng, m, k, stride);
                     let x = MatRef::new(&data, m, k, stride).unwrap();
-                    let want = oracle(&s, &l, &x);
-                    let mut got = vec![f32::NAN; m * n];
-                    l.forward_with_threads(x, MatMut::dense(&mut got, m, n).unwrap(), threads)
-                        .unwrap();
-                    let same = got
-                        .iter()
-                        .zip(&want)
-                        .all(|(a, b)| a.to_bits() == b.to_bits());
-                    assert!(
-                        same,
-                        "{backend} {mode:?} m={m} k={k} threads={threads} kernel {}",
-                        l.kernel_name_for(m)
-                    );
+                    let what = format!("{backend} k={k}");
+                    check_dynamic_view(&l, &x, (&s.w, &s.wq, Some(&s.bias)), threads, &what);
                     checked += 1;
                 }
             }

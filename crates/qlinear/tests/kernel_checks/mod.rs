@@ -1,12 +1,13 @@
-//! Checks shared by the kernel-set tests (`kernel_sets.rs`) and the AMX tests on
-//! emulated tile instructions (`amx_emulated.rs`): one random case of 130 rows, and the
+//! Checks shared by the kernel-set tests (`kernel_sets.rs`), the AMX tests on
+//! emulated tile instructions (`amx_emulated.rs`) and the dynamic row-piece tests
+//! (`dynamic_row_pieces.rs`): one random case of 130 rows, and the
 //! static and dynamic outputs of a layer for its first `m` rows against the reference
 //! oracle, bit for bit (`to_bits` for f32).
 #![allow(dead_code)] // each test file uses its own subset
 
 use qlinear::{
     Backend, DynamicLinear, InputQuantization, Linear, MatMut, MatRef, PackedWeights,
-    QuantizedWeight,
+    QuantizedWeight, WeightQParams,
 };
 use qlinear_reference::testkit::{Rng, StaticCase};
 
@@ -71,24 +72,37 @@ pub fn check_static(layer: &Linear, c: &StaticCase, m: usize, threads: usize, wh
 pub fn check_dynamic(layer: &DynamicLinear, t: &Case, m: usize, threads: usize, what: &str) {
     let c = &t.c;
     let x = MatRef::dense(&t.xf[..m * c.k], m, c.k).unwrap();
+    check_dynamic_view(layer, &x, (&c.w, &c.wq, c.bias.as_deref()), threads, what);
+}
+
+/// Dynamic output of `layer` on the input view `x` against the oracle of the layer's
+/// weight `(w, wq, bias)`, bit for bit.
+pub fn check_dynamic_view(
+    layer: &DynamicLinear,
+    x: &MatRef<'_, f32>,
+    (w, wq, bias): (&[i8], &WeightQParams, Option<&[f32]>),
+    threads: usize,
+    what: &str,
+) {
+    let (m, n) = (x.rows(), layer.packed().out_features());
     let literal = match layer.input_quantization() {
         InputQuantization::PerRow => qlinear_reference::dynamic_linear_per_row,
         InputQuantization::PerTensor => qlinear_reference::dynamic_linear,
     };
     let want = literal(
-        &x,
-        &c.w,
-        c.n,
-        &c.wq,
-        c.bias.as_deref(),
+        x,
+        w,
+        n,
+        wq,
+        bias,
         layer.reduce_range(),
         layer.relu(),
         layer.profile(),
     )
     .expect("oracle");
-    let mut got = vec![f32::NAN; m * c.n];
+    let mut got = vec![f32::NAN; m * n];
     layer
-        .forward_with_threads(x, MatMut::dense(&mut got, m, c.n).unwrap(), threads)
+        .forward_with_threads(*x, MatMut::dense(&mut got, m, n).unwrap(), threads)
         .expect("forward");
     let same = got
         .iter()
