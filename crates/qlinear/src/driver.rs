@@ -84,16 +84,23 @@ struct Piece<T> {
     args: GemmArgs<T>,
 }
 
+/// How a call was cut.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Cut {
+    /// Pieces cover disjoint row ranges (a single piece counts as one).
+    Rows,
+    /// Every piece covers all rows and its own column panels.
+    Panels,
+}
+
 /// Cuts `args` (covering all rows and columns) into disjoint pieces for `threads`.
-/// Returns whether the cut is by rows (pieces cover disjoint row ranges; a single piece
-/// counts as a row cut) or by panels (every piece covers all rows).
-fn pieces<T>(desc: &KernelDesc, args: GemmArgs<T>, threads: usize) -> (bool, Vec<Piece<T>>) {
+fn pieces<T>(desc: &KernelDesc, args: GemmArgs<T>, threads: usize) -> (Cut, Vec<Piece<T>>) {
     let all = |args: GemmArgs<T>| Piece {
         rows: 0..args.m,
         args,
     };
     if threads == 1 {
-        return (true, vec![all(args)]);
+        return (Cut::Rows, vec![all(args)]);
     }
     let nr = desc.layout.nr;
     let panels = args.n_end.div_ceil(nr);
@@ -113,7 +120,7 @@ fn pieces<T>(desc: &KernelDesc, args: GemmArgs<T>, threads: usize) -> (bool, Vec
                 }
             })
             .collect();
-        (true, pieces)
+        (Cut::Rows, pieces)
     } else {
         let per = panels.div_ceil((threads * PANEL_PIECES_PER_THREAD).min(panels));
         let pieces = (0..panels)
@@ -125,7 +132,7 @@ fn pieces<T>(desc: &KernelDesc, args: GemmArgs<T>, threads: usize) -> (bool, Vec
                 all(c)
             })
             .collect();
-        (false, pieces)
+        (Cut::Panels, pieces)
     }
 }
 
@@ -149,9 +156,9 @@ pub(crate) fn run<T>(
         return Ok(());
     }
     let threads = effective_threads(threads);
-    let (row_cut, pieces) = pieces(desc, args, threads);
+    let (cut, pieces) = pieces(desc, args, threads);
     let (prepare_whole, prepare_piece) = match prepare {
-        Some(f) if row_cut => (None, Some(f)),
+        Some(f) if cut == Cut::Rows => (None, Some(f)),
         other => (other, None),
     };
     if let Some(f) = prepare_whole {
