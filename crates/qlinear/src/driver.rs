@@ -84,6 +84,15 @@ struct Piece<T> {
     args: GemmArgs<T>,
 }
 
+// SAFETY: a piece is a bundle of pointers into buffers that outlive the parallel call
+// (the caller's views and the layer's packed data). Pieces write disjoint output rows or
+// columns, and a row cut's `prepare` writes only its own piece's rows of the caller's
+// scratch, which no other piece reads; so moving or sharing them between threads
+// cannot create a data race.
+unsafe impl<T> Send for Piece<T> {}
+// SAFETY: as above; a shared piece is only read.
+unsafe impl<T> Sync for Piece<T> {}
+
 /// How a call was cut.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Cut {
@@ -164,12 +173,11 @@ pub(crate) fn run<T>(
     if let Some(f) = prepare_whole {
         f(0..args.m)?;
     }
-    let pieces: Vec<Shared<Piece<T>>> = pieces.into_iter().map(Shared).collect();
     let next = AtomicUsize::new(0);
     let finished = AtomicUsize::new(0);
     let failure = OnceLock::new();
     let work = || {
-        while let Some(Shared(piece)) = pieces.get(next.fetch_add(1, Ordering::Relaxed)) {
+        while let Some(piece) = pieces.get(next.fetch_add(1, Ordering::Relaxed)) {
             match prepare_piece.map_or(Ok(()), |f| f(piece.rows.clone())) {
                 Ok(()) => call(&piece.args),
                 Err(e) => {
@@ -190,9 +198,11 @@ pub(crate) fn run<T>(
                 work();
                 wait_for_pieces(&finished, pieces.len());
             });
-            return failure.into_inner().map_or(Ok(()), Err);
+        } else {
+            work();
         }
     }
+    #[cfg(not(feature = "rayon"))]
     work();
     failure.into_inner().map_or(Ok(()), Err)
 }
@@ -216,18 +226,6 @@ fn wait_for_pieces(finished: &AtomicUsize, total: usize) {
         }
     }
 }
-
-/// A piece, shareable across threads.
-struct Shared<P>(P);
-
-// SAFETY: a piece is a bundle of pointers into buffers that outlive the parallel call
-// (the caller's views and the layer's packed data). Pieces write disjoint output rows or
-// columns, and a row cut's `prepare` writes only its own piece's rows of the caller's
-// scratch, which no other piece reads; so moving or sharing them between threads
-// cannot create a data race.
-unsafe impl<T> Send for Shared<Piece<T>> {}
-// SAFETY: as above; a shared piece is only read.
-unsafe impl<T> Sync for Shared<Piece<T>> {}
 
 #[cfg(test)]
 mod tests {

@@ -139,19 +139,41 @@ fn gemm_args<T>(
     row_sums: &[i32],
     out: &mut MatMut<'_, T>,
 ) -> GemmArgs<T> {
+    let row_sums = if row_sums.is_empty() {
+        std::ptr::null()
+    } else {
+        row_sums.as_ptr()
+    };
+    gemm_args_at(
+        p,
+        a.as_slice().as_ptr(),
+        a.stride(),
+        a.rows(),
+        row_sums,
+        out,
+    )
+}
+
+/// [`gemm_args`] for activations given by pointer (`m` rows at `a_stride`; the dynamic
+/// scratch, which pieces write while kernels read it) and row sums by pointer (null
+/// when the kernels need none).
+fn gemm_args_at<T>(
+    p: &PackedWeights,
+    a: *const u8,
+    a_stride: usize,
+    m: usize,
+    row_sums: *const i32,
+    out: &mut MatMut<'_, T>,
+) -> GemmArgs<T> {
     GemmArgs {
-        a: a.as_slice().as_ptr(),
-        a_stride: a.stride(),
-        m: a.rows(),
+        a,
+        a_stride,
+        m,
         k: p.k,
         packed: p.data.as_ptr(),
         n_begin: 0,
         n_end: p.n,
-        row_sums: if row_sums.is_empty() {
-            std::ptr::null()
-        } else {
-            row_sums.as_ptr()
-        },
+        row_sums,
         row_qparams: std::ptr::null(),
         out: out.as_mut_slice().as_mut_ptr(),
         out_stride: out.stride(),
@@ -1096,7 +1118,7 @@ impl DynamicLinear {
         }
         let epi = self.fold.per_row();
         let quantize = desc.quantize;
-        let qparams = &row_qparams;
+        let qparams = &row_qparams[..];
         self.run_quantized(
             desc,
             &input,
@@ -1140,7 +1162,7 @@ impl DynamicLinear {
         input: &MatRef<'_, f32>,
         output: &mut MatMut<'_, f32>,
         threads: usize,
-        row_qparams: Option<&Vec<RowQParams>>,
+        row_qparams: Option<&[RowQParams]>,
         epi: &DynamicEpilogue,
         quantize: &QuantizeRows<'_>,
     ) -> Result<()> {
@@ -1162,19 +1184,10 @@ impl DynamicLinear {
                 },
                 k,
             };
-            let args = GemmArgs {
-                a: scratch.q,
-                a_stride: k,
-                m,
-                k,
-                packed: p.data.as_ptr(),
-                n_begin: 0,
-                n_end: p.n,
-                row_sums: scratch.sums,
-                row_qparams: row_qparams.map_or(std::ptr::null(), |r| r.as_ptr()),
-                out: output.as_mut_slice().as_mut_ptr(),
-                out_stride: output.stride(),
-            };
+            let mut args = gemm_args_at(p, scratch.q, k, m, scratch.sums, output);
+            if let Some(r) = row_qparams {
+                args.row_qparams = r.as_ptr();
+            }
             let prepare = |rows: std::ops::Range<usize>| -> Result<()> {
                 let x = InputRows {
                     view: input.row_range(rows.start, rows.end)?,
